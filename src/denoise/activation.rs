@@ -1,0 +1,184 @@
+//! Row-wise activation layers `Z_l = σ(Z_{l−1}) + Ξ_l` inside deeper networks (eq. 1b, spec §4.7).
+
+use super::{gaussian_rows, Estimator, Layer, LayerKind, Rng};
+use crate::error::{Error, Result};
+use crate::message::{Belief, Message};
+use crate::rows::{check_finite, check_shape, mul_small_sum};
+use crate::spd::{sym, Spd};
+use faer::{Mat, MatRef};
+
+/// The elementwise activation `σ` of a hidden layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// `σ(v) = v`: with Gaussian noise the layer is linear-Gaussian and its denoiser is exact.
+    Identity,
+}
+
+impl Activation {
+    /// The name used in configurations.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Activation::Identity => "identity",
+        }
+    }
+}
+
+/// A hidden row-wise layer `u = σ(v) + ξ`, `ξ ~ N(0, N^{-1})` (or noiseless), where `v` is a row of
+/// `Z_{l−1}` and `u` the corresponding row of `Z_l`.
+#[derive(Clone, Debug)]
+pub struct ActivationLayer {
+    activation: Activation,
+    noise: Option<Spd>,
+    estimator: Estimator,
+    d: usize,
+}
+
+impl ActivationLayer {
+    /// A layer with the given activation, optional noise precision `N` (`None` = noiseless) and
+    /// estimator (MAP or MMSE; they coincide for the identity).
+    pub fn new(
+        activation: Activation,
+        noise: Option<Spd>,
+        estimator: Estimator,
+        d: usize,
+    ) -> Result<Self> {
+        if d == 0 {
+            return Err(Error::invalid("d", "must be at least 1"));
+        }
+        if let Some(nz) = &noise {
+            if nz.dim() != d {
+                return Err(Error::shape(
+                    "activation noise precision N",
+                    format!("{d} x {d}"),
+                    format!("{0} x {0}", nz.dim()),
+                ));
+            }
+        }
+        Ok(ActivationLayer {
+            activation,
+            noise,
+            estimator,
+            d,
+        })
+    }
+
+    /// The activation.
+    pub fn activation(&self) -> Activation {
+        self.activation
+    }
+    /// The estimator.
+    pub fn estimator(&self) -> Estimator {
+        self.estimator
+    }
+
+    fn check(&self, minus: &Message, plus: &Message) -> Result<()> {
+        let n = plus.rows();
+        check_shape(
+            "backward message R⁻ into activation layer",
+            minus.mean.as_ref(),
+            n,
+            self.d,
+        )?;
+        check_shape(
+            "forward message R⁺ into activation layer",
+            plus.mean.as_ref(),
+            n,
+            self.d,
+        )?;
+        Ok(())
+    }
+
+    /// Identity activation: the Gaussian belief with precision `[[N+Γ⁻, −N], [−N, N+Γ⁺]]`
+    /// (spec §3.1(a) with `s = 1`, `b = 0`). Returns `(û, Σ_uu)` or `(v̂, Σ_vv)`.
+    fn identity(&self, minus: &Message, plus: &Message, want_u: bool) -> Result<Belief> {
+        self.check(minus, plus)?;
+        let gm = minus.precision.matrix();
+        let gp = plus.precision.matrix();
+        let (p_eff, a) = match &self.noise {
+            Some(nz) => {
+                let a = Spd::from_symmetric("N + Γ⁻", nz.matrix() + gm)?.inverse();
+                (sym(&(gm * &a * nz.matrix())), Some(a))
+            }
+            None => (gm.clone(), None),
+        };
+        let svv = Spd::from_symmetric("Γ⁺ + P_eff", gp + &p_eff)?.inverse();
+        // v̂ = (r⁺Γ⁺ + r⁻ P_eff) Σ_vv
+        let v_hat = mul_small_sum(
+            plus.mean.as_ref(),
+            &(gp * &svv),
+            minus.mean.as_ref(),
+            &(&p_eff * &svv),
+        );
+        if !want_u {
+            return Ok(Belief {
+                mean: v_hat,
+                cov: svv,
+            });
+        }
+        match (&self.noise, a) {
+            (Some(nz), Some(a)) => {
+                // û = (v̂ N + r⁻ Γ⁻) A,  Σ_uu = A + A N Σ_vv N A
+                let mean = mul_small_sum(
+                    v_hat.as_ref(),
+                    &(nz.matrix() * &a),
+                    minus.mean.as_ref(),
+                    &(gm * &a),
+                );
+                let cov = sym(&(&a + &a * nz.matrix() * &svv * nz.matrix() * &a));
+                Ok(Belief { mean, cov })
+            }
+            _ => Ok(Belief {
+                mean: v_hat,
+                cov: svv,
+            }),
+        }
+    }
+}
+
+impl Layer for ActivationLayer {
+    fn describe(&self) -> String {
+        format!(
+            "{} activation layer{}",
+            self.activation.name(),
+            if self.noise.is_some() {
+                ", noisy"
+            } else {
+                ", noiseless"
+            }
+        )
+    }
+    fn kind(&self) -> LayerKind {
+        LayerKind::RowWise
+    }
+    fn dim(&self) -> usize {
+        self.d
+    }
+    fn input_rows(&self) -> Option<usize> {
+        None
+    }
+    fn output_rows(&self, n_in: usize) -> usize {
+        n_in
+    }
+    fn forward(&self, minus: &Message, plus: &Message) -> Result<Belief> {
+        match self.activation {
+            Activation::Identity => self.identity(minus, plus, true),
+        }
+    }
+    fn backward(&self, minus: &Message, plus: &Message) -> Result<Belief> {
+        match self.activation {
+            Activation::Identity => self.identity(minus, plus, false),
+        }
+    }
+    fn sample(&self, z_prev: MatRef<'_, f64>, rng: &mut Rng) -> Result<Mat<f64>> {
+        check_finite("input of activation layer", z_prev)?;
+        let mut z = match self.activation {
+            Activation::Identity => z_prev.to_owned(),
+        };
+        if let Some(nz) = &self.noise {
+            let cov = Spd::from_symmetric("noise covariance", nz.inverse())?;
+            z += &gaussian_rows(z.nrows(), cov.cholesky_lower(), rng);
+        }
+        Ok(z)
+    }
+}

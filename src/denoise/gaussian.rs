@@ -1,0 +1,93 @@
+//! Gaussian input prior with full mean and covariance (spec §5.1).
+
+use super::{gaussian_rows, InputPrior, Rng};
+use crate::error::{Error, Result};
+use crate::message::{Belief, Message};
+use crate::rows::mul_small;
+use crate::spd::{DMat, Spd};
+use faer::Mat;
+
+/// Rows of `Z_0` i.i.d. `N(μ_0, Σ_0)`.
+///
+/// Denoiser (spec §5.1): `Σ = (Σ_0^{-1} + Γ⁻)^{-1}`, `ẑ = (μ_0 Σ_0^{-1} + r Γ⁻) Σ`. The forward
+/// message is therefore exactly the prior: `Γ⁺_0 = Σ_0^{-1}`, `R⁺_0 = 1 μ_0^T`.
+#[derive(Clone, Debug)]
+pub struct GaussianPrior {
+    mean: Vec<f64>,
+    cov: Spd,
+    prec: Spd,
+}
+
+impl GaussianPrior {
+    /// A prior with mean `μ_0` (length `d`) and covariance `Σ_0` (`d x d`, SPD).
+    pub fn new(mean: Vec<f64>, cov: DMat) -> Result<Self> {
+        let d = mean.len();
+        if d == 0 {
+            return Err(Error::invalid("prior mean", "d must be at least 1"));
+        }
+        if let Some(x) = mean.iter().find(|x| !x.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "prior mean".into(),
+                detail: format!("entry is {x}"),
+            });
+        }
+        let cov = Spd::new("prior covariance", cov, Some(d))?;
+        let prec = Spd::from_symmetric("prior precision", cov.inverse())?;
+        Ok(GaussianPrior { mean, cov, prec })
+    }
+
+    /// Zero mean, covariance `v I_d`.
+    pub fn isotropic(d: usize, v: f64) -> Result<Self> {
+        Self::new(vec![0.0; d], DMat::identity(d, d) * v)
+    }
+
+    /// The prior mean `μ_0`.
+    pub fn mean(&self) -> &[f64] {
+        &self.mean
+    }
+    /// The prior covariance `Σ_0`.
+    pub fn covariance(&self) -> &Spd {
+        &self.cov
+    }
+    /// The prior precision `Σ_0^{-1}`.
+    pub fn precision(&self) -> &Spd {
+        &self.prec
+    }
+}
+
+impl InputPrior for GaussianPrior {
+    fn describe(&self) -> String {
+        format!("gaussian prior (d = {})", self.mean.len())
+    }
+    fn dim(&self) -> usize {
+        self.mean.len()
+    }
+    fn denoise(&self, incoming: &Message) -> Result<Belief> {
+        let d = self.dim();
+        let post_prec = Spd::from_symmetric(
+            "prior posterior precision",
+            self.prec.matrix() + incoming.precision.matrix(),
+        )?;
+        let cov = post_prec.inverse();
+        // ẑ = r Γ⁻ Σ + μ_0 Σ_0^{-1} Σ
+        let g = incoming.precision.matrix() * &cov;
+        let mu = DMat::from_row_slice(1, d, &self.mean) * self.prec.matrix() * &cov;
+        let mut mean = mul_small(incoming.mean.as_ref(), &g);
+        for j in 0..d {
+            let c = mu[(0, j)];
+            for i in 0..mean.nrows() {
+                mean[(i, j)] += c;
+            }
+        }
+        Ok(Belief { mean, cov })
+    }
+    fn sample(&self, n: usize, rng: &mut Rng) -> Result<Mat<f64>> {
+        let mut z = gaussian_rows(n, self.cov.cholesky_lower(), rng);
+        for j in 0..self.dim() {
+            for i in 0..n {
+                z[(i, j)] += self.mean[j];
+            }
+        }
+        Ok(z)
+    }
+}

@@ -1,0 +1,380 @@
+//! Linear layers `Z_l = W Z_{l−1} + B + Ξ` solved through one thin SVD (paper eq. 15, spec §3).
+//!
+//! With `W = U S V^T` (computed once, at construction) the Gaussian belief (eq. 12) separates
+//! over *rotated* rows: `r` paired rows (one singular value each), `n_l − r` output-only rows
+//! and `n_{l−1} − r` input-only rows (spec §3.1). Every call then costs a few thin products
+//! `O(n r d)` plus `O(r d²)` in a basis shared by all paired rows (spec §3.3).
+
+use super::{gaussian_rows, Layer, LayerKind, Rng};
+use crate::error::{Error, Result};
+use crate::message::{Belief, Message};
+use crate::rows::{check_finite, check_shape, mul_small, shape_str};
+use crate::spd::{sym, DMat, Spd};
+use faer::{Mat, MatRef};
+use nalgebra::SymmetricEigen;
+
+/// A linear layer `Z_l = W Z_{l−1} + B + Ξ`, `W ∈ R^{n_l × n_{l−1}}` of any shape, optional bias
+/// `B ∈ R^{n_l × d}`, and Gaussian noise rows `N(0, N^{-1})` or no noise (`N = ∞`).
+#[derive(Clone, Debug)]
+pub struct LinearLayer {
+    n_out: usize,
+    n_in: usize,
+    d: usize,
+    u: Mat<f64>,
+    s: Vec<f64>,
+    v: Mat<f64>,
+    bias: Option<Mat<f64>>,
+    bias_rot: Mat<f64>,
+    noise: Option<Spd>,
+    svd_seconds: f64,
+}
+
+/// The paired-row solution in the rotated domain, shared by `G⁺` and `G⁻`.
+struct Rotated {
+    /// `U_r^T R⁻` (r x d).
+    rt_minus: Mat<f64>,
+    /// `V_r^T R⁺` (r x d).
+    rt_plus: Mat<f64>,
+    /// `Ṽ`: rotated estimates of `Z_{l−1}` on the paired rows (r x d).
+    v_hat: Mat<f64>,
+    /// Shared basis `T = L^{-T} Q` with `Σ_vv(s) = T diag(1/(1 + s² m)) T^T`.
+    t: DMat,
+    /// Eigenvalues `m` of `L^{-1} P_eff L^{-T}`.
+    m: Vec<f64>,
+    /// `A = (N + Γ⁻)^{-1}` (`None` when noiseless).
+    a: Option<DMat>,
+}
+
+impl LinearLayer {
+    /// Builds the layer from the weight `W` (`n_l x n_{l−1}`), an optional bias (`n_l x d`) and an
+    /// optional noise precision `N` (`None` = noiseless). Computes the thin SVD once.
+    pub fn new(
+        weight: MatRef<'_, f64>,
+        bias: Option<Mat<f64>>,
+        noise: Option<Spd>,
+        d: usize,
+    ) -> Result<Self> {
+        if weight.nrows() == 0 || weight.ncols() == 0 {
+            return Err(Error::invalid(
+                "weight",
+                format!("W must be non-empty, got {}", shape_str(weight)),
+            ));
+        }
+        check_finite("weight W", weight)?;
+        let start = std::time::Instant::now();
+        let svd = weight.thin_svd().map_err(|e| Error::Numerical {
+            what: "thin SVD of W".into(),
+            detail: format!("{e:?}"),
+        })?;
+        let svd_seconds = start.elapsed().as_secs_f64();
+        let s: Vec<f64> = (0..svd.S().dim()).map(|i| svd.S()[i]).collect();
+        Self::from_svd(
+            svd.U().to_owned(),
+            s,
+            svd.V().to_owned(),
+            bias,
+            noise,
+            d,
+            svd_seconds,
+        )
+    }
+
+    /// Builds the layer from a thin SVD `W = U diag(s) V^T` (`U`: `n_l x r`, `V`: `n_{l−1} x r`,
+    /// orthonormal columns, `r = min(n_l, n_{l−1})`).
+    pub fn from_svd(
+        u: Mat<f64>,
+        s: Vec<f64>,
+        v: Mat<f64>,
+        bias: Option<Mat<f64>>,
+        noise: Option<Spd>,
+        d: usize,
+        svd_seconds: f64,
+    ) -> Result<Self> {
+        let (n_out, n_in) = (u.nrows(), v.nrows());
+        let r = n_out.min(n_in);
+        if d == 0 {
+            return Err(Error::invalid("d", "must be at least 1"));
+        }
+        if s.len() != r || u.ncols() != r || v.ncols() != r {
+            return Err(Error::shape(
+                "thin SVD factors",
+                format!("U {n_out} x {r}, s {r}, V {n_in} x {r}"),
+                format!(
+                    "U {}, s {}, V {}",
+                    shape_str(u.as_ref()),
+                    s.len(),
+                    shape_str(v.as_ref())
+                ),
+            ));
+        }
+        if s.iter().any(|x| !x.is_finite() || *x < 0.0) {
+            return Err(Error::invalid(
+                "singular values",
+                "must be finite and non-negative",
+            ));
+        }
+        if let Some(b) = &bias {
+            check_shape("bias B", b.as_ref(), n_out, d)?;
+            check_finite("bias B", b.as_ref())?;
+        }
+        if let Some(nz) = &noise {
+            if nz.dim() != d {
+                return Err(Error::shape(
+                    "noise precision N",
+                    format!("{d} x {d}"),
+                    format!("{0} x {0}", nz.dim()),
+                ));
+            }
+        }
+        let bias_rot = match &bias {
+            Some(b) => u.transpose() * b,
+            None => Mat::zeros(r, d),
+        };
+        Ok(LinearLayer {
+            n_out,
+            n_in,
+            d,
+            u,
+            s,
+            v,
+            bias,
+            bias_rot,
+            noise,
+            svd_seconds,
+        })
+    }
+
+    /// Seconds spent in the SVD at construction.
+    pub fn svd_seconds(&self) -> f64 {
+        self.svd_seconds
+    }
+    /// The noise precision `N` (`None` = noiseless).
+    pub fn noise(&self) -> Option<&Spd> {
+        self.noise.as_ref()
+    }
+    /// The bias `B`, if any.
+    pub fn bias(&self) -> Option<&Mat<f64>> {
+        self.bias.as_ref()
+    }
+    /// `(n_l, n_{l−1})`.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.n_out, self.n_in)
+    }
+    /// Left singular vectors `U_r` (`n_l x r`).
+    pub fn u(&self) -> MatRef<'_, f64> {
+        self.u.as_ref()
+    }
+    /// Right singular vectors `V_r` (`n_{l−1} x r`).
+    pub fn v(&self) -> MatRef<'_, f64> {
+        self.v.as_ref()
+    }
+    /// `W X` computed from the SVD (`U diag(s) V^T X`).
+    pub fn apply(&self, x: MatRef<'_, f64>) -> Mat<f64> {
+        let mut t = self.v.transpose() * x;
+        for (i, &si) in self.s.iter().enumerate() {
+            for j in 0..t.ncols() {
+                t[(i, j)] *= si;
+            }
+        }
+        &self.u * &t
+    }
+
+    fn check_messages(&self, minus: &Message, plus: &Message) -> Result<()> {
+        check_shape(
+            "backward message R⁻ into linear layer",
+            minus.mean.as_ref(),
+            self.n_out,
+            self.d,
+        )?;
+        check_shape(
+            "forward message R⁺ into linear layer",
+            plus.mean.as_ref(),
+            self.n_in,
+            self.d,
+        )?;
+        Ok(())
+    }
+
+    /// Solves the paired rows (spec §3.1(a), §3.3): `v̂ = (r⁺Γ⁺ + s(r⁻ − b)P_eff) Σ_vv(s)`.
+    fn solve(&self, minus: &Message, plus: &Message) -> Result<Rotated> {
+        self.check_messages(minus, plus)?;
+        let gm = minus.precision.matrix();
+        let gp = &plus.precision;
+        // P_eff = (N^{-1} + (Γ⁻)^{-1})^{-1} = Γ⁻ (N + Γ⁻)^{-1} N, or Γ⁻ if noiseless.
+        let (p_eff, a) = match &self.noise {
+            Some(nz) => {
+                let a = Spd::from_symmetric("N + Γ⁻", nz.matrix() + gm)?.inverse();
+                (sym(&(gm * &a * nz.matrix())), Some(a))
+            }
+            None => (gm.clone(), None),
+        };
+        // Shared basis: Γ⁺ = L L^T, L^{-1} P_eff L^{-T} = Q diag(m) Q^T, T = L^{-T} Q.
+        let l = gp.cholesky_lower();
+        let mut y = p_eff.clone();
+        l.solve_lower_triangular_mut(&mut y);
+        let mut x = y.transpose();
+        l.solve_lower_triangular_mut(&mut x);
+        let eig = SymmetricEigen::new(sym(&x));
+        let m: Vec<f64> = eig.eigenvalues.iter().map(|&v| v.max(0.0)).collect();
+        let mut t = eig.eigenvectors.clone();
+        l.tr_solve_lower_triangular_mut(&mut t);
+
+        let rt_minus = self.u.transpose() * &minus.mean;
+        let rt_plus = self.v.transpose() * &plus.mean;
+        // a_i = r⁺_i Γ⁺ + s_i (r⁻_i − b_i) P_eff, in the basis T, scaled by 1/(1 + s_i² m_j).
+        let mut centred = &rt_minus - &self.bias_rot;
+        for (i, &si) in self.s.iter().enumerate() {
+            for j in 0..self.d {
+                centred[(i, j)] *= si;
+            }
+        }
+        let lin = &mul_small(rt_plus.as_ref(), &(gp.matrix() * &t))
+            + &mul_small(centred.as_ref(), &(&p_eff * &t));
+        let mut c = lin;
+        for (i, &si) in self.s.iter().enumerate() {
+            for (j, &mj) in m.iter().enumerate() {
+                c[(i, j)] /= 1.0 + si * si * mj;
+            }
+        }
+        let v_hat = mul_small(c.as_ref(), &t.transpose());
+        Ok(Rotated {
+            rt_minus,
+            rt_plus,
+            v_hat,
+            t,
+            m,
+            a,
+        })
+    }
+
+    /// `T diag(Σ_i w(s_i)) T^T` for a weight function of `(s², m_j)`.
+    fn basis_sum(&self, rot: &Rotated, w: impl Fn(f64, f64) -> f64) -> DMat {
+        let diag: Vec<f64> = rot
+            .m
+            .iter()
+            .map(|&mj| self.s.iter().map(|&si| w(si * si, mj)).sum::<f64>())
+            .collect();
+        &rot.t * DMat::from_diagonal(&nalgebra::DVector::from_vec(diag)) * rot.t.transpose()
+    }
+}
+
+impl Layer for LinearLayer {
+    fn describe(&self) -> String {
+        format!(
+            "linear layer {} x {}{}{}",
+            self.n_out,
+            self.n_in,
+            if self.bias.is_some() {
+                ", with bias"
+            } else {
+                ""
+            },
+            if self.noise.is_some() {
+                ", noisy"
+            } else {
+                ", noiseless"
+            }
+        )
+    }
+    fn kind(&self) -> LayerKind {
+        LayerKind::Linear
+    }
+    fn dim(&self) -> usize {
+        self.d
+    }
+    fn input_rows(&self) -> Option<usize> {
+        Some(self.n_in)
+    }
+    fn output_rows(&self, _n_in: usize) -> usize {
+        self.n_out
+    }
+    fn singular_values(&self) -> Option<&[f64]> {
+        Some(&self.s)
+    }
+
+    /// `G⁺_l` (spec §3.1–3.3): `û = ((s v̂ + b) N + r⁻Γ⁻)(N + Γ⁻)^{-1}` on paired rows (noiseless:
+    /// `û = s v̂ + b`), `û = (bN + r⁻Γ⁻)(N + Γ⁻)^{-1}` on output-only rows (noiseless: `b`).
+    fn forward(&self, minus: &Message, plus: &Message) -> Result<Belief> {
+        let rot = self.solve(minus, plus)?;
+        let r = self.s.len();
+        let mut sv = rot.v_hat.clone();
+        for (i, &si) in self.s.iter().enumerate() {
+            for j in 0..self.d {
+                sv[(i, j)] *= si;
+            }
+        }
+        sv += &self.bias_rot;
+        let gm = minus.precision.matrix();
+        // Û on paired rows and U^T M⁻ (the complement mean rotated onto the paired subspace).
+        let (u_hat, ut_mminus, sum_uu, comp_cov) = match (&self.noise, &rot.a) {
+            (Some(nz), Some(a)) => {
+                let na = nz.matrix() * a;
+                let ga = gm * a;
+                let u_hat = &mul_small(sv.as_ref(), &na) + &mul_small(rot.rt_minus.as_ref(), &ga);
+                let ut_m = &mul_small(self.bias_rot.as_ref(), &na)
+                    + &mul_small(rot.rt_minus.as_ref(), &ga);
+                // Σ_uu(s) = A + s² A N Σ_vv(s) N A
+                let inner = self.basis_sum(&rot, |s2, mj| s2 / (1.0 + s2 * mj));
+                let sum = a * (r as f64) + a * nz.matrix() * inner * nz.matrix() * a;
+                (u_hat, ut_m, sum, a.clone())
+            }
+            _ => {
+                // Noiseless: Σ_uu(s) = s² Σ_vv(s); output-only rows are known exactly (Σ = 0).
+                let sum = self.basis_sum(&rot, |s2, mj| s2 / (1.0 + s2 * mj));
+                (sv, self.bias_rot.clone(), sum, DMat::zeros(self.d, self.d))
+            }
+        };
+        let n_comp = self.n_out - r;
+        let mean = if n_comp > 0 {
+            // Ẑ⁺ = U (Ũ − U^T M⁻) + M⁻ with M⁻ = (B N + R⁻ Γ⁻)(N + Γ⁻)^{-1} (noiseless: B).
+            let m_full = match (&self.noise, &rot.a) {
+                (Some(nz), Some(a)) => {
+                    let mut mm = mul_small(minus.mean.as_ref(), &(gm * a));
+                    if let Some(b) = &self.bias {
+                        mm += &mul_small(b.as_ref(), &(nz.matrix() * a));
+                    }
+                    mm
+                }
+                _ => self
+                    .bias
+                    .clone()
+                    .unwrap_or_else(|| Mat::zeros(self.n_out, self.d)),
+            };
+            let diff = &u_hat - &ut_mminus;
+            &(&self.u * &diff) + &m_full
+        } else {
+            &self.u * &u_hat
+        };
+        let cov = sym(&((sum_uu + comp_cov * n_comp as f64) / self.n_out as f64));
+        Ok(Belief { mean, cov })
+    }
+
+    /// `G⁻_l` (spec §3.1–3.3): `v̂` on paired rows, `v̂ = r⁺` on input-only rows.
+    fn backward(&self, minus: &Message, plus: &Message) -> Result<Belief> {
+        let rot = self.solve(minus, plus)?;
+        let r = self.s.len();
+        let n_comp = self.n_in - r;
+        let mean = if n_comp > 0 {
+            let diff = &rot.v_hat - &rot.rt_plus;
+            &(&self.v * &diff) + &plus.mean
+        } else {
+            &self.v * &rot.v_hat
+        };
+        let sum_vv = self.basis_sum(&rot, |s2, mj| 1.0 / (1.0 + s2 * mj));
+        let cov = sym(&((sum_vv + plus.precision.inverse() * n_comp as f64) / self.n_in as f64));
+        Ok(Belief { mean, cov })
+    }
+
+    fn sample(&self, z_prev: MatRef<'_, f64>, rng: &mut Rng) -> Result<Mat<f64>> {
+        check_shape("input of linear layer", z_prev, self.n_in, self.d)?;
+        let mut z = self.apply(z_prev);
+        if let Some(b) = &self.bias {
+            z += b;
+        }
+        if let Some(nz) = &self.noise {
+            let cov = Spd::from_symmetric("noise covariance", nz.inverse())?;
+            z += &gaussian_rows(self.n_out, cov.cholesky_lower(), rng);
+        }
+        Ok(z)
+    }
+}

@@ -1,0 +1,61 @@
+//! # mlmatvamp
+//!
+//! Multi-Layer Matrix VAMP (ML-Mat-VAMP, Pandit et al., NeurIPS 2020) and its state evolution.
+//!
+//! The model (eq. 1): `Z_0` has i.i.d. rows from a prior; linear layers
+//! `Z_l = W_l Z_{l−1} + B_l + Ξ_l` (odd `l`) alternate with row-wise nonlinear layers
+//! `Z_l = φ_l(Z_{l−1}, Ξ_l)` (even `l`); `Y = Z_L` is observed. Every unknown `Z_l` is an
+//! `n_l x d` matrix whose `d` columns are coupled, so every precision is a `d x d` matrix.
+//! ML-Mat-VAMP (Algorithm 1) estimates all `Z_l` by passing Gaussian messages `(R, Γ)` between
+//! row-wise denoisers and SVD-diagonalised linear layers.
+//!
+//! ```
+//! use mlmatvamp::prelude::*;
+//! use std::sync::Arc;
+//! # fn main() -> mlmatvamp::Result<()> {
+//! let d = 2;
+//! let mut rng = rng_from_seed(0);
+//! // Z_0 (50 x 2) ~ N(0, I); Z_1 = W Z_0 (noiseless); Y = Z_1 + noise.
+//! let w = standard_normal(80, 50, &mut rng) * faer::Scale(1.0 / 50f64.sqrt());
+//! let prior = Arc::new(GaussianPrior::isotropic(d, 1.0)?);
+//! let layer = Arc::new(LinearLayer::new(w.as_ref(), None, None, d)?);
+//! let noise = Spd::scaled_identity(d, 100.0)?;
+//! let template = Arc::new(AwgnOutput::new(faer::Mat::zeros(80, d), noise, None)?);
+//! let model = Network::new(prior, 50, vec![layer], template)?;
+//! let (truth, net) = model.sample(&mut rng)?;
+//! let solution = Solver::new(SolverConfig { iterations: 20, ..Default::default() })?.run(&net, Some(&truth))?;
+//! let last = solution.history.last().unwrap();
+//! assert!(last.variables[0].mse.unwrap() < 1.0);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod denoise;
+pub mod error;
+pub mod message;
+pub mod network;
+pub mod rows;
+pub mod solver;
+pub mod spd;
+
+pub use error::{Error, Result};
+
+/// Creates the library's RNG from a seed.
+pub fn rng_from_seed(seed: u64) -> denoise::Rng {
+    use rand::SeedableRng;
+    denoise::Rng::seed_from_u64(seed)
+}
+
+/// The commonly used items.
+pub mod prelude {
+    pub use crate::denoise::{
+        standard_normal, Activation, ActivationLayer, AwgnOutput, Estimator, GaussianPrior,
+        InputPrior, Layer, LayerKind, LinearLayer, OutputChannel, Rng,
+    };
+    pub use crate::error::{Error, Result};
+    pub use crate::message::{Belief, Message, MessagePolicy};
+    pub use crate::network::Network;
+    pub use crate::rng_from_seed;
+    pub use crate::solver::{Control, Solution, Solver, SolverConfig, State};
+    pub use crate::spd::{DMat, Spd};
+}

@@ -1,0 +1,245 @@
+//! Small dense `d x d` matrices: the symmetric positive-definite type [`Spd`] and helpers.
+//!
+//! Precisions and covariances in ML-Mat-VAMP are `d x d` matrices that multiply row vectors on
+//! the right (`x Γ`, spec §0). [`Spd`] owns the operations every message needs: validation,
+//! symmetrisation, Cholesky solves, inverse, eigenvalue clipping (spec §2.4) and log-det.
+//! Covariances that may be singular (noiseless layers) are plain [`DMat`]s.
+
+use crate::error::{Error, Result};
+use nalgebra::{DMatrix, SymmetricEigen};
+
+/// A small dense matrix (`d x d` or `2d x 2d`).
+pub type DMat = DMatrix<f64>;
+
+/// `sym(A) = (A + A^T)/2` (spec §0).
+pub fn sym(a: &DMat) -> DMat {
+    (a + a.transpose()) * 0.5
+}
+
+/// Largest absolute entry of a matrix.
+pub fn max_abs(a: &DMat) -> f64 {
+    a.iter().fold(0.0_f64, |m, x| m.max(x.abs()))
+}
+
+/// Checks that every entry is finite.
+pub fn check_finite_dmat(what: &str, a: &DMat) -> Result<()> {
+    for j in 0..a.ncols() {
+        for i in 0..a.nrows() {
+            let x = a[(i, j)];
+            if !x.is_finite() {
+                return Err(Error::NonFinite {
+                    what: what.to_string(),
+                    detail: format!("entry ({i}, {j}) is {x}"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds a [`DMat`] from nested rows, checking that it is `d x d` when `d` is given.
+pub fn dmat_from_rows(what: &str, rows: &[Vec<f64>], d: Option<usize>) -> Result<DMat> {
+    let n = rows.len();
+    let m = rows.first().map_or(0, |r| r.len());
+    if let Some(d) = d {
+        if n != d || rows.iter().any(|r| r.len() != d) {
+            let got = if rows.iter().all(|r| r.len() == m) {
+                format!("{n} x {m}")
+            } else {
+                format!("{n} rows of unequal lengths")
+            };
+            return Err(Error::shape(what, format!("{d} x {d}"), got));
+        }
+    } else if rows.iter().any(|r| r.len() != m) {
+        return Err(Error::shape(
+            what,
+            "rows of equal length",
+            "rows of unequal lengths",
+        ));
+    }
+    let a = DMat::from_fn(n, m, |i, j| rows[i][j]);
+    check_finite_dmat(what, &a)?;
+    Ok(a)
+}
+
+/// Converts a small matrix to nested rows (for JSON output).
+pub fn dmat_to_rows(a: &DMat) -> Vec<Vec<f64>> {
+    (0..a.nrows())
+        .map(|i| (0..a.ncols()).map(|j| a[(i, j)]).collect())
+        .collect()
+}
+
+/// A symmetric positive-definite `d x d` matrix (a precision, or a covariance known to be
+/// non-singular).
+///
+/// The invariant (finite, exactly symmetric, Cholesky succeeds) is established by every
+/// constructor, so [`Spd::inverse`], [`Spd::solve_right`] and [`Spd::cholesky_lower`] never fail.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spd {
+    m: DMat,
+    chol: DMat,
+}
+
+impl Spd {
+    /// Validates a user-supplied matrix: square `d x d` (if `d` is given), finite, symmetric to
+    /// a relative tolerance of `1e-8`, and positive definite. `what` names the matrix in errors.
+    pub fn new(what: &str, m: DMat, d: Option<usize>) -> Result<Self> {
+        if m.nrows() != m.ncols() || d.is_some_and(|d| m.nrows() != d) {
+            let d = d.unwrap_or(m.nrows());
+            return Err(Error::shape(
+                what,
+                format!("{d} x {d}"),
+                format!("{} x {}", m.nrows(), m.ncols()),
+            ));
+        }
+        check_finite_dmat(what, &m)?;
+        let scale = max_abs(&m).max(f64::MIN_POSITIVE);
+        let asym = max_abs(&(&m - m.transpose()));
+        if asym > 1e-8 * scale {
+            return Err(Error::NotSymmetric {
+                what: what.to_string(),
+                detail: format!("max |A - A^T| = {asym:.3e} (largest entry {scale:.3e})"),
+            });
+        }
+        Self::from_symmetric(what, sym(&m))
+    }
+
+    /// Wraps a matrix that is symmetric by construction; fails if it is not positive definite.
+    pub fn from_symmetric(what: &str, m: DMat) -> Result<Self> {
+        let m = sym(&m);
+        match m.clone().cholesky() {
+            Some(c) => {
+                let chol = c.l();
+                if chol.iter().any(|x| !x.is_finite())
+                    || (0..chol.nrows()).any(|i| chol[(i, i)] <= 0.0)
+                {
+                    return Err(not_pd(what, &m));
+                }
+                Ok(Spd { m, chol })
+            }
+            None => Err(not_pd(what, &m)),
+        }
+    }
+
+    /// `g · I_d`.
+    pub fn scaled_identity(d: usize, g: f64) -> Result<Self> {
+        if !(g.is_finite() && g > 0.0) {
+            return Err(Error::invalid(
+                "scaled identity",
+                format!("the scale must be positive and finite, got {g}"),
+            ));
+        }
+        Self::from_symmetric("scaled identity", DMat::identity(d, d) * g)
+    }
+
+    /// The identity.
+    pub fn identity(d: usize) -> Self {
+        Self::from_symmetric("identity", DMat::identity(d, d)).expect("identity is SPD")
+    }
+
+    /// Rebuilds a symmetric matrix with its eigenvalues clipped into `[lam_min, lam_max]`
+    /// (spec §2.4.2). This also repairs an indefinite matrix. `lam_min` must be positive.
+    pub fn clipped(what: &str, m: &DMat, lam_min: f64, lam_max: f64) -> Result<Self> {
+        check_finite_dmat(what, m)?;
+        let e = SymmetricEigen::new(sym(m));
+        let needs = e.eigenvalues.iter().any(|&l| l < lam_min || l > lam_max);
+        if !needs {
+            if let Ok(s) = Self::from_symmetric(what, m.clone()) {
+                return Ok(s);
+            }
+        }
+        let vals = e.eigenvalues.map(|l| l.clamp(lam_min, lam_max));
+        let q = &e.eigenvectors;
+        let rebuilt = q * DMat::from_diagonal(&vals) * q.transpose();
+        Self::from_symmetric(what, rebuilt)
+    }
+
+    /// The dimension `d`.
+    pub fn dim(&self) -> usize {
+        self.m.nrows()
+    }
+
+    /// The matrix itself.
+    pub fn matrix(&self) -> &DMat {
+        &self.m
+    }
+
+    /// Consumes `self` and returns the matrix.
+    pub fn into_matrix(self) -> DMat {
+        self.m
+    }
+
+    /// The lower Cholesky factor `L` with `A = L L^T`.
+    pub fn cholesky_lower(&self) -> &DMat {
+        &self.chol
+    }
+
+    /// `A^{-1}` via Cholesky, symmetrised.
+    pub fn inverse(&self) -> DMat {
+        let d = self.dim();
+        sym(&self.solve_right(&DMat::identity(d, d)))
+    }
+
+    /// `X A^{-1}` for a matrix `X` with `d` columns (right solve, row-vector convention).
+    pub fn solve_right(&self, x: &DMat) -> DMat {
+        // X A^{-1} = (A^{-1} X^T)^T; solve L L^T Y = X^T.
+        let mut y = x.transpose();
+        self.chol.solve_lower_triangular_mut(&mut y);
+        self.chol.tr_solve_lower_triangular_mut(&mut y);
+        y.transpose()
+    }
+
+    /// `log det A`.
+    pub fn logdet(&self) -> f64 {
+        2.0 * (0..self.dim()).map(|i| self.chol[(i, i)].ln()).sum::<f64>()
+    }
+
+    /// Eigenvalues in ascending order.
+    pub fn eigenvalues(&self) -> Vec<f64> {
+        let mut v: Vec<f64> = SymmetricEigen::new(self.m.clone())
+            .eigenvalues
+            .iter()
+            .copied()
+            .collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v
+    }
+
+    /// Congruence `Q^T A Q` (used for rotation tests and change of basis).
+    pub fn congruence(&self, q: &DMat) -> Result<Self> {
+        Self::from_symmetric("congruence", q.transpose() * &self.m * q)
+    }
+}
+
+fn not_pd(what: &str, m: &DMat) -> Error {
+    let ev = SymmetricEigen::new(m.clone()).eigenvalues;
+    let min = ev.iter().copied().fold(f64::INFINITY, f64::min);
+    Error::NotPositiveDefinite {
+        what: what.to_string(),
+        detail: format!("smallest eigenvalue is {min:.6e}"),
+    }
+}
+
+/// Inverse of a symmetric positive semi-definite matrix that may be singular (spec §2.4.4):
+/// if the Cholesky factorisation fails, the eigenvalues are floored at `ε = 1e-12 · tr(A)/d`
+/// (a ridge on the singular directions) before inverting. Returns `None` only for non-finite
+/// input.
+pub fn psd_inverse(a: &DMat) -> Option<DMat> {
+    if a.iter().any(|x| !x.is_finite()) {
+        return None;
+    }
+    let d = a.nrows();
+    let a = sym(a);
+    if let Ok(s) = Spd::from_symmetric("", a.clone()) {
+        let inv = s.inverse();
+        if inv.iter().all(|x| x.is_finite()) {
+            return Some(inv);
+        }
+    }
+    let tr = a.trace().abs() / d as f64;
+    let eps = if tr > 0.0 { 1e-12 * tr } else { 1e-300 };
+    let e = SymmetricEigen::new(a);
+    let inv_vals = e.eigenvalues.map(|l| 1.0 / l.max(eps));
+    let q = &e.eigenvectors;
+    Some(sym(&(q * DMat::from_diagonal(&inv_vals) * q.transpose())))
+}
