@@ -49,8 +49,8 @@ pub fn rng_from_seed(seed: u64) -> denoise::Rng {
 /// The commonly used items.
 pub mod prelude {
     pub use crate::denoise::{
-        standard_normal, Activation, ActivationLayer, AwgnOutput, Estimator, GaussianPrior,
-        InputPrior, Layer, LayerKind, LinearLayer, OutputChannel, Rng,
+        standard_normal, Activation, ActivationLayer, AwgnOutput, BernoulliGaussianPrior,
+        Estimator, GaussianPrior, InputPrior, Layer, LayerKind, LinearLayer, OutputChannel, Rng,
     };
     pub use crate::error::{Error, Result};
     pub use crate::message::{Belief, Message, MessagePolicy};

@@ -15,11 +15,13 @@ pub mod activation;
 pub mod gaussian;
 pub mod linear;
 pub mod output;
+pub mod sparse;
 
 pub use activation::{Activation, ActivationLayer};
 pub use gaussian::GaussianPrior;
 pub use linear::LinearLayer;
 pub use output::AwgnOutput;
+pub use sparse::BernoulliGaussianPrior;
 
 use crate::error::Result;
 use crate::message::{Belief, Message};
