@@ -7,19 +7,75 @@ use crate::rows::{check_finite, check_shape, mul_small_sum};
 use crate::spd::{sym, Spd};
 use faer::{Mat, MatRef};
 
-/// The elementwise activation `σ` of a hidden layer.
+/// An elementwise activation `σ`, used by hidden layers (eq. 1b) and by the two-layer network
+/// output `y = σ(v) F_2 + ξ` (eq. 9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Activation {
-    /// `σ(v) = v`: with Gaussian noise the layer is linear-Gaussian and its denoiser is exact.
+    /// `σ(v) = v` (also accepted as `"linear"`). With Gaussian noise a hidden identity layer is
+    /// linear-Gaussian and its denoiser is exact.
+    #[serde(alias = "linear")]
     Identity,
+    /// `σ(v) = max(v, 0)`; `σ'(0)` is taken as 0 (as the reference code).
+    Relu,
+    /// `σ(v) = 1/(1 + e^{−v})`, evaluated as `½(1 + tanh(v/2))` to avoid overflow (spec §8.1.9).
+    Sigmoid,
 }
 
 impl Activation {
-    /// The name used in configurations.
+    /// The name used in configurations and on the command line.
     pub fn name(&self) -> &'static str {
         match self {
             Activation::Identity => "identity",
+            Activation::Relu => "relu",
+            Activation::Sigmoid => "sigmoid",
+        }
+    }
+    /// Parses `identity`/`linear`, `relu`, `sigmoid`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "identity" | "linear" => Ok(Activation::Identity),
+            "relu" => Ok(Activation::Relu),
+            "sigmoid" => Ok(Activation::Sigmoid),
+            other => Err(Error::invalid("activation", format!("unknown activation `{other}`; expected one of identity (linear), relu, sigmoid"))),
+        }
+    }
+    /// `σ(v)`.
+    #[inline]
+    pub fn eval(&self, v: f64) -> f64 {
+        match self {
+            Activation::Identity => v,
+            Activation::Relu => v.max(0.0),
+            Activation::Sigmoid => 0.5 * (1.0 + (0.5 * v).tanh()),
+        }
+    }
+    /// `σ'(v)`.
+    #[inline]
+    pub fn deriv(&self, v: f64) -> f64 {
+        match self {
+            Activation::Identity => 1.0,
+            Activation::Relu => {
+                if v > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Activation::Sigmoid => {
+                let s = self.eval(v);
+                s * (1.0 - s)
+            }
+        }
+    }
+    /// `σ''(v)` (zero almost everywhere for identity and relu).
+    #[inline]
+    pub fn second_deriv(&self, v: f64) -> f64 {
+        match self {
+            Activation::Identity | Activation::Relu => 0.0,
+            Activation::Sigmoid => {
+                let s = self.eval(v);
+                s * (1.0 - s) * (1.0 - 2.0 * s)
+            }
         }
     }
 }
@@ -163,22 +219,35 @@ impl Layer for ActivationLayer {
     fn forward(&self, minus: &Message, plus: &Message) -> Result<Belief> {
         match self.activation {
             Activation::Identity => self.identity(minus, plus, true),
+            other => Err(unsupported(other)),
         }
     }
     fn backward(&self, minus: &Message, plus: &Message) -> Result<Belief> {
         match self.activation {
             Activation::Identity => self.identity(minus, plus, false),
+            other => Err(unsupported(other)),
         }
     }
     fn sample(&self, z_prev: MatRef<'_, f64>, rng: &mut Rng) -> Result<Mat<f64>> {
         check_finite("input of activation layer", z_prev)?;
-        let mut z = match self.activation {
-            Activation::Identity => z_prev.to_owned(),
-        };
+        let act = self.activation;
+        let mut z = Mat::from_fn(z_prev.nrows(), z_prev.ncols(), |i, j| {
+            act.eval(z_prev[(i, j)])
+        });
         if let Some(nz) = &self.noise {
             let cov = Spd::from_symmetric("noise covariance", nz.inverse())?;
             z += &gaussian_rows(z.nrows(), cov.cholesky_lower(), rng);
         }
         Ok(z)
     }
+}
+
+fn unsupported(a: Activation) -> Error {
+    Error::invalid(
+        "hidden layer activation",
+        format!(
+            "{} hidden layers are not implemented yet (only identity)",
+            a.name()
+        ),
+    )
 }
