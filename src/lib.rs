@@ -35,6 +35,7 @@ pub mod error;
 pub mod message;
 pub mod network;
 pub mod rows;
+pub mod schedule;
 pub mod solver;
 pub mod spd;
 

@@ -133,6 +133,39 @@ impl MessagePolicy {
         Ok(())
     }
 
+    /// The precision half of the message rule (spec §2.2, §2.4): `Λ = sym(Σ̄^{-1})` (with the
+    /// singular-`Σ̄` ridge), `Γ_out = clip((1−ρ)(Λ − Γ) + ρ Γ_prev)`. Returns `(Λ, Γ_out)`.
+    /// Shared by the algorithm and the state evolution.
+    pub fn precision_update(
+        &self,
+        cov: &DMat,
+        gamma_in: &Spd,
+        previous: Option<&Spd>,
+        location: &str,
+        iteration: usize,
+    ) -> Result<(DMat, Spd)> {
+        let diverged = |detail: String| Error::Diverged {
+            location: location.to_string(),
+            iteration,
+            detail,
+        };
+        if cov.iter().any(|x| !x.is_finite()) {
+            return Err(diverged("posterior covariance is not finite".into()));
+        }
+        let lambda = psd_inverse(cov)
+            .ok_or_else(|| diverged("posterior covariance is not invertible".into()))?;
+        let mut raw = sym(&(&lambda - gamma_in.matrix()));
+        if let Some(prev) = previous.filter(|_| self.damp_precision > 0.0) {
+            raw = raw * (1.0 - self.damp_precision) + prev.matrix() * self.damp_precision;
+        }
+        if raw.iter().any(|x| !x.is_finite()) {
+            return Err(diverged("outgoing precision is not finite".into()));
+        }
+        let out = Spd::clipped("outgoing precision", &raw, self.lam_min, self.lam_max)
+            .map_err(|e| diverged(format!("cannot form the outgoing precision: {e}")))?;
+        Ok((lambda, out))
+    }
+
     /// The message rule (eq. 2.1, spec §2.2) with the safeguards of spec §2.4.
     ///
     /// Given a denoiser's belief `(Ẑ, Σ̄)` about a variable and the incoming message `(R, Γ)`
@@ -157,25 +190,14 @@ impl MessagePolicy {
         if let Some((i, j, x)) = first_non_finite(belief.mean.as_ref()) {
             return Err(diverged(format!("estimate entry ({i}, {j}) is {x}")));
         }
-        if belief.cov.iter().any(|x| !x.is_finite()) {
-            return Err(diverged("posterior covariance is not finite".into()));
-        }
-        let lambda = psd_inverse(&belief.cov)
-            .ok_or_else(|| diverged("posterior covariance is not invertible".into()))?;
-        let gamma = incoming.precision.matrix();
-        let mut raw = sym(&(&lambda - gamma));
-        if let Some(prev) = previous.filter(|_| self.damp_precision > 0.0) {
-            raw = raw * (1.0 - self.damp_precision) + prev.precision.matrix() * self.damp_precision;
-        }
-        if raw.iter().any(|x| !x.is_finite()) {
-            return Err(diverged("outgoing precision is not finite".into()));
-        }
-        let out_prec = Spd::clipped("outgoing precision", &raw, self.lam_min, self.lam_max)
-            .map_err(|e| diverged(format!("cannot form the outgoing precision: {e}")))?;
-        // R_out = Ẑ (Λ Γ_out^{-1}) − R (Γ Γ_out^{-1})
-        let a = out_prec.solve_right(&lambda);
-        let b = -out_prec.solve_right(gamma);
-        let mut mean = mul_small_sum(belief.mean.as_ref(), &a, incoming.mean.as_ref(), &b);
+        let (lambda, out_prec) = self.precision_update(
+            &belief.cov,
+            &incoming.precision,
+            previous.map(|p| &p.precision),
+            location,
+            iteration,
+        )?;
+        let mut mean = extrinsic_mean(belief.mean.as_ref(), &lambda, incoming, &out_prec);
         if let Some(prev) = previous.filter(|_| self.damp_mean > 0.0) {
             mean = &mean * faer::Scale(1.0 - self.damp_mean)
                 + &prev.mean * faer::Scale(self.damp_mean);
@@ -189,4 +211,16 @@ impl MessagePolicy {
             lambda,
         })
     }
+}
+
+/// `R_out = (Ẑ Λ − R Γ) Γ_out^{-1}` (eq. 2.1), computed as `Ẑ (Λ Γ_out^{-1}) − R (Γ Γ_out^{-1})`.
+pub fn extrinsic_mean(
+    estimate: faer::MatRef<'_, f64>,
+    lambda: &DMat,
+    incoming: &Message,
+    out: &Spd,
+) -> Mat<f64> {
+    let a = out.solve_right(lambda);
+    let b = -out.solve_right(incoming.precision.matrix());
+    mul_small_sum(estimate, &a, incoming.mean.as_ref(), &b)
 }

@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 use crate::message::{Belief, Message, MessagePolicy};
 use crate::network::Network;
 use crate::rows::{check_shape, error_stats};
+use crate::schedule::{self, Schedule};
+use crate::spd::Spd;
 use crate::spd::{dmat_to_rows, DMat};
 use faer::Mat;
 use serde::{Deserialize, Serialize};
@@ -183,7 +185,8 @@ pub struct Solver {
     pub config: SolverConfig,
 }
 
-fn location_forward(net: &Network, l: usize) -> String {
+/// Where a forward output about `Z_l` comes from (for error messages).
+pub fn location_forward(net: &Network, l: usize) -> String {
     if l == 0 {
         format!(
             "forward message on Z_0 out of the prior ({})",
@@ -197,7 +200,8 @@ fn location_forward(net: &Network, l: usize) -> String {
     }
 }
 
-fn location_backward(net: &Network, l: usize) -> String {
+/// Where a backward output about `Z_l` comes from (for error messages).
+pub fn location_backward(net: &Network, l: usize) -> String {
     if l + 1 == net.depth() {
         format!(
             "backward message on Z_{l} out of the output ({})",
@@ -212,6 +216,141 @@ fn location_backward(net: &Network, l: usize) -> String {
     }
 }
 
+/// The "empirical SE" of the reference code (spec §6.5), a diagnostic: every message, as soon as
+/// it is produced, is replaced by a synthetic one with the same linear-Gaussian statistics
+/// relative to the truth, `R ← Z⁰ A + N(0, R_err)` with `A = lstsq(Z⁰, R)` and
+/// `R_err = (1/n)(Z⁰A − R)^T(Z⁰A − R)` (fresh noise every time). Needs the ground truth.
+struct Surrogate<'a> {
+    truth: &'a [Mat<f64>],
+    rng: crate::denoise::Rng,
+}
+
+impl Surrogate<'_> {
+    fn replace(&mut self, l: usize, msg: &mut Message) -> Result<()> {
+        let z = self.truth[l].as_ref();
+        let d = z.ncols();
+        let zz = crate::rows::cross_moment(z, z);
+        let zr = crate::rows::cross_moment(z, msg.mean.as_ref());
+        // lstsq via the normal equations with a relative ridge (rcond ~ 1e-8).
+        let ridge = 1e-8 * zz.trace().max(f64::MIN_POSITIVE) / d as f64;
+        let reg = Spd::from_symmetric("Z^T Z", &zz + DMat::identity(d, d) * ridge)?;
+        let a = reg.solve_right(&zr.transpose()).transpose();
+        let fit = crate::rows::mul_small(z, &a);
+        let resid = &fit - &msg.mean;
+        let rerr = crate::rows::cross_moment(resid.as_ref(), resid.as_ref());
+        let e = nalgebra::SymmetricEigen::new(crate::spd::sym(&rerr));
+        let sqrt = &e.eigenvectors
+            * DMat::from_diagonal(&e.eigenvalues.map(|v| v.max(0.0).sqrt()))
+            * e.eigenvectors.transpose();
+        let noise = crate::denoise::standard_normal(z.nrows(), d, &mut self.rng);
+        msg.mean = &fit + &crate::rows::mul_small(noise.as_ref(), &sqrt);
+        Ok(())
+    }
+}
+
+/// Algorithm 1 as a [`Schedule`]: messages flow, beliefs are kept for the history.
+struct AlgorithmStep<'a, 'b, 't> {
+    net: &'a Network,
+    policy: &'a MessagePolicy,
+    k: usize,
+    est_plus: &'b mut [Option<Belief>],
+    est_minus: &'b mut [Option<Belief>],
+    surrogate: Option<&'b mut Surrogate<'t>>,
+}
+
+impl AlgorithmStep<'_, '_, '_> {
+    fn wrap(&self, loc: String) -> impl Fn(Error) -> Error + '_ {
+        let k = self.k;
+        move |e| match e {
+            Error::Diverged { .. } => e,
+            other => Error::Diverged {
+                location: loc.clone(),
+                iteration: k,
+                detail: other.to_string(),
+            },
+        }
+    }
+    fn finish(&mut self, l: usize, mut msg: Message) -> Result<Message> {
+        if let Some(s) = self.surrogate.as_deref_mut() {
+            s.replace(l, &mut msg)?;
+        }
+        Ok(msg)
+    }
+}
+
+impl Schedule for AlgorithmStep<'_, '_, '_> {
+    type Fwd = Message;
+    type Bwd = Message;
+
+    fn prior(&mut self, minus: &Message, prev: Option<&Message>) -> Result<Message> {
+        let loc = location_forward(self.net, 0);
+        let belief = self
+            .net
+            .prior()
+            .denoise(minus)
+            .map_err(self.wrap(loc.clone()))?;
+        let ext = self.policy.extrinsic(&belief, minus, prev, &loc, self.k)?;
+        self.est_plus[0] = Some(belief);
+        self.finish(0, ext.message)
+    }
+
+    fn layer_forward(
+        &mut self,
+        l: usize,
+        minus: &Message,
+        plus_in: &Message,
+        prev: Option<&Message>,
+    ) -> Result<Message> {
+        let loc = location_forward(self.net, l);
+        let belief = self
+            .net
+            .layer(l)
+            .forward(minus, plus_in)
+            .map_err(self.wrap(loc.clone()))?;
+        // Lines 10–12: the message is about Z_l and subtracts R⁻_{kl} Γ⁻_{kl}.
+        let ext = self.policy.extrinsic(&belief, minus, prev, &loc, self.k)?;
+        self.est_plus[l] = Some(belief);
+        self.finish(l, ext.message)
+    }
+
+    fn output(&mut self, plus: &Message, prev: &Message) -> Result<Message> {
+        let last = self.net.depth() - 1;
+        let loc = location_backward(self.net, last);
+        let belief = self
+            .net
+            .output()
+            .denoise(plus)
+            .map_err(self.wrap(loc.clone()))?;
+        // Lines 16–18 (corrected): subtract R⁺_{k,L−1} Γ⁺_{k,L−1}, divide by Γ⁻_{k+1,L−1}.
+        let ext = self
+            .policy
+            .extrinsic(&belief, plus, Some(prev), &loc, self.k)?;
+        self.est_minus[last] = Some(belief);
+        self.finish(last, ext.message)
+    }
+
+    fn layer_backward(
+        &mut self,
+        l: usize,
+        minus: &Message,
+        plus_in: &Message,
+        prev: &Message,
+    ) -> Result<Message> {
+        let loc = location_backward(self.net, l - 1);
+        let belief = self
+            .net
+            .layer(l)
+            .backward(minus, plus_in)
+            .map_err(self.wrap(loc.clone()))?;
+        // Lines 21–23 (corrected): about Z_{l−1}, subtract R⁺_{k,l−1} Γ⁺_{k,l−1}.
+        let ext = self
+            .policy
+            .extrinsic(&belief, plus_in, Some(prev), &loc, self.k)?;
+        self.est_minus[l - 1] = Some(belief);
+        self.finish(l - 1, ext.message)
+    }
+}
+
 impl Solver {
     /// A solver with the given options.
     pub fn new(config: SolverConfig) -> Result<Self> {
@@ -219,107 +358,43 @@ impl Solver {
         Ok(Solver { config })
     }
 
+    fn pass(
+        &self,
+        net: &Network,
+        state: &mut State,
+        forward: bool,
+        surrogate: Option<&mut Surrogate<'_>>,
+    ) -> Result<()> {
+        let State {
+            plus,
+            minus,
+            est_plus,
+            est_minus,
+            iteration,
+        } = state;
+        let mut step = AlgorithmStep {
+            net,
+            policy: &self.config.policy,
+            k: *iteration,
+            est_plus,
+            est_minus,
+            surrogate,
+        };
+        if forward {
+            schedule::forward_pass(&mut step, plus, minus)
+        } else {
+            schedule::backward_pass(&mut step, plus, minus)
+        }
+    }
+
     /// The forward pass of iteration `state.iteration` (Algorithm 1, lines 4–13).
     pub fn forward_pass(&self, net: &Network, state: &mut State) -> Result<()> {
-        let k = state.iteration;
-        let policy = &self.config.policy;
-        let wrap = |loc: String, e: Error| match e {
-            Error::Diverged { .. } => e,
-            other => Error::Diverged {
-                location: loc,
-                iteration: k,
-                detail: other.to_string(),
-            },
-        };
-        // Lines 4–7: G⁺_0 and the forward message on Z_0.
-        let belief = net
-            .prior()
-            .denoise(&state.minus[0])
-            .map_err(|e| wrap(location_forward(net, 0), e))?;
-        let ext = policy.extrinsic(
-            &belief,
-            &state.minus[0],
-            state.plus[0].as_ref(),
-            &location_forward(net, 0),
-            k,
-        )?;
-        state.plus[0] = Some(ext.message);
-        state.est_plus[0] = Some(belief);
-        // Lines 8–13: G⁺_l consumes (R⁻_{kl}, R⁺_{k,l−1}); the message is about Z_l.
-        for l in 1..net.depth() {
-            let plus_prev = state.plus[l - 1].as_ref().expect("set above");
-            let belief = net
-                .layer(l)
-                .forward(&state.minus[l], plus_prev)
-                .map_err(|e| wrap(location_forward(net, l), e))?;
-            let ext = policy.extrinsic(
-                &belief,
-                &state.minus[l],
-                state.plus[l].as_ref(),
-                &location_forward(net, l),
-                k,
-            )?;
-            state.plus[l] = Some(ext.message);
-            state.est_plus[l] = Some(belief);
-        }
-        Ok(())
+        self.pass(net, state, true, None)
     }
 
     /// The backward pass of iteration `state.iteration` (Algorithm 1, lines 15–24, corrected).
     pub fn backward_pass(&self, net: &Network, state: &mut State) -> Result<()> {
-        let k = state.iteration;
-        let policy = &self.config.policy;
-        let last = net.depth() - 1;
-        let wrap = |loc: String, e: Error| match e {
-            Error::Diverged { .. } => e,
-            other => Error::Diverged {
-                location: loc,
-                iteration: k,
-                detail: other.to_string(),
-            },
-        };
-        let plus_last = state.plus[last].as_ref().ok_or_else(|| {
-            Error::invalid(
-                "solver state",
-                "the backward pass needs a forward message on Z_{L-1}",
-            )
-        })?;
-        // Lines 15–18 (corrected): Γ⁻_{k+1,L−1} = Λ⁻ − Γ⁺_{k,L−1},
-        // R⁻_{k+1,L−1} = (Ẑ⁻Λ⁻ − R⁺_{k,L−1}Γ⁺_{k,L−1})(Γ⁻_{k+1,L−1})^{-1}.
-        let belief = net
-            .output()
-            .denoise(plus_last)
-            .map_err(|e| wrap(location_backward(net, last), e))?;
-        let prev = state.minus[last].clone();
-        let ext = policy.extrinsic(
-            &belief,
-            plus_last,
-            Some(&prev),
-            &location_backward(net, last),
-            k,
-        )?;
-        state.minus[last] = ext.message;
-        state.est_minus[last] = Some(belief);
-        // Lines 19–24 (corrected): G⁻_l consumes (R⁻_{k+1,l}, R⁺_{k,l−1}); the new message is
-        // about Z_{l−1} and subtracts R⁺_{k,l−1}Γ⁺_{k,l−1}.
-        for l in (1..=last).rev() {
-            let plus_prev = state.plus[l - 1].as_ref().expect("forward pass ran");
-            let belief = net
-                .layer(l)
-                .backward(&state.minus[l], plus_prev)
-                .map_err(|e| wrap(location_backward(net, l - 1), e))?;
-            let prev = state.minus[l - 1].clone();
-            let ext = policy.extrinsic(
-                &belief,
-                plus_prev,
-                Some(&prev),
-                &location_backward(net, l - 1),
-                k,
-            )?;
-            state.minus[l - 1] = ext.message;
-            state.est_minus[l - 1] = Some(belief);
-        }
-        Ok(())
+        self.pass(net, state, false, None)
     }
 
     /// Summarises the state after an iteration (with the truth, when supplied).
@@ -402,11 +477,35 @@ impl Solver {
     pub fn run_from(
         &self,
         net: &Network,
-        mut state: State,
+        state: State,
         truth: Option<&[Mat<f64>]>,
         callback: &mut dyn FnMut(&IterationRecord, &State) -> Control,
     ) -> Result<Solution> {
+        self.run_impl(net, state, truth, callback, None)
+    }
+
+    /// The reference code's "empirical SE" (spec §6.5), a **diagnostic**, not the state
+    /// evolution: the real denoisers run on the real data, but every message is replaced, as soon
+    /// as it is produced, by `Z⁰A + N(0, R_err)` fitted to the truth (fresh noise from `seed`).
+    /// Needs the ground truth. For the deterministic prediction use [`crate::se`].
+    pub fn run_empirical_se(
+        &self,
+        net: &Network,
+        truth: &[Mat<f64>],
+        seed: u64,
+        callback: &mut dyn FnMut(&IterationRecord, &State) -> Control,
+    ) -> Result<Solution> {
         self.config.validate()?;
+        let state = State::new(net, self.config.gamma_init)?;
+        let mut surrogate = Surrogate {
+            truth,
+            rng: crate::rng_from_seed(seed),
+        };
+        self.check_truth(net, Some(truth))?;
+        self.run_impl(net, state, Some(truth), callback, Some(&mut surrogate))
+    }
+
+    fn check_truth(&self, net: &Network, truth: Option<&[Mat<f64>]>) -> Result<()> {
         if let Some(t) = truth {
             if t.len() != net.depth() {
                 return Err(Error::shape(
@@ -425,13 +524,26 @@ impl Solver {
                 crate::rows::check_finite(&format!("truth Z_{l}"), z.as_ref())?;
             }
         }
+        Ok(())
+    }
+
+    fn run_impl(
+        &self,
+        net: &Network,
+        mut state: State,
+        truth: Option<&[Mat<f64>]>,
+        callback: &mut dyn FnMut(&IterationRecord, &State) -> Control,
+        mut surrogate: Option<&mut Surrogate<'_>>,
+    ) -> Result<Solution> {
+        self.config.validate()?;
+        self.check_truth(net, truth)?;
         let mut history = Vec::new();
         let mut previous: Option<Vec<Mat<f64>>> = None;
         let mut converged = false;
         for _ in 0..self.config.iterations {
             let start = Instant::now();
-            self.forward_pass(net, &mut state)?;
-            self.backward_pass(net, &mut state)?;
+            self.pass(net, &mut state, true, surrogate.as_deref_mut())?;
+            self.pass(net, &mut state, false, surrogate.as_deref_mut())?;
             let rec = self.record(
                 net,
                 &state,
