@@ -36,6 +36,7 @@ pub mod message;
 pub mod network;
 pub mod rows;
 pub mod schedule;
+pub mod se;
 pub mod solver;
 pub mod spd;
 

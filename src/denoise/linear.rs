@@ -9,6 +9,7 @@ use super::{gaussian_rows, Layer, LayerKind, Rng};
 use crate::error::{Error, Result};
 use crate::message::{Belief, Message};
 use crate::rows::{check_finite, check_shape, mul_small, shape_str};
+use crate::se::{LinearSpec, SeBackward, SeContext, SeForward, SeStep};
 use crate::spd::{sym, DMat, Spd};
 use faer::{Mat, MatRef};
 use nalgebra::SymmetricEigen;
@@ -142,6 +143,23 @@ impl LinearLayer {
             noise,
             svd_seconds,
         })
+    }
+
+    /// The layer's description for the state evolution: shape, singular values, noise and the
+    /// bias second moment `(1/n_l) B^T B`.
+    pub fn spec(&self) -> LinearSpec {
+        let bias_moment = match &self.bias {
+            Some(b) => crate::rows::cross_moment(b.as_ref(), b.as_ref()),
+            None => DMat::zeros(self.d, self.d),
+        };
+        LinearSpec {
+            n_out: self.n_out,
+            n_in: self.n_in,
+            d: self.d,
+            singular_values: self.s.clone(),
+            noise: self.noise.clone(),
+            bias_moment,
+        }
     }
 
     /// Seconds spent in the SVD at construction.
@@ -290,6 +308,14 @@ impl Layer for LinearLayer {
     }
     fn singular_values(&self) -> Option<&[f64]> {
         Some(&self.s)
+    }
+    /// Closed form given the singular values (spec §6.2 (Lin)).
+    fn se_forward(&self, minus: &SeBackward, plus_in: &SeForward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeForward>> {
+        self.spec().se_forward(minus, plus_in, ctx, prev)
+    }
+    /// Closed form given the singular values (spec §6.2 (Lin)).
+    fn se_backward(&self, minus: &SeBackward, plus_in: &SeForward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeBackward>> {
+        self.spec().se_backward(minus, plus_in, ctx, prev)
     }
 
     /// `G⁺_l` (spec §3.1–3.3): `û = ((s v̂ + b) N + r⁻Γ⁻)(N + Γ⁻)^{-1}` on paired rows (noiseless:

@@ -25,6 +25,8 @@ pub use sparse::BernoulliGaussianPrior;
 
 use crate::error::Result;
 use crate::message::{Belief, Message};
+use crate::se::{SeBackward, SeContext, SeForward, SeStep};
+use crate::spd::Spd;
 use faer::{Mat, MatRef};
 
 /// The random number generator used everywhere (seeded explicitly).
@@ -61,6 +63,11 @@ pub trait InputPrior: Send + Sync {
     fn denoise(&self, incoming: &Message) -> Result<Belief>;
     /// Draws `n` i.i.d. rows from `p_0`.
     fn sample(&self, n: usize, rng: &mut Rng) -> Result<Mat<f64>>;
+    /// The SE step of the prior (spec §6.2 (P)); by default Monte Carlo over the row model with
+    /// this prior's own `sample` and `denoise`. `prev` is the previous `Γ̄⁺_0` (for damping).
+    fn se_forward(&self, minus: &SeBackward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeForward>> {
+        crate::se::mc::prior_forward(self, minus, ctx, prev)
+    }
 }
 
 /// A hidden layer `l ∈ {1 … L−1}` with its two-sided denoiser `G_l = (G⁺_l, G⁻_l)`.
@@ -88,6 +95,16 @@ pub trait Layer: Send + Sync {
     fn singular_values(&self) -> Option<&[f64]> {
         None
     }
+    /// The forward SE step (spec §6.2 (N)); by default Monte Carlo over the row model with this
+    /// layer's own `sample` and `forward`. Linear layers override it with the closed form (Lin).
+    fn se_forward(&self, minus: &SeBackward, plus_in: &SeForward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeForward>> {
+        crate::se::mc::layer_forward(self, minus, plus_in, ctx, prev)
+    }
+    /// The backward SE step (spec §6.2 (N)); by default Monte Carlo with this layer's own
+    /// `sample` and `backward`.
+    fn se_backward(&self, minus: &SeBackward, plus_in: &SeForward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeBackward>> {
+        crate::se::mc::layer_backward(self, minus, plus_in, ctx, prev)
+    }
 }
 
 /// The output channel `p(Y | Z_{L−1})`, holding the observation `Y`, and its denoiser `G⁻_L`.
@@ -106,6 +123,11 @@ pub trait OutputChannel: Send + Sync {
     /// (any number of rows; per-row side information such as a missing-entry pattern is
     /// redrawn from its empirical law when the row count differs).
     fn resample(&self, z: MatRef<'_, f64>, rng: &mut Rng) -> Result<Box<dyn OutputChannel>>;
+    /// The SE step of the output (spec §6.2 (O)); by default Monte Carlo over the row model with
+    /// this channel's own `resample` and `denoise`.
+    fn se_backward(&self, plus: &SeForward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeBackward>> {
+        crate::se::mc::output_backward(self, plus, ctx, prev)
+    }
 }
 
 /// Draws an `n x d` matrix of i.i.d. standard normal entries.

@@ -1,0 +1,272 @@
+//! Linear layers in the state evolution: the closed-form step (spec §6.2 (Lin)) given the
+//! singular values, from an actual `W` or from a limit law (Marchenko–Pastur).
+
+use super::affine::{Affine, Blocks};
+use super::{backward_law, SeBackward, SeContext, SeEstimate, SeForward, SeStep};
+use crate::denoise::{Layer, LayerKind, Rng};
+use crate::error::{Error, Result};
+use crate::message::{Belief, Message};
+use crate::spd::{sym, DMat, Spd};
+use faer::{Mat, MatRef};
+
+/// What the SE needs of a linear layer `Z_l = W Z_{l−1} + B + Ξ`: its shape, the singular values
+/// of `W`, the noise precision and the second moment `(1/n_l) B^T B` of the bias rows.
+#[derive(Clone, Debug)]
+pub struct LinearSpec {
+    /// `n_l`.
+    pub n_out: usize,
+    /// `n_{l−1}`.
+    pub n_in: usize,
+    /// `d`.
+    pub d: usize,
+    /// The `r = min(n_l, n_{l−1})` singular values.
+    pub singular_values: Vec<f64>,
+    /// `N` (`None` = noiseless).
+    pub noise: Option<Spd>,
+    /// `Σ_b̄ = (1/n_l) B^T B` (zeros without bias).
+    pub bias_moment: DMat,
+}
+
+/// The singular values of an `n_out x n_in` matrix with i.i.d. `N(0, variance)` entries in the
+/// large-system limit: `s_i² = variance · max(n_out, n_in) · x_i`, with `x_i` the Marchenko–Pastur
+/// (ratio `λ = min/max`) quantiles at `(i − ½)/r`, `r = min(n_out, n_in)`.
+pub fn marchenko_pastur_singular_values(n_out: usize, n_in: usize, variance: f64) -> Result<Vec<f64>> {
+    if n_out == 0 || n_in == 0 {
+        return Err(Error::invalid("Marchenko-Pastur law", "rows and cols must be positive"));
+    }
+    if !(variance > 0.0 && variance.is_finite()) {
+        return Err(Error::invalid("variance", format!("must be positive and finite, got {variance}")));
+    }
+    let (p, q) = (n_out.min(n_in), n_out.max(n_in));
+    let lambda = p as f64 / q as f64;
+    let (a, b) = ((1.0 - lambda.sqrt()).powi(2), (1.0 + lambda.sqrt()).powi(2));
+    // CDF on a grid in θ: x = a + (b − a)(1 − cos θ)/2, density √((b−x)(x−a))/(2πλx).
+    let m = 20_000usize;
+    let h = std::f64::consts::PI / m as f64;
+    let x_of = |t: f64| a + (b - a) * (1.0 - t.cos()) / 2.0;
+    let f_of = |t: f64| {
+        let x = x_of(t);
+        let s = t.sin();
+        if x <= 0.0 {
+            // λ = 1 near θ = 0: ((b−a)/2)² sin²θ / x → (b−a)/... finite limit b(1)/.. use small-θ form.
+            return ((b - a) / 2.0).powi(2) * 4.0 / (b - a) / (2.0 * std::f64::consts::PI * lambda);
+        }
+        ((b - a) / 2.0).powi(2) * s * s / (2.0 * std::f64::consts::PI * lambda * x)
+    };
+    let mut cdf = vec![0.0; m + 1];
+    for i in 0..m {
+        let (t0, t1) = (i as f64 * h, (i + 1) as f64 * h);
+        cdf[i + 1] = cdf[i] + h / 6.0 * (f_of(t0) + 4.0 * f_of(0.5 * (t0 + t1)) + f_of(t1));
+    }
+    let total = cdf[m];
+    let r = p;
+    let mut out = Vec::with_capacity(r);
+    let mut j = 0;
+    for i in 0..r {
+        let target = (i as f64 + 0.5) / r as f64 * total;
+        while j < m && cdf[j + 1] < target {
+            j += 1;
+        }
+        let (c0, c1) = (cdf[j], cdf[j + 1]);
+        let frac = if c1 > c0 { (target - c0) / (c1 - c0) } else { 0.0 };
+        let x = x_of((j as f64 + frac) * h);
+        out.push((variance * q as f64 * x.max(0.0)).sqrt());
+    }
+    out.sort_by(|x, y| y.total_cmp(x));
+    Ok(out)
+}
+
+impl LinearSpec {
+    /// A spec from a Marchenko–Pastur law (i.i.d. `N(0, variance)` weights).
+    pub fn marchenko_pastur(n_out: usize, n_in: usize, variance: f64, d: usize, noise: Option<Spd>, bias_moment: Option<DMat>) -> Result<Self> {
+        let s = marchenko_pastur_singular_values(n_out, n_in, variance)?;
+        Ok(LinearSpec { n_out, n_in, d, singular_values: s, noise, bias_moment: bias_moment.unwrap_or_else(|| DMat::zeros(d, d)) })
+    }
+
+    /// `P_eff = (N^{-1} + (Γ⁻)^{-1})^{-1}` and `A = (N + Γ⁻)^{-1}` (`None` when noiseless).
+    fn p_eff(&self, gm: &DMat) -> Result<(DMat, Option<DMat>)> {
+        Ok(match &self.noise {
+            Some(nz) => {
+                let a = Spd::from_symmetric("N + Γ⁻", nz.matrix() + gm)?.inverse();
+                (sym(&(gm * &a * nz.matrix())), Some(a))
+            }
+            None => (gm.clone(), None),
+        })
+    }
+
+    fn sigma_vv(gp: &DMat, p_eff: &DMat, s: f64) -> Result<DMat> {
+        Ok(Spd::from_symmetric("Γ⁺ + s² P_eff", gp + p_eff * (s * s))?.inverse())
+    }
+
+    fn blocks(&self, plus_in: &SeForward, minus: &SeBackward) -> Blocks {
+        let d = self.d;
+        let noise_cov = self.noise.as_ref().map_or_else(|| DMat::zeros(d, d), |n| n.inverse());
+        Blocks::new(&[&plus_in.k, &noise_cov, &self.bias_moment, &minus.t])
+    }
+
+    /// `(ã, r⁻, r⁺, v̂)` of a paired row with singular value `s` (spec §3.1(a) as affine maps).
+    fn row(&self, bl: &Blocks, s: f64, gp: &DMat, p_eff: &DMat, minus: &SeBackward) -> Result<(Affine, Affine, Affine, Affine, Affine)> {
+        let d = self.d;
+        let a = bl.var_range(0, 0, d, d);
+        let b = bl.var_range(0, d, d, d);
+        let bbar = bl.var(2, d);
+        let a_out = a.scale(s).add(&bbar).add(&bl.var(1, d));
+        let r_minus = a_out.mul(&minus.psi).add(&bl.var(3, d));
+        let r_plus = a.add(&b);
+        let v_hat = r_plus.mul(gp).add(&r_minus.sub(&bbar).mul(p_eff).scale(s)).mul(&Self::sigma_vv(gp, p_eff, s)?);
+        Ok((a, a_out, r_minus, r_plus, v_hat))
+    }
+
+    /// The forward SE step of the linear layer (`K⁺_l`, `Γ̄⁺_l` and the prediction about `Ẑ⁺_l`).
+    pub fn se_forward(&self, minus: &SeBackward, plus_in: &SeForward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeForward>> {
+        let d = self.d;
+        let (gm, gp) = (minus.gamma.matrix(), plus_in.gamma.matrix());
+        let (p_eff, a_mat) = self.p_eff(gm)?;
+        let r = self.singular_values.len();
+        let comp = (self.n_out - r) as f64;
+        // Σ̄_u = (1/n_l)[Σ_i Σ_uu(s_i) + (n_l − r) Σ_uu(0)].
+        let sigma_uu = |s: f64| -> Result<DMat> {
+            let svv = Self::sigma_vv(gp, &p_eff, s)?;
+            Ok(match (&self.noise, &a_mat) {
+                (Some(nz), Some(a)) => a + a * nz.matrix() * svv * nz.matrix() * a * (s * s),
+                _ => svv * (s * s),
+            })
+        };
+        let mut sum = sigma_uu(0.0)? * comp;
+        for &s in &self.singular_values {
+            sum += sigma_uu(s)?;
+        }
+        let predicted = sym(&(sum / self.n_out as f64));
+        let (lambda, gamma) = ctx.policy.precision_update(&predicted, &minus.gamma, prev, &ctx.location, ctx.iteration)?;
+        let gamma_inv = gamma.inverse();
+        let bl = self.blocks(plus_in, minus);
+        let mut k = DMat::zeros(2 * d, 2 * d);
+        let mut joint = DMat::zeros(2 * d, 2 * d);
+        let mut err = DMat::zeros(d, d);
+        let mut add = |s: f64, w: f64| -> Result<()> {
+            let (_, a_out, r_minus, _, v_hat) = self.row(&bl, s, gp, &p_eff, minus)?;
+            let bbar = bl.var(2, d);
+            let u_hat = match (&self.noise, &a_mat) {
+                (Some(nz), Some(a)) => v_hat.scale(s).add(&bbar).mul(&(nz.matrix() * a)).add(&r_minus.mul(&(gm * a))),
+                _ => v_hat.scale(s).add(&bbar),
+            };
+            let e = u_hat.mul(&lambda).sub(&r_minus.mul(gm)).mul(&gamma_inv).sub(&a_out);
+            k += bl.joint(&a_out, &e) * w;
+            joint += bl.joint(&a_out, &u_hat) * w;
+            let diff = u_hat.sub(&a_out);
+            err += bl.moment(&diff, &diff) * w;
+            Ok(())
+        };
+        for &s in &self.singular_values {
+            add(s, 1.0)?;
+        }
+        if comp > 0.0 {
+            add(0.0, comp)?;
+        }
+        let n = self.n_out as f64;
+        Ok(SeStep {
+            out: SeForward { k: sym(&(k / n)), gamma },
+            estimate: SeEstimate { error_cov: sym(&(err / n)), joint: sym(&(joint / n)), predicted_cov: predicted, samples: None },
+        })
+    }
+
+    /// The backward SE step of the linear layer (`Ψ⁻, T⁻, Γ̄⁻` about `Z_{l−1}` and the prediction
+    /// about `Ẑ⁻_{l−1}`).
+    pub fn se_backward(&self, minus: &SeBackward, plus_in: &SeForward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeBackward>> {
+        let d = self.d;
+        let (gm, gp) = (minus.gamma.matrix(), plus_in.gamma.matrix());
+        let (p_eff, _) = self.p_eff(gm)?;
+        let r = self.singular_values.len();
+        let comp = (self.n_in - r) as f64;
+        // Σ̄_v = (1/n_{l−1})[Σ_i Σ_vv(s_i) + (n_{l−1} − r)(Γ⁺)^{-1}].
+        let mut sum = plus_in.gamma.inverse() * comp;
+        for &s in &self.singular_values {
+            sum += Self::sigma_vv(gp, &p_eff, s)?;
+        }
+        let predicted = sym(&(sum / self.n_in as f64));
+        let (lambda, gamma) = ctx.policy.precision_update(&predicted, &plus_in.gamma, prev, &ctx.location, ctx.iteration)?;
+        let gamma_inv = gamma.inverse();
+        let bl = self.blocks(plus_in, minus);
+        let mut ae = DMat::zeros(d, d);
+        let mut ee = DMat::zeros(d, d);
+        let mut joint = DMat::zeros(2 * d, 2 * d);
+        let mut err = DMat::zeros(d, d);
+        let mut add = |v_hat: &Affine, a: &Affine, r_plus: &Affine, w: f64| {
+            let e = v_hat.mul(&lambda).sub(&r_plus.mul(gp)).mul(&gamma_inv).sub(a);
+            ae += bl.moment(a, &e) * w;
+            ee += bl.moment(&e, &e) * w;
+            joint += bl.joint(a, v_hat) * w;
+            let diff = v_hat.sub(a);
+            err += bl.moment(&diff, &diff) * w;
+        };
+        for &s in &self.singular_values {
+            let (a, _, _, r_plus, v_hat) = self.row(&bl, s, gp, &p_eff, minus)?;
+            add(&v_hat, &a, &r_plus, 1.0);
+        }
+        if comp > 0.0 {
+            // Input-only rows: v̂ = r⁺.
+            let a = bl.var_range(0, 0, d, d);
+            let r_plus = a.add(&bl.var_range(0, d, d, d));
+            add(&r_plus.clone(), &a, &r_plus, comp);
+        }
+        let n = self.n_in as f64;
+        let k_aa = plus_in.k.view((0, 0), (d, d)).into_owned();
+        let out = backward_law(&k_aa, &(ae / n), &(ee / n), ctx.psi_mode, gamma);
+        Ok(SeStep {
+            out,
+            estimate: SeEstimate { error_cov: sym(&(err / n)), joint: sym(&(joint / n)), predicted_cov: predicted, samples: None },
+        })
+    }
+}
+
+/// A linear layer known only through its singular-value law (e.g. `weight = { law = "gaussian" }`
+/// in an SE configuration): usable by the state evolution, not by the algorithm.
+#[derive(Clone, Debug)]
+pub struct SpectralLinearLayer {
+    /// The layer's SE description.
+    pub spec: LinearSpec,
+}
+
+fn no_weight() -> Error {
+    Error::invalid(
+        "linear layer",
+        "this layer is described by a law (singular values only); it can be used by the state evolution, \
+         not by the algorithm or for sampling — give an actual weight matrix",
+    )
+}
+
+impl Layer for SpectralLinearLayer {
+    fn describe(&self) -> String {
+        format!("linear layer {} x {} (singular-value law{})", self.spec.n_out, self.spec.n_in, if self.spec.noise.is_some() { ", noisy" } else { ", noiseless" })
+    }
+    fn kind(&self) -> LayerKind {
+        LayerKind::Linear
+    }
+    fn dim(&self) -> usize {
+        self.spec.d
+    }
+    fn input_rows(&self) -> Option<usize> {
+        Some(self.spec.n_in)
+    }
+    fn output_rows(&self, _n_in: usize) -> usize {
+        self.spec.n_out
+    }
+    fn forward(&self, _minus: &Message, _plus: &Message) -> Result<Belief> {
+        Err(no_weight())
+    }
+    fn backward(&self, _minus: &Message, _plus: &Message) -> Result<Belief> {
+        Err(no_weight())
+    }
+    fn sample(&self, _z_prev: MatRef<'_, f64>, _rng: &mut Rng) -> Result<Mat<f64>> {
+        Err(no_weight())
+    }
+    fn singular_values(&self) -> Option<&[f64]> {
+        Some(&self.spec.singular_values)
+    }
+    fn se_forward(&self, minus: &SeBackward, plus_in: &SeForward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeForward>> {
+        self.spec.se_forward(minus, plus_in, ctx, prev)
+    }
+    fn se_backward(&self, minus: &SeBackward, plus_in: &SeForward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeBackward>> {
+        self.spec.se_backward(minus, plus_in, ctx, prev)
+    }
+}
