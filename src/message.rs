@@ -5,7 +5,7 @@
 //! lives in [`MessagePolicy::extrinsic`], and nowhere else.
 
 use crate::error::{Error, Result};
-use crate::rows::{check_finite, first_non_finite, mul_small_sum};
+use crate::rows::{check_finite, check_shape, first_non_finite, mul_small_sum};
 use crate::spd::{psd_inverse, sym, DMat, Spd};
 use faer::Mat;
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,20 @@ impl Message {
     /// Number of columns `d`.
     pub fn dim(&self) -> usize {
         self.mean.ncols()
+    }
+    /// Checks that the mean is `rows x d` and the precision `d x d` (the fields are public, so a
+    /// hand-built message may be inconsistent); `what` names the message in the error.
+    pub fn check(&self, what: &str, rows: usize, d: usize) -> Result<()> {
+        check_shape(what, self.mean.as_ref(), rows, d)?;
+        let p = self.precision.dim();
+        if p != d {
+            return Err(Error::shape(
+                format!("precision of {what}"),
+                format!("{d} x {d}"),
+                format!("{p} x {p}"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -113,7 +127,7 @@ impl MessagePolicy {
                 format!("must be positive and finite, got {}", self.lam_min),
             ));
         }
-        if !(self.lam_max >= self.lam_min) || self.lam_max.is_nan() {
+        if self.lam_max.is_nan() || self.lam_max < self.lam_min {
             return Err(Error::invalid(
                 "lam_max",
                 format!(
@@ -187,6 +201,33 @@ impl MessagePolicy {
             iteration,
             detail,
         };
+        // Shapes (a hand-built message or belief may be inconsistent): formatted only on error.
+        let (n, d) = (incoming.rows(), incoming.dim());
+        let square = |m: &DMat| m.nrows() == d && m.ncols() == d;
+        if incoming.precision.dim() != d
+            || belief.mean.nrows() != n
+            || belief.mean.ncols() != d
+            || !square(&belief.cov)
+            || previous.is_some_and(|p| p.rows() != n || p.dim() != d || p.precision.dim() != d)
+        {
+            incoming.check(&format!("incoming message ({location})"), n, d)?;
+            check_shape(
+                &format!("estimate ({location})"),
+                belief.mean.as_ref(),
+                n,
+                d,
+            )?;
+            if !square(&belief.cov) {
+                return Err(Error::shape(
+                    format!("posterior covariance ({location})"),
+                    format!("{d} x {d}"),
+                    format!("{} x {}", belief.cov.nrows(), belief.cov.ncols()),
+                ));
+            }
+            if let Some(prev) = previous {
+                prev.check(&format!("previous message ({location})"), n, d)?;
+            }
+        }
         if let Some((i, j, x)) = first_non_finite(belief.mean.as_ref()) {
             return Err(diverged(format!("estimate entry ({i}, {j}) is {x}")));
         }

@@ -3,7 +3,7 @@
 use super::{gaussian_rows, Estimator, Layer, LayerKind, Rng};
 use crate::error::{Error, Result};
 use crate::message::{Belief, Message};
-use crate::rows::{check_finite, check_shape, mul_small_sum};
+use crate::rows::{check_finite, mul_small_sum};
 use crate::spd::{sym, Spd};
 use faer::{Mat, MatRef};
 
@@ -130,18 +130,8 @@ impl ActivationLayer {
 
     fn check(&self, minus: &Message, plus: &Message) -> Result<()> {
         let n = plus.rows();
-        check_shape(
-            "backward message R⁻ into activation layer",
-            minus.mean.as_ref(),
-            n,
-            self.d,
-        )?;
-        check_shape(
-            "forward message R⁺ into activation layer",
-            plus.mean.as_ref(),
-            n,
-            self.d,
-        )?;
+        minus.check("backward message R⁻ into activation layer", n, self.d)?;
+        plus.check("forward message R⁺ into activation layer", n, self.d)?;
         Ok(())
     }
 

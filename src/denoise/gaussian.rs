@@ -66,6 +66,7 @@ impl InputPrior for GaussianPrior {
     }
     fn denoise(&self, incoming: &Message) -> Result<Belief> {
         let d = self.dim();
+        incoming.check("backward message R⁻ into the prior", incoming.rows(), d)?;
         let post_prec = Spd::from_symmetric(
             "prior posterior precision",
             self.prec.matrix() + incoming.precision.matrix(),

@@ -198,18 +198,8 @@ impl LinearLayer {
     }
 
     fn check_messages(&self, minus: &Message, plus: &Message) -> Result<()> {
-        check_shape(
-            "backward message R⁻ into linear layer",
-            minus.mean.as_ref(),
-            self.n_out,
-            self.d,
-        )?;
-        check_shape(
-            "forward message R⁺ into linear layer",
-            plus.mean.as_ref(),
-            self.n_in,
-            self.d,
-        )?;
+        minus.check("backward message R⁻ into linear layer", self.n_out, self.d)?;
+        plus.check("forward message R⁺ into linear layer", self.n_in, self.d)?;
         Ok(())
     }
 

@@ -170,12 +170,7 @@ impl OutputChannel for AwgnOutput {
     }
     fn denoise(&self, plus: &Message) -> Result<Belief> {
         let (n, d) = (self.y.nrows(), self.d);
-        check_shape(
-            "forward message R⁺ into the output",
-            plus.mean.as_ref(),
-            n,
-            d,
-        )?;
+        plus.check("forward message R⁺ into the output", n, d)?;
         let g = plus.precision.matrix();
         // Per pattern: Σ_p = (Γ + M_p)^{-1}, and the maps r ↦ rΓΣ_p, ỹ ↦ ỹ M_p Σ_p.
         let mut per_pattern = Vec::with_capacity(self.patterns.len());

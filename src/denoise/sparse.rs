@@ -86,6 +86,7 @@ impl InputPrior for BernoulliGaussianPrior {
     /// `π = logistic(LLR)`, `ẑ = π m_1`, `Σ_i = π C_1 + π(1−π) m_1^T m_1`.
     fn denoise(&self, incoming: &Message) -> Result<Belief> {
         let d = self.dim();
+        incoming.check("backward message R⁻ into the prior", incoming.rows(), d)?;
         check_finite("message into the row-sparse prior", incoming.mean.as_ref())?;
         let g = incoming.precision.matrix();
         let post = Spd::from_symmetric("Σ_0^{-1} + Γ", self.prec.matrix() + g)?;

@@ -1,0 +1,534 @@
+//! Library error paths (design principle 7): wrong shapes, non-finite inputs, invalid
+//! covariances/precisions and divergence are reported as [`Error`] values whose messages name
+//! the culprit; nothing panics.
+
+use faer::{Mat, MatRef};
+use mlmatvamp::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+const D: usize = 3;
+
+fn msg_of<T: std::fmt::Debug>(r: Result<T>) -> (Error, String) {
+    let e = r.expect_err("expected an error");
+    let s = e.to_string();
+    println!("{s}");
+    (e, s)
+}
+
+fn assert_contains(s: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(s.contains(p), "message {s:?} does not contain {p:?}");
+    }
+}
+
+fn spd(m: f64) -> Spd {
+    Spd::scaled_identity(D, m).unwrap()
+}
+
+fn weight(n: usize, m: usize) -> Mat<f64> {
+    Mat::from_fn(n, m, |i, j| {
+        ((i * 7 + j * 3) % 5) as f64 - 2.0 + if i == j { 3.0 } else { 0.0 }
+    })
+}
+
+fn layer(n: usize, m: usize) -> Arc<LinearLayer> {
+    Arc::new(LinearLayer::new(weight(n, m).as_ref(), None, Some(spd(10.0)), D).unwrap())
+}
+
+fn awgn(n: usize) -> Arc<AwgnOutput> {
+    Arc::new(AwgnOutput::new(Mat::zeros(n, D), spd(10.0), None).unwrap())
+}
+
+fn prior() -> Arc<GaussianPrior> {
+    Arc::new(GaussianPrior::isotropic(D, 1.0).unwrap())
+}
+
+fn message(n: usize, d: usize) -> Message {
+    Message::zero(n, d, 1.0).unwrap()
+}
+
+// ---------------------------------------------------------------- shapes
+
+#[test]
+fn bias_of_wrong_size() {
+    let b = Mat::zeros(29, D);
+    let (e, s) = msg_of(LinearLayer::new(weight(30, 20).as_ref(), Some(b), None, D));
+    assert!(matches!(e, Error::Shape { .. }));
+    assert_contains(&s, &["bias B", "expected 30 x 3", "got 29 x 3"]);
+}
+
+#[test]
+fn noise_precision_of_wrong_size() {
+    let n2 = Spd::scaled_identity(2, 1.0).unwrap();
+    let (e, s) = msg_of(LinearLayer::new(
+        weight(30, 20).as_ref(),
+        None,
+        Some(n2.clone()),
+        D,
+    ));
+    assert!(matches!(e, Error::Shape { .. }));
+    assert_contains(&s, &["noise precision N", "expected 3 x 3", "got 2 x 2"]);
+
+    let (e, s) = msg_of(AwgnOutput::new(Mat::zeros(10, D), n2.clone(), None));
+    assert!(matches!(e, Error::Shape { .. }));
+    assert_contains(
+        &s,
+        &["output noise precision", "expected 3 x 3", "got 2 x 2"],
+    );
+
+    let (e, s) = msg_of(ActivationLayer::new(
+        Activation::Identity,
+        Some(n2),
+        Estimator::Mmse,
+        D,
+    ));
+    assert!(matches!(e, Error::Shape { .. }));
+    assert_contains(&s, &["noise precision N", "expected 3 x 3", "got 2 x 2"]);
+}
+
+#[test]
+fn weight_of_wrong_size_in_a_network() {
+    // W_1 expects 21 input rows but Z_0 has 20.
+    let (e, s) = msg_of(Network::new(prior(), 20, vec![layer(30, 21)], awgn(30)));
+    assert!(matches!(e, Error::Shape { .. }));
+    assert_contains(&s, &["input rows of layer 1", "n_0 = 20", "got 21"]);
+
+    // The second linear layer of an L = 4 network.
+    let act = Arc::new(
+        ActivationLayer::new(Activation::Identity, Some(spd(5.0)), Estimator::Mmse, D).unwrap(),
+    );
+    let (_, s) = msg_of(Network::new(
+        prior(),
+        20,
+        vec![layer(30, 20), act, layer(15, 31)],
+        awgn(15),
+    ));
+    assert_contains(&s, &["input rows of layer 3", "n_2 = 30", "got 31"]);
+
+    // Empty weight.
+    let (e, s) = msg_of(LinearLayer::new(
+        Mat::<f64>::zeros(0, 5).as_ref(),
+        None,
+        None,
+        D,
+    ));
+    assert!(matches!(e, Error::Invalid { .. }));
+    assert_contains(&s, &["weight", "0 x 5"]);
+}
+
+#[test]
+fn message_of_wrong_size() {
+    let l = layer(30, 20);
+    let (e, s) = msg_of(l.forward(&message(31, D), &message(20, D)));
+    assert!(matches!(e, Error::Shape { .. }));
+    assert_contains(
+        &s,
+        &[
+            "backward message R⁻ into linear layer",
+            "expected 30 x 3",
+            "got 31 x 3",
+        ],
+    );
+    let (_, s) = msg_of(l.backward(&message(30, D), &message(20, 2)));
+    assert_contains(
+        &s,
+        &[
+            "forward message R⁺ into linear layer",
+            "expected 20 x 3",
+            "got 20 x 2",
+        ],
+    );
+
+    let (_, s) = msg_of(awgn(30).denoise(&message(29, D)));
+    assert_contains(
+        &s,
+        &[
+            "forward message R⁺ into the output",
+            "expected 30 x 3",
+            "got 29 x 3",
+        ],
+    );
+
+    let act =
+        ActivationLayer::new(Activation::Identity, Some(spd(5.0)), Estimator::Mmse, D).unwrap();
+    let (_, s) = msg_of(act.forward(&message(10, D), &message(11, D)));
+    assert_contains(
+        &s,
+        &["into activation layer", "expected 11 x 3", "got 10 x 3"],
+    );
+
+    // Priors accept any number of rows, but not the wrong number of columns.
+    let (_, s) = msg_of(prior().denoise(&message(20, 2)));
+    assert_contains(
+        &s,
+        &[
+            "backward message R⁻ into the prior",
+            "expected 20 x 3",
+            "got 20 x 2",
+        ],
+    );
+    let sparse = BernoulliGaussianPrior::new(0.2, vec![0.0; D], DMat::identity(D, D)).unwrap();
+    let (_, s) = msg_of(sparse.denoise(&message(20, 4)));
+    assert_contains(
+        &s,
+        &[
+            "backward message R⁻ into the prior",
+            "expected 20 x 3",
+            "got 20 x 4",
+        ],
+    );
+}
+
+#[test]
+fn message_whose_precision_does_not_match_its_mean() {
+    // A hand-built message with n x 3 means but a 2 x 2 precision: an error, not a panic.
+    let bad = Message {
+        mean: Mat::zeros(20, D),
+        precision: Spd::scaled_identity(2, 1.0).unwrap(),
+    };
+    let (_, s) = msg_of(prior().denoise(&bad));
+    assert_contains(&s, &["precision", "expected 3 x 3", "got 2 x 2"]);
+    let sparse = BernoulliGaussianPrior::new(0.2, vec![0.0; D], DMat::identity(D, D)).unwrap();
+    let (_, s) = msg_of(sparse.denoise(&bad));
+    assert_contains(&s, &["precision", "expected 3 x 3", "got 2 x 2"]);
+    let (_, s) = msg_of(layer(30, 20).backward(&message(30, D), &bad));
+    assert_contains(&s, &["precision", "expected 3 x 3", "got 2 x 2"]);
+    let bad30 = Message {
+        mean: Mat::zeros(30, D),
+        precision: Spd::scaled_identity(2, 1.0).unwrap(),
+    };
+    let (_, s) = msg_of(layer(30, 20).forward(&bad30, &message(20, D)));
+    assert_contains(&s, &["precision", "expected 3 x 3", "got 2 x 2"]);
+    let (_, s) = msg_of(awgn(30).denoise(&bad30));
+    assert_contains(&s, &["precision", "expected 3 x 3", "got 2 x 2"]);
+    let act =
+        ActivationLayer::new(Activation::Identity, Some(spd(5.0)), Estimator::Mmse, D).unwrap();
+    let (_, s) = msg_of(act.forward(&message(20, D), &bad));
+    assert_contains(&s, &["precision", "expected 3 x 3", "got 2 x 2"]);
+    // The message rule itself.
+    let belief = Belief {
+        mean: Mat::zeros(20, D),
+        cov: DMat::identity(D, D),
+    };
+    let (_, s) = msg_of(MessagePolicy::default().extrinsic(&belief, &bad, None, "here", 0));
+    assert_contains(&s, &["precision", "expected 3 x 3", "got 2 x 2"]);
+    let good = message(20, D);
+    let short = Belief {
+        mean: Mat::zeros(19, D),
+        cov: DMat::identity(D, D),
+    };
+    let (_, s) = msg_of(MessagePolicy::default().extrinsic(&short, &good, None, "here", 0));
+    assert_contains(&s, &["estimate (here)", "expected 20 x 3", "got 19 x 3"]);
+    let small_cov = Belief {
+        mean: Mat::zeros(20, D),
+        cov: DMat::identity(2, 2),
+    };
+    let (_, s) = msg_of(MessagePolicy::default().extrinsic(&small_cov, &good, None, "here", 0));
+    assert_contains(
+        &s,
+        &["posterior covariance (here)", "expected 3 x 3", "got 2 x 2"],
+    );
+    let (_, s) = msg_of(MessagePolicy::default().extrinsic(
+        &belief,
+        &good,
+        Some(&message(21, D)),
+        "here",
+        0,
+    ));
+    assert_contains(
+        &s,
+        &["previous message (here)", "expected 20 x 3", "got 21 x 3"],
+    );
+}
+
+#[test]
+fn network_structure_errors() {
+    // Output rows differ from n_{L-1}.
+    let (e, s) = msg_of(Network::new(prior(), 20, vec![layer(30, 20)], awgn(25)));
+    assert!(matches!(e, Error::Shape { .. }));
+    assert_contains(
+        &s,
+        &["rows of the output observation", "n_{L-1} = 30", "got 25"],
+    );
+
+    // Odd depth L = 3 (two hidden layers).
+    let act = || -> Arc<dyn Layer> {
+        Arc::new(
+            ActivationLayer::new(Activation::Identity, Some(spd(5.0)), Estimator::Mmse, D).unwrap(),
+        )
+    };
+    let (e, s) = msg_of(Network::new(
+        prior(),
+        20,
+        vec![layer(30, 20), act()],
+        awgn(30),
+    ));
+    assert!(matches!(e, Error::Invalid { .. }));
+    assert_contains(&s, &["L = 3", "odd"]);
+
+    // Not alternating: linear, linear, linear.
+    let (_, s) = msg_of(Network::new(
+        prior(),
+        20,
+        vec![layer(20, 20), layer(20, 20), layer(30, 20)],
+        awgn(30),
+    ));
+    assert_contains(
+        &s,
+        &[
+            "layer 2 must be a row-wise nonlinear layer",
+            "linear layer 20 x 20",
+        ],
+    );
+
+    // Not alternating: starts with a row-wise layer.
+    let (_, s) = msg_of(Network::new(
+        prior(),
+        20,
+        vec![act(), layer(20, 20), act()],
+        awgn(20),
+    ));
+    assert_contains(&s, &["layer 1 must be linear", "identity activation layer"]);
+
+    // Column count mismatch.
+    let l2 = Arc::new(LinearLayer::new(weight(30, 20).as_ref(), None, None, 2).unwrap());
+    let (_, s) = msg_of(Network::new(prior(), 20, vec![l2], awgn(30)));
+    assert_contains(&s, &["columns of layer 1", "expected 3", "got 2"]);
+
+    // No rows.
+    let (_, s) = msg_of(Network::new(prior(), 0, vec![layer(30, 20)], awgn(30)));
+    assert_contains(&s, &["n_0"]);
+}
+
+// ---------------------------------------------------------------- non-finite inputs
+
+#[test]
+fn non_finite_inputs() {
+    let mut w = weight(30, 20);
+    w[(2, 3)] = f64::NAN;
+    let (e, s) = msg_of(LinearLayer::new(w.as_ref(), None, None, D));
+    assert!(matches!(e, Error::NonFinite { .. }));
+    assert_contains(&s, &["weight W", "entry (2, 3) is NaN"]);
+
+    let mut b = Mat::zeros(30, D);
+    b[(4, 1)] = f64::INFINITY;
+    let (e, s) = msg_of(LinearLayer::new(weight(30, 20).as_ref(), Some(b), None, D));
+    assert!(matches!(e, Error::NonFinite { .. }));
+    assert_contains(&s, &["bias B", "entry (4, 1) is inf"]);
+
+    let mut y = Mat::zeros(10, D);
+    y[(7, 2)] = f64::NAN;
+    let (e, s) = msg_of(AwgnOutput::new(y.clone(), spd(1.0), None));
+    assert!(matches!(e, Error::NonFinite { .. }));
+    assert_contains(&s, &["observation Y", "entry (7, 2) is NaN"]);
+    // The same NaN is fine when the mask marks it missing, and an error when marked observed.
+    let mut mask = Mat::from_fn(10, D, |_, _| 1.0);
+    mask[(7, 2)] = 0.0;
+    assert!(AwgnOutput::new(y.clone(), spd(1.0), Some(mask.clone())).is_ok());
+    mask[(7, 2)] = 1.0;
+    let (_, s) = msg_of(AwgnOutput::new(y, spd(1.0), Some(mask)));
+    assert_contains(
+        &s,
+        &[
+            "observation Y",
+            "entry (7, 2) is NaN",
+            "mask marks it observed",
+        ],
+    );
+
+    let (e, s) = msg_of(GaussianPrior::new(
+        vec![0.0, f64::NAN, 0.0],
+        DMat::identity(D, D),
+    ));
+    assert!(matches!(e, Error::NonFinite { .. }));
+    assert_contains(&s, &["prior mean", "NaN"]);
+    let (_, s) = msg_of(BernoulliGaussianPrior::new(
+        0.3,
+        vec![f64::NEG_INFINITY, 0.0, 0.0],
+        DMat::identity(D, D),
+    ));
+    assert_contains(&s, &["slab mean", "-inf"]);
+
+    let mut c = DMat::identity(D, D);
+    c[(1, 1)] = f64::NAN;
+    let (e, s) = msg_of(GaussianPrior::new(vec![0.0; D], c));
+    assert!(matches!(e, Error::NonFinite { .. }));
+    assert_contains(&s, &["prior covariance", "entry (1, 1) is NaN"]);
+}
+
+// ---------------------------------------------------------------- covariances and precisions
+
+#[test]
+fn non_symmetric_and_non_positive_definite_matrices() {
+    let mut c = DMat::identity(D, D);
+    c[(0, 2)] = 0.5;
+    let (e, s) = msg_of(GaussianPrior::new(vec![0.0; D], c.clone()));
+    assert!(matches!(e, Error::NotSymmetric { .. }));
+    assert_contains(&s, &["prior covariance", "not symmetric"]);
+    let (e, s) = msg_of(BernoulliGaussianPrior::new(0.3, vec![0.0; D], c.clone()));
+    assert!(matches!(e, Error::NotSymmetric { .. }));
+    assert_contains(&s, &["slab covariance", "not symmetric"]);
+    let (_, s) = msg_of(Spd::new("output noise precision", c, Some(D)));
+    assert_contains(&s, &["output noise precision", "not symmetric"]);
+
+    // Symmetric but indefinite: eigenvalues 3, -1, 1.
+    let indef = DMat::from_row_slice(D, D, &[1.0, 2.0, 0.0, 2.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
+    let (e, s) = msg_of(GaussianPrior::new(vec![0.0; D], indef.clone()));
+    assert!(matches!(e, Error::NotPositiveDefinite { .. }));
+    assert_contains(
+        &s,
+        &[
+            "prior covariance",
+            "not positive definite",
+            "smallest eigenvalue is -1",
+        ],
+    );
+    let (_, s) = msg_of(BernoulliGaussianPrior::new(
+        0.3,
+        vec![0.0; D],
+        indef.clone(),
+    ));
+    assert_contains(&s, &["slab covariance", "not positive definite"]);
+    let (_, s) = msg_of(Spd::new("noise precision N_1", indef, Some(D)));
+    assert_contains(&s, &["noise precision N_1", "not positive definite"]);
+    // Singular (positive semi-definite) is not positive definite either.
+    let (_, s) = msg_of(Spd::new(
+        "noise precision N_1",
+        DMat::from_diagonal_element(D, D, 0.0),
+        Some(D),
+    ));
+    assert_contains(&s, &["noise precision N_1", "not positive definite"]);
+    // Wrong shape of a d x d parameter.
+    let (_, s) = msg_of(GaussianPrior::new(vec![0.0; D], DMat::identity(2, 2)));
+    assert_contains(&s, &["prior covariance", "expected 3 x 3", "got 2 x 2"]);
+}
+
+#[test]
+fn invalid_solver_options() {
+    for (config, what) in [
+        (
+            SolverConfig {
+                gamma_init: 0.0,
+                ..Default::default()
+            },
+            "gamma_init",
+        ),
+        (
+            SolverConfig {
+                tolerance: Some(f64::NAN),
+                ..Default::default()
+            },
+            "tolerance",
+        ),
+        (
+            SolverConfig {
+                policy: MessagePolicy {
+                    lam_min: -1.0,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            "lam_min",
+        ),
+        (
+            SolverConfig {
+                policy: MessagePolicy {
+                    damp_precision: 1.0,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            "damp_precision",
+        ),
+    ] {
+        let (e, s) = msg_of(Solver::new(config));
+        assert!(matches!(e, Error::Invalid { .. }));
+        assert_contains(&s, &[what]);
+    }
+}
+
+// ---------------------------------------------------------------- divergence
+
+/// An AWGN-like output channel that returns a NaN estimate from its third call on, i.e. at
+/// iteration 2 (the output denoiser runs once per iteration).
+struct FailingOutput {
+    y: Mat<f64>,
+    calls: AtomicUsize,
+}
+
+impl OutputChannel for FailingOutput {
+    fn describe(&self) -> String {
+        "failing test output".into()
+    }
+    fn dim(&self) -> usize {
+        self.y.ncols()
+    }
+    fn rows(&self) -> usize {
+        self.y.nrows()
+    }
+    fn observation(&self) -> MatRef<'_, f64> {
+        self.y.as_ref()
+    }
+    fn denoise(&self, plus: &Message) -> Result<Belief> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        // Noise precision 4 I: ẑ = (rΓ + 4y)(Γ + 4I)^{-1}.
+        let g = plus.precision.matrix();
+        let sigma = (g + DMat::identity(D, D) * 4.0).try_inverse().unwrap();
+        let mut mean = Mat::zeros(self.y.nrows(), D);
+        for i in 0..self.y.nrows() {
+            for j in 0..D {
+                mean[(i, j)] = (0..D)
+                    .map(|k| {
+                        let h: f64 = (0..D).map(|l| plus.mean[(i, l)] * g[(l, k)]).sum::<f64>()
+                            + 4.0 * self.y[(i, k)];
+                        h * sigma[(k, j)]
+                    })
+                    .sum();
+            }
+        }
+        if call >= 2 {
+            mean[(3, 1)] = f64::NAN;
+        }
+        Ok(Belief { mean, cov: sigma })
+    }
+    fn resample(&self, _z: MatRef<'_, f64>, _rng: &mut Rng) -> Result<Box<dyn OutputChannel>> {
+        Err(Error::invalid("failing test output", "cannot resample"))
+    }
+}
+
+#[test]
+fn nan_from_a_custom_output_gives_diverged_at_iteration_2() {
+    let y = Mat::from_fn(30, D, |i, j| ((i + 2 * j) % 7) as f64 * 0.3 - 1.0);
+    let out = Arc::new(FailingOutput {
+        y,
+        calls: AtomicUsize::new(0),
+    });
+    let net = Network::new(prior(), 20, vec![layer(30, 20)], out.clone()).unwrap();
+    let mut seen = vec![];
+    let result = Solver::new(SolverConfig {
+        iterations: 10,
+        ..Default::default()
+    })
+    .unwrap()
+    .run_with(&net, None, &mut |rec, _| {
+        seen.push(rec.iteration);
+        Control::Continue
+    });
+    let (e, s) = msg_of(result);
+    match &e {
+        Error::Diverged {
+            iteration,
+            location,
+            ..
+        } => {
+            assert_eq!(*iteration, 2);
+            assert_contains(location, &["output", "failing test output", "Z_1"]);
+        }
+        other => panic!("expected Diverged, got {other:?}"),
+    }
+    assert_contains(&s, &["diverged at iteration 2", "out of the output", "NaN"]);
+    // Iterations 0 and 1 completed; the output was called exactly three times.
+    assert_eq!(seen, vec![0, 1]);
+    assert_eq!(out.calls.load(Ordering::SeqCst), 3);
+}
