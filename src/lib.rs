@@ -9,6 +9,10 @@
 //! ML-Mat-VAMP (Algorithm 1) estimates all `Z_l` by passing Gaussian messages `(R, Γ)` between
 //! row-wise denoisers and SVD-diagonalised linear layers.
 //!
+//! The `mlmatvamp` binary runs the algorithm on users' data described by a TOML file
+//! (`mlmatvamp run CONFIG.toml --out DIR`): see [`config`] for the format, [`io`] for the
+//! accepted `.npy`/`.csv` files and [`run`] for the outputs.
+//!
 //! ```
 //! use mlmatvamp::prelude::*;
 //! use std::sync::Arc;
@@ -30,11 +34,14 @@
 //! # }
 //! ```
 
+pub mod config;
 pub mod denoise;
 pub mod error;
+pub mod io;
 pub mod message;
 pub mod network;
 pub mod rows;
+pub mod run;
 pub mod schedule;
 pub mod se;
 pub mod solver;
