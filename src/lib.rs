@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+pub mod apps;
 pub mod denoise;
 pub mod error;
 pub mod message;
