@@ -34,6 +34,7 @@
 //! # }
 //! ```
 
+pub mod apps;
 pub mod config;
 pub mod denoise;
 pub mod error;
