@@ -41,6 +41,7 @@ pub mod error;
 pub mod io;
 pub mod message;
 pub mod network;
+pub mod plot;
 pub mod rows;
 pub mod run;
 pub mod schedule;

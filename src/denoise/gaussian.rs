@@ -86,21 +86,46 @@ impl InputPrior for GaussianPrior {
     }
     /// Analytic SE step (spec §6.2 (P)): with `z = μ_0 + z̃`, `z̃ ~ N(0, Σ_0)`, `r⁻ = zΨ⁻ + c`,
     /// everything is affine in the Gaussian blocks `(z̃, c)`, so `K⁺` is exact.
-    fn se_forward(&self, minus: &SeBackward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeForward>> {
+    fn se_forward(
+        &self,
+        minus: &SeBackward,
+        ctx: &SeContext<'_>,
+        prev: Option<&Spd>,
+    ) -> Result<SeStep<SeForward>> {
         let d = self.dim();
         let gm = minus.gamma.matrix();
-        let sigma = Spd::from_symmetric("prior posterior precision", self.prec.matrix() + gm)?.inverse();
-        let (lambda, gamma) = ctx.policy.precision_update(&sigma, &minus.gamma, prev, &ctx.location, ctx.iteration)?;
+        let sigma =
+            Spd::from_symmetric("prior posterior precision", self.prec.matrix() + gm)?.inverse();
+        let (lambda, gamma) = ctx.policy.precision_update(
+            &sigma,
+            &minus.gamma,
+            prev,
+            &ctx.location,
+            ctx.iteration,
+        )?;
         let bl = Blocks::new(&[self.cov.matrix(), &minus.t]);
         let mu = DMat::from_row_slice(1, d, &self.mean);
         let z = Affine::constant(bl.dim(), mu.clone()).add(&bl.var(0, d));
         let r = z.mul(&minus.psi).add(&bl.var(1, d));
-        let z_hat = Affine::constant(bl.dim(), &mu * self.prec.matrix() * &sigma).add(&r.mul(&(gm * &sigma)));
-        let e = z_hat.mul(&lambda).sub(&r.mul(gm)).mul(&gamma.inverse()).sub(&z);
+        let z_hat = Affine::constant(bl.dim(), &mu * self.prec.matrix() * &sigma)
+            .add(&r.mul(&(gm * &sigma)));
+        let e = z_hat
+            .mul(&lambda)
+            .sub(&r.mul(gm))
+            .mul(&gamma.inverse())
+            .sub(&z);
         let diff = z_hat.sub(&z);
         Ok(SeStep {
-            out: SeForward { k: bl.joint(&z, &e), gamma },
-            estimate: SeEstimate { error_cov: sym(&bl.moment(&diff, &diff)), joint: bl.joint(&z, &z_hat), predicted_cov: sigma, samples: None },
+            out: SeForward {
+                k: bl.joint(&z, &e),
+                gamma,
+            },
+            estimate: SeEstimate {
+                error_cov: sym(&bl.moment(&diff, &diff)),
+                joint: bl.joint(&z, &z_hat),
+                predicted_cov: sigma,
+                samples: None,
+            },
         })
     }
     fn sample(&self, n: usize, rng: &mut Rng) -> Result<Mat<f64>> {

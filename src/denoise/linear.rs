@@ -300,11 +300,23 @@ impl Layer for LinearLayer {
         Some(&self.s)
     }
     /// Closed form given the singular values (spec §6.2 (Lin)).
-    fn se_forward(&self, minus: &SeBackward, plus_in: &SeForward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeForward>> {
+    fn se_forward(
+        &self,
+        minus: &SeBackward,
+        plus_in: &SeForward,
+        ctx: &SeContext<'_>,
+        prev: Option<&Spd>,
+    ) -> Result<SeStep<SeForward>> {
         self.spec().se_forward(minus, plus_in, ctx, prev)
     }
     /// Closed form given the singular values (spec §6.2 (Lin)).
-    fn se_backward(&self, minus: &SeBackward, plus_in: &SeForward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeBackward>> {
+    fn se_backward(
+        &self,
+        minus: &SeBackward,
+        plus_in: &SeForward,
+        ctx: &SeContext<'_>,
+        prev: Option<&Spd>,
+    ) -> Result<SeStep<SeBackward>> {
         self.spec().se_backward(minus, plus_in, ctx, prev)
     }
 

@@ -65,7 +65,12 @@ pub trait InputPrior: Send + Sync {
     fn sample(&self, n: usize, rng: &mut Rng) -> Result<Mat<f64>>;
     /// The SE step of the prior (spec §6.2 (P)); by default Monte Carlo over the row model with
     /// this prior's own `sample` and `denoise`. `prev` is the previous `Γ̄⁺_0` (for damping).
-    fn se_forward(&self, minus: &SeBackward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeForward>> {
+    fn se_forward(
+        &self,
+        minus: &SeBackward,
+        ctx: &SeContext<'_>,
+        prev: Option<&Spd>,
+    ) -> Result<SeStep<SeForward>> {
         crate::se::mc::prior_forward(self, minus, ctx, prev)
     }
 }
@@ -97,12 +102,24 @@ pub trait Layer: Send + Sync {
     }
     /// The forward SE step (spec §6.2 (N)); by default Monte Carlo over the row model with this
     /// layer's own `sample` and `forward`. Linear layers override it with the closed form (Lin).
-    fn se_forward(&self, minus: &SeBackward, plus_in: &SeForward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeForward>> {
+    fn se_forward(
+        &self,
+        minus: &SeBackward,
+        plus_in: &SeForward,
+        ctx: &SeContext<'_>,
+        prev: Option<&Spd>,
+    ) -> Result<SeStep<SeForward>> {
         crate::se::mc::layer_forward(self, minus, plus_in, ctx, prev)
     }
     /// The backward SE step (spec §6.2 (N)); by default Monte Carlo with this layer's own
     /// `sample` and `backward`.
-    fn se_backward(&self, minus: &SeBackward, plus_in: &SeForward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeBackward>> {
+    fn se_backward(
+        &self,
+        minus: &SeBackward,
+        plus_in: &SeForward,
+        ctx: &SeContext<'_>,
+        prev: Option<&Spd>,
+    ) -> Result<SeStep<SeBackward>> {
         crate::se::mc::layer_backward(self, minus, plus_in, ctx, prev)
     }
 }
@@ -125,7 +142,12 @@ pub trait OutputChannel: Send + Sync {
     fn resample(&self, z: MatRef<'_, f64>, rng: &mut Rng) -> Result<Box<dyn OutputChannel>>;
     /// The SE step of the output (spec §6.2 (O)); by default Monte Carlo over the row model with
     /// this channel's own `resample` and `denoise`.
-    fn se_backward(&self, plus: &SeForward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeBackward>> {
+    fn se_backward(
+        &self,
+        plus: &SeForward,
+        ctx: &SeContext<'_>,
+        prev: Option<&Spd>,
+    ) -> Result<SeStep<SeBackward>> {
         crate::se::mc::output_backward(self, plus, ctx, prev)
     }
 }

@@ -25,10 +25,15 @@ impl Blocks {
         let mut off = 0;
         for c in covs {
             offsets.push(off);
-            cov.view_mut((off, off), (c.nrows(), c.ncols())).copy_from(*c);
+            cov.view_mut((off, off), (c.nrows(), c.ncols()))
+                .copy_from(*c);
             off += c.nrows();
         }
-        Blocks { offsets, sizes, cov }
+        Blocks {
+            offsets,
+            sizes,
+            cov,
+        }
     }
     /// Total dimension `K`.
     pub fn dim(&self) -> usize {
@@ -45,7 +50,10 @@ impl Blocks {
         for i in 0..len {
             m[(self.offsets[b] + start + i, i)] = 1.0;
         }
-        Affine { c0: DMat::zeros(1, d), m }
+        Affine {
+            c0: DMat::zeros(1, d),
+            m,
+        }
     }
     /// `E[x^T y]`.
     pub fn moment(&self, x: &Affine, y: &Affine) -> DMat {
@@ -75,22 +83,37 @@ pub struct Affine {
 impl Affine {
     /// A constant row.
     pub fn constant(k: usize, c0: DMat) -> Self {
-        Affine { m: DMat::zeros(k, c0.ncols()), c0 }
+        Affine {
+            m: DMat::zeros(k, c0.ncols()),
+            c0,
+        }
     }
     /// `x A` for a `d x d'` matrix.
     pub fn mul(&self, a: &DMat) -> Affine {
-        Affine { c0: &self.c0 * a, m: &self.m * a }
+        Affine {
+            c0: &self.c0 * a,
+            m: &self.m * a,
+        }
     }
     /// `s x`.
     pub fn scale(&self, s: f64) -> Affine {
-        Affine { c0: &self.c0 * s, m: &self.m * s }
+        Affine {
+            c0: &self.c0 * s,
+            m: &self.m * s,
+        }
     }
     /// `x + y`.
     pub fn add(&self, y: &Affine) -> Affine {
-        Affine { c0: &self.c0 + &y.c0, m: &self.m + &y.m }
+        Affine {
+            c0: &self.c0 + &y.c0,
+            m: &self.m + &y.m,
+        }
     }
     /// `x − y`.
     pub fn sub(&self, y: &Affine) -> Affine {
-        Affine { c0: &self.c0 - &y.c0, m: &self.m - &y.m }
+        Affine {
+            c0: &self.c0 - &y.c0,
+            m: &self.m - &y.m,
+        }
     }
 }

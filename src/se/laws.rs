@@ -30,12 +30,22 @@ pub struct LinearSpec {
 /// The singular values of an `n_out x n_in` matrix with i.i.d. `N(0, variance)` entries in the
 /// large-system limit: `s_i² = variance · max(n_out, n_in) · x_i`, with `x_i` the Marchenko–Pastur
 /// (ratio `λ = min/max`) quantiles at `(i − ½)/r`, `r = min(n_out, n_in)`.
-pub fn marchenko_pastur_singular_values(n_out: usize, n_in: usize, variance: f64) -> Result<Vec<f64>> {
+pub fn marchenko_pastur_singular_values(
+    n_out: usize,
+    n_in: usize,
+    variance: f64,
+) -> Result<Vec<f64>> {
     if n_out == 0 || n_in == 0 {
-        return Err(Error::invalid("Marchenko-Pastur law", "rows and cols must be positive"));
+        return Err(Error::invalid(
+            "Marchenko-Pastur law",
+            "rows and cols must be positive",
+        ));
     }
     if !(variance > 0.0 && variance.is_finite()) {
-        return Err(Error::invalid("variance", format!("must be positive and finite, got {variance}")));
+        return Err(Error::invalid(
+            "variance",
+            format!("must be positive and finite, got {variance}"),
+        ));
     }
     let (p, q) = (n_out.min(n_in), n_out.max(n_in));
     let lambda = p as f64 / q as f64;
@@ -68,7 +78,11 @@ pub fn marchenko_pastur_singular_values(n_out: usize, n_in: usize, variance: f64
             j += 1;
         }
         let (c0, c1) = (cdf[j], cdf[j + 1]);
-        let frac = if c1 > c0 { (target - c0) / (c1 - c0) } else { 0.0 };
+        let frac = if c1 > c0 {
+            (target - c0) / (c1 - c0)
+        } else {
+            0.0
+        };
         let x = x_of((j as f64 + frac) * h);
         out.push((variance * q as f64 * x.max(0.0)).sqrt());
     }
@@ -78,9 +92,23 @@ pub fn marchenko_pastur_singular_values(n_out: usize, n_in: usize, variance: f64
 
 impl LinearSpec {
     /// A spec from a Marchenko–Pastur law (i.i.d. `N(0, variance)` weights).
-    pub fn marchenko_pastur(n_out: usize, n_in: usize, variance: f64, d: usize, noise: Option<Spd>, bias_moment: Option<DMat>) -> Result<Self> {
+    pub fn marchenko_pastur(
+        n_out: usize,
+        n_in: usize,
+        variance: f64,
+        d: usize,
+        noise: Option<Spd>,
+        bias_moment: Option<DMat>,
+    ) -> Result<Self> {
         let s = marchenko_pastur_singular_values(n_out, n_in, variance)?;
-        Ok(LinearSpec { n_out, n_in, d, singular_values: s, noise, bias_moment: bias_moment.unwrap_or_else(|| DMat::zeros(d, d)) })
+        Ok(LinearSpec {
+            n_out,
+            n_in,
+            d,
+            singular_values: s,
+            noise,
+            bias_moment: bias_moment.unwrap_or_else(|| DMat::zeros(d, d)),
+        })
     }
 
     /// `P_eff = (N^{-1} + (Γ⁻)^{-1})^{-1}` and `A = (N + Γ⁻)^{-1}` (`None` when noiseless).
@@ -100,12 +128,22 @@ impl LinearSpec {
 
     fn blocks(&self, plus_in: &SeForward, minus: &SeBackward) -> Blocks {
         let d = self.d;
-        let noise_cov = self.noise.as_ref().map_or_else(|| DMat::zeros(d, d), |n| n.inverse());
+        let noise_cov = self
+            .noise
+            .as_ref()
+            .map_or_else(|| DMat::zeros(d, d), |n| n.inverse());
         Blocks::new(&[&plus_in.k, &noise_cov, &self.bias_moment, &minus.t])
     }
 
     /// `(ã, r⁻, r⁺, v̂)` of a paired row with singular value `s` (spec §3.1(a) as affine maps).
-    fn row(&self, bl: &Blocks, s: f64, gp: &DMat, p_eff: &DMat, minus: &SeBackward) -> Result<(Affine, Affine, Affine, Affine, Affine)> {
+    fn row(
+        &self,
+        bl: &Blocks,
+        s: f64,
+        gp: &DMat,
+        p_eff: &DMat,
+        minus: &SeBackward,
+    ) -> Result<(Affine, Affine, Affine, Affine, Affine)> {
         let d = self.d;
         let a = bl.var_range(0, 0, d, d);
         let b = bl.var_range(0, d, d, d);
@@ -113,12 +151,21 @@ impl LinearSpec {
         let a_out = a.scale(s).add(&bbar).add(&bl.var(1, d));
         let r_minus = a_out.mul(&minus.psi).add(&bl.var(3, d));
         let r_plus = a.add(&b);
-        let v_hat = r_plus.mul(gp).add(&r_minus.sub(&bbar).mul(p_eff).scale(s)).mul(&Self::sigma_vv(gp, p_eff, s)?);
+        let v_hat = r_plus
+            .mul(gp)
+            .add(&r_minus.sub(&bbar).mul(p_eff).scale(s))
+            .mul(&Self::sigma_vv(gp, p_eff, s)?);
         Ok((a, a_out, r_minus, r_plus, v_hat))
     }
 
     /// The forward SE step of the linear layer (`K⁺_l`, `Γ̄⁺_l` and the prediction about `Ẑ⁺_l`).
-    pub fn se_forward(&self, minus: &SeBackward, plus_in: &SeForward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeForward>> {
+    pub fn se_forward(
+        &self,
+        minus: &SeBackward,
+        plus_in: &SeForward,
+        ctx: &SeContext<'_>,
+        prev: Option<&Spd>,
+    ) -> Result<SeStep<SeForward>> {
         let d = self.d;
         let (gm, gp) = (minus.gamma.matrix(), plus_in.gamma.matrix());
         let (p_eff, a_mat) = self.p_eff(gm)?;
@@ -137,7 +184,13 @@ impl LinearSpec {
             sum += sigma_uu(s)?;
         }
         let predicted = sym(&(sum / self.n_out as f64));
-        let (lambda, gamma) = ctx.policy.precision_update(&predicted, &minus.gamma, prev, &ctx.location, ctx.iteration)?;
+        let (lambda, gamma) = ctx.policy.precision_update(
+            &predicted,
+            &minus.gamma,
+            prev,
+            &ctx.location,
+            ctx.iteration,
+        )?;
         let gamma_inv = gamma.inverse();
         let bl = self.blocks(plus_in, minus);
         let mut k = DMat::zeros(2 * d, 2 * d);
@@ -147,10 +200,18 @@ impl LinearSpec {
             let (_, a_out, r_minus, _, v_hat) = self.row(&bl, s, gp, &p_eff, minus)?;
             let bbar = bl.var(2, d);
             let u_hat = match (&self.noise, &a_mat) {
-                (Some(nz), Some(a)) => v_hat.scale(s).add(&bbar).mul(&(nz.matrix() * a)).add(&r_minus.mul(&(gm * a))),
+                (Some(nz), Some(a)) => v_hat
+                    .scale(s)
+                    .add(&bbar)
+                    .mul(&(nz.matrix() * a))
+                    .add(&r_minus.mul(&(gm * a))),
                 _ => v_hat.scale(s).add(&bbar),
             };
-            let e = u_hat.mul(&lambda).sub(&r_minus.mul(gm)).mul(&gamma_inv).sub(&a_out);
+            let e = u_hat
+                .mul(&lambda)
+                .sub(&r_minus.mul(gm))
+                .mul(&gamma_inv)
+                .sub(&a_out);
             k += bl.joint(&a_out, &e) * w;
             joint += bl.joint(&a_out, &u_hat) * w;
             let diff = u_hat.sub(&a_out);
@@ -165,14 +226,28 @@ impl LinearSpec {
         }
         let n = self.n_out as f64;
         Ok(SeStep {
-            out: SeForward { k: sym(&(k / n)), gamma },
-            estimate: SeEstimate { error_cov: sym(&(err / n)), joint: sym(&(joint / n)), predicted_cov: predicted, samples: None },
+            out: SeForward {
+                k: sym(&(k / n)),
+                gamma,
+            },
+            estimate: SeEstimate {
+                error_cov: sym(&(err / n)),
+                joint: sym(&(joint / n)),
+                predicted_cov: predicted,
+                samples: None,
+            },
         })
     }
 
     /// The backward SE step of the linear layer (`Ψ⁻, T⁻, Γ̄⁻` about `Z_{l−1}` and the prediction
     /// about `Ẑ⁻_{l−1}`).
-    pub fn se_backward(&self, minus: &SeBackward, plus_in: &SeForward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeBackward>> {
+    pub fn se_backward(
+        &self,
+        minus: &SeBackward,
+        plus_in: &SeForward,
+        ctx: &SeContext<'_>,
+        prev: Option<&Spd>,
+    ) -> Result<SeStep<SeBackward>> {
         let d = self.d;
         let (gm, gp) = (minus.gamma.matrix(), plus_in.gamma.matrix());
         let (p_eff, _) = self.p_eff(gm)?;
@@ -184,7 +259,13 @@ impl LinearSpec {
             sum += Self::sigma_vv(gp, &p_eff, s)?;
         }
         let predicted = sym(&(sum / self.n_in as f64));
-        let (lambda, gamma) = ctx.policy.precision_update(&predicted, &plus_in.gamma, prev, &ctx.location, ctx.iteration)?;
+        let (lambda, gamma) = ctx.policy.precision_update(
+            &predicted,
+            &plus_in.gamma,
+            prev,
+            &ctx.location,
+            ctx.iteration,
+        )?;
         let gamma_inv = gamma.inverse();
         let bl = self.blocks(plus_in, minus);
         let mut ae = DMat::zeros(d, d);
@@ -192,7 +273,11 @@ impl LinearSpec {
         let mut joint = DMat::zeros(2 * d, 2 * d);
         let mut err = DMat::zeros(d, d);
         let mut add = |v_hat: &Affine, a: &Affine, r_plus: &Affine, w: f64| {
-            let e = v_hat.mul(&lambda).sub(&r_plus.mul(gp)).mul(&gamma_inv).sub(a);
+            let e = v_hat
+                .mul(&lambda)
+                .sub(&r_plus.mul(gp))
+                .mul(&gamma_inv)
+                .sub(a);
             ae += bl.moment(a, &e) * w;
             ee += bl.moment(&e, &e) * w;
             joint += bl.joint(a, v_hat) * w;
@@ -214,7 +299,12 @@ impl LinearSpec {
         let out = backward_law(&k_aa, &(ae / n), &(ee / n), ctx.psi_mode, gamma);
         Ok(SeStep {
             out,
-            estimate: SeEstimate { error_cov: sym(&(err / n)), joint: sym(&(joint / n)), predicted_cov: predicted, samples: None },
+            estimate: SeEstimate {
+                error_cov: sym(&(err / n)),
+                joint: sym(&(joint / n)),
+                predicted_cov: predicted,
+                samples: None,
+            },
         })
     }
 }
@@ -237,7 +327,16 @@ fn no_weight() -> Error {
 
 impl Layer for SpectralLinearLayer {
     fn describe(&self) -> String {
-        format!("linear layer {} x {} (singular-value law{})", self.spec.n_out, self.spec.n_in, if self.spec.noise.is_some() { ", noisy" } else { ", noiseless" })
+        format!(
+            "linear layer {} x {} (singular-value law{})",
+            self.spec.n_out,
+            self.spec.n_in,
+            if self.spec.noise.is_some() {
+                ", noisy"
+            } else {
+                ", noiseless"
+            }
+        )
     }
     fn kind(&self) -> LayerKind {
         LayerKind::Linear
@@ -263,10 +362,22 @@ impl Layer for SpectralLinearLayer {
     fn singular_values(&self) -> Option<&[f64]> {
         Some(&self.spec.singular_values)
     }
-    fn se_forward(&self, minus: &SeBackward, plus_in: &SeForward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeForward>> {
+    fn se_forward(
+        &self,
+        minus: &SeBackward,
+        plus_in: &SeForward,
+        ctx: &SeContext<'_>,
+        prev: Option<&Spd>,
+    ) -> Result<SeStep<SeForward>> {
         self.spec.se_forward(minus, plus_in, ctx, prev)
     }
-    fn se_backward(&self, minus: &SeBackward, plus_in: &SeForward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeBackward>> {
+    fn se_backward(
+        &self,
+        minus: &SeBackward,
+        plus_in: &SeForward,
+        ctx: &SeContext<'_>,
+        prev: Option<&Spd>,
+    ) -> Result<SeStep<SeBackward>> {
         self.spec.se_backward(minus, plus_in, ctx, prev)
     }
 }

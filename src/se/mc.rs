@@ -3,7 +3,9 @@
 //! model with the kind's own `sample`, runs the kind's own denoiser on them with the SE
 //! precisions, and applies the algorithm's message rule.
 
-use super::{backward_law, joint_moment, times, SeBackward, SeContext, SeEstimate, SeForward, SeStep};
+use super::{
+    backward_law, joint_moment, times, SeBackward, SeContext, SeEstimate, SeForward, SeStep,
+};
 use crate::denoise::{standard_normal, InputPrior, Layer, OutputChannel, Rng};
 use crate::error::Result;
 use crate::message::{extrinsic_mean, Message};
@@ -38,7 +40,10 @@ fn estimate(z: MatRef<'_, f64>, zhat: MatRef<'_, f64>, predicted_cov: DMat) -> S
 fn backward_message(z: MatRef<'_, f64>, law: &SeBackward, rng: &mut Rng) -> Message {
     let mut r = times(z, &law.psi);
     r += &sample_rows(z.nrows(), &law.t, rng);
-    Message { mean: r, precision: law.gamma.clone() }
+    Message {
+        mean: r,
+        precision: law.gamma.clone(),
+    }
 }
 
 /// `(a, b) ~ N(0, K⁺)`: returns `(a, r⁺ = a + b)`.
@@ -47,18 +52,43 @@ fn forward_rows(law: &SeForward, n: usize, rng: &mut Rng) -> (Mat<f64>, Message)
     let ab = sample_rows(n, &law.k, rng);
     let a = ab.as_ref().subcols(0, d).to_owned();
     let r = &a + ab.as_ref().subcols(d, d);
-    (a, Message { mean: r, precision: law.gamma.clone() })
+    (
+        a,
+        Message {
+            mean: r,
+            precision: law.gamma.clone(),
+        },
+    )
 }
 
 /// (P): `z ~ p_0`, `r⁻ = zΨ⁻ + c`; `K⁺ = E[[z, e⁺]^T[z, e⁺]]` with `e⁺ = r⁺_out − z`.
-pub fn prior_forward<P: InputPrior + ?Sized>(prior: &P, minus: &SeBackward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeForward>> {
+pub fn prior_forward<P: InputPrior + ?Sized>(
+    prior: &P,
+    minus: &SeBackward,
+    ctx: &SeContext<'_>,
+    prev: Option<&Spd>,
+) -> Result<SeStep<SeForward>> {
     let mut rng = ctx.rng();
     let z = prior.sample(ctx.n_mc, &mut rng)?;
     let msg = backward_message(z.as_ref(), minus, &mut rng);
-    let belief = prior.denoise(&msg).map_err(|e| ctx.diverged(e.to_string()))?;
-    let (lambda, gamma) = ctx.policy.precision_update(&belief.cov, &msg.precision, prev, &ctx.location, ctx.iteration)?;
+    let belief = prior
+        .denoise(&msg)
+        .map_err(|e| ctx.diverged(e.to_string()))?;
+    let (lambda, gamma) = ctx.policy.precision_update(
+        &belief.cov,
+        &msg.precision,
+        prev,
+        &ctx.location,
+        ctx.iteration,
+    )?;
     let e = &extrinsic_mean(belief.mean.as_ref(), &lambda, &msg, &gamma) - &z;
-    Ok(SeStep { out: SeForward { k: joint_moment(z.as_ref(), e.as_ref()), gamma }, estimate: estimate(z.as_ref(), belief.mean.as_ref(), belief.cov) })
+    Ok(SeStep {
+        out: SeForward {
+            k: joint_moment(z.as_ref(), e.as_ref()),
+            gamma,
+        },
+        estimate: estimate(z.as_ref(), belief.mean.as_ref(), belief.cov),
+    })
 }
 
 /// (N) forward: `(a, b) ~ N(0, K⁺_{l−1})`, `ã = φ(a, ξ)`, `r⁻ = ãΨ⁻ + c`, `r⁺ = a + b`;
@@ -74,11 +104,22 @@ pub fn layer_forward<L: Layer + ?Sized>(
     let (a, r_plus) = forward_rows(plus_in, ctx.n_mc, &mut rng);
     let a_out = layer.sample(a.as_ref(), &mut rng)?;
     let r_minus = backward_message(a_out.as_ref(), minus, &mut rng);
-    let belief = layer.forward(&r_minus, &r_plus).map_err(|e| ctx.diverged(e.to_string()))?;
-    let (lambda, gamma) = ctx.policy.precision_update(&belief.cov, &r_minus.precision, prev, &ctx.location, ctx.iteration)?;
+    let belief = layer
+        .forward(&r_minus, &r_plus)
+        .map_err(|e| ctx.diverged(e.to_string()))?;
+    let (lambda, gamma) = ctx.policy.precision_update(
+        &belief.cov,
+        &r_minus.precision,
+        prev,
+        &ctx.location,
+        ctx.iteration,
+    )?;
     let e = &extrinsic_mean(belief.mean.as_ref(), &lambda, &r_minus, &gamma) - &a_out;
     Ok(SeStep {
-        out: SeForward { k: joint_moment(a_out.as_ref(), e.as_ref()), gamma },
+        out: SeForward {
+            k: joint_moment(a_out.as_ref(), e.as_ref()),
+            gamma,
+        },
         estimate: estimate(a_out.as_ref(), belief.mean.as_ref(), belief.cov),
     })
 }
@@ -96,25 +137,63 @@ pub fn layer_backward<L: Layer + ?Sized>(
     let (a, r_plus) = forward_rows(plus_in, ctx.n_mc, &mut rng);
     let a_out = layer.sample(a.as_ref(), &mut rng)?;
     let r_minus = backward_message(a_out.as_ref(), minus, &mut rng);
-    let belief = layer.backward(&r_minus, &r_plus).map_err(|e| ctx.diverged(e.to_string()))?;
-    let (lambda, gamma) = ctx.policy.precision_update(&belief.cov, &r_plus.precision, prev, &ctx.location, ctx.iteration)?;
+    let belief = layer
+        .backward(&r_minus, &r_plus)
+        .map_err(|e| ctx.diverged(e.to_string()))?;
+    let (lambda, gamma) = ctx.policy.precision_update(
+        &belief.cov,
+        &r_plus.precision,
+        prev,
+        &ctx.location,
+        ctx.iteration,
+    )?;
     let e = &extrinsic_mean(belief.mean.as_ref(), &lambda, &r_plus, &gamma) - &a;
     let k_aa = plus_in.k.view((0, 0), (d, d)).into_owned();
-    let out = backward_law(&k_aa, &cross_moment(a.as_ref(), e.as_ref()), &cross_moment(e.as_ref(), e.as_ref()), ctx.psi_mode, gamma);
-    Ok(SeStep { out, estimate: estimate(a.as_ref(), belief.mean.as_ref(), belief.cov) })
+    let out = backward_law(
+        &k_aa,
+        &cross_moment(a.as_ref(), e.as_ref()),
+        &cross_moment(e.as_ref(), e.as_ref()),
+        ctx.psi_mode,
+        gamma,
+    );
+    Ok(SeStep {
+        out,
+        estimate: estimate(a.as_ref(), belief.mean.as_ref(), belief.cov),
+    })
 }
 
 /// (O): `(a, b) ~ N(0, K⁺_{L−1})`, `y ~ p(y | a)`, `r⁺ = a + b`; `e⁻` regressed on `a`.
-pub fn output_backward<O: OutputChannel + ?Sized>(output: &O, plus: &SeForward, ctx: &SeContext<'_>, prev: Option<&Spd>) -> Result<SeStep<SeBackward>> {
+pub fn output_backward<O: OutputChannel + ?Sized>(
+    output: &O,
+    plus: &SeForward,
+    ctx: &SeContext<'_>,
+    prev: Option<&Spd>,
+) -> Result<SeStep<SeBackward>> {
     let d = plus.gamma.dim();
     let mut rng = ctx.rng();
     let (a, r_plus) = forward_rows(plus, ctx.n_mc, &mut rng);
     let channel = output.resample(a.as_ref(), &mut rng)?;
-    let belief = channel.denoise(&r_plus).map_err(|e| ctx.diverged(e.to_string()))?;
-    let (lambda, gamma) = ctx.policy.precision_update(&belief.cov, &r_plus.precision, prev, &ctx.location, ctx.iteration)?;
+    let belief = channel
+        .denoise(&r_plus)
+        .map_err(|e| ctx.diverged(e.to_string()))?;
+    let (lambda, gamma) = ctx.policy.precision_update(
+        &belief.cov,
+        &r_plus.precision,
+        prev,
+        &ctx.location,
+        ctx.iteration,
+    )?;
     let e = &extrinsic_mean(belief.mean.as_ref(), &lambda, &r_plus, &gamma) - &a;
     let k_aa = plus.k.view((0, 0), (d, d)).into_owned();
-    let out = backward_law(&k_aa, &cross_moment(a.as_ref(), e.as_ref()), &cross_moment(e.as_ref(), e.as_ref()), ctx.psi_mode, gamma);
-    Ok(SeStep { out, estimate: estimate(a.as_ref(), belief.mean.as_ref(), belief.cov) })
+    let out = backward_law(
+        &k_aa,
+        &cross_moment(a.as_ref(), e.as_ref()),
+        &cross_moment(e.as_ref(), e.as_ref()),
+        ctx.psi_mode,
+        gamma,
+    );
+    Ok(SeStep {
+        out,
+        estimate: estimate(a.as_ref(), belief.mean.as_ref(), belief.cov),
+    })
 }
-

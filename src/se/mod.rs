@@ -109,7 +109,11 @@ impl SeContext<'_> {
     }
     /// A divergence error at this step.
     pub fn diverged(&self, detail: impl Into<String>) -> Error {
-        Error::Diverged { location: format!("state evolution, {}", self.location), iteration: self.iteration, detail: detail.into() }
+        Error::Diverged {
+            location: format!("state evolution, {}", self.location),
+            iteration: self.iteration,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -134,26 +138,50 @@ pub struct SeConfig {
 impl Default for SeConfig {
     fn default() -> Self {
         let s = crate::solver::SolverConfig::default();
-        SeConfig { iterations: s.iterations, n_mc: 20_000, seed: 0, psi_mode: PsiMode::General, gamma_init: s.gamma_init, policy: s.policy }
+        SeConfig {
+            iterations: s.iterations,
+            n_mc: 20_000,
+            seed: 0,
+            psi_mode: PsiMode::General,
+            gamma_init: s.gamma_init,
+            policy: s.policy,
+        }
     }
 }
 
 impl SeConfig {
     /// The SE matching a solver configuration.
     pub fn from_solver(cfg: &crate::solver::SolverConfig) -> Self {
-        SeConfig { iterations: cfg.iterations, gamma_init: cfg.gamma_init, policy: cfg.policy.clone(), ..Default::default() }
+        SeConfig {
+            iterations: cfg.iterations,
+            gamma_init: cfg.gamma_init,
+            policy: cfg.policy.clone(),
+            ..Default::default()
+        }
     }
     /// Checks the options.
     pub fn validate(&self) -> Result<()> {
         self.policy.validate()?;
         if self.policy.damp_mean != 0.0 {
-            return Err(Error::invalid("damp_mean", "mean damping has no state-evolution counterpart; set it to 0 for the SE"));
+            return Err(Error::invalid(
+                "damp_mean",
+                "mean damping has no state-evolution counterpart; set it to 0 for the SE",
+            ));
         }
         if self.n_mc < 100 {
-            return Err(Error::invalid("n_mc", format!("at least 100 Monte-Carlo rows are needed, got {}", self.n_mc)));
+            return Err(Error::invalid(
+                "n_mc",
+                format!(
+                    "at least 100 Monte-Carlo rows are needed, got {}",
+                    self.n_mc
+                ),
+            ));
         }
         if !(self.gamma_init > 0.0 && self.gamma_init.is_finite()) {
-            return Err(Error::invalid("gamma_init", format!("must be positive and finite, got {}", self.gamma_init)));
+            return Err(Error::invalid(
+                "gamma_init",
+                format!("must be positive and finite, got {}", self.gamma_init),
+            ));
         }
         Ok(())
     }
@@ -273,26 +301,50 @@ impl Schedule for SeSteps<'_, '_> {
 
     fn prior(&mut self, minus: &SeBackward, prev: Option<&SeForward>) -> Result<SeForward> {
         let ctx = self.ctx(0, 0, location_forward(self.net, 0));
-        let step = self.net.prior().se_forward(minus, &ctx, prev.map(|p| &p.gamma))?;
+        let step = self
+            .net
+            .prior()
+            .se_forward(minus, &ctx, prev.map(|p| &p.gamma))?;
         self.est_plus[0] = Some(step.estimate);
         Ok(step.out)
     }
-    fn layer_forward(&mut self, l: usize, minus: &SeBackward, plus_in: &SeForward, prev: Option<&SeForward>) -> Result<SeForward> {
+    fn layer_forward(
+        &mut self,
+        l: usize,
+        minus: &SeBackward,
+        plus_in: &SeForward,
+        prev: Option<&SeForward>,
+    ) -> Result<SeForward> {
         let ctx = self.ctx(l, 0, location_forward(self.net, l));
-        let step = self.net.layer(l).se_forward(minus, plus_in, &ctx, prev.map(|p| &p.gamma))?;
+        let step = self
+            .net
+            .layer(l)
+            .se_forward(minus, plus_in, &ctx, prev.map(|p| &p.gamma))?;
         self.est_plus[l] = Some(step.estimate);
         Ok(step.out)
     }
     fn output(&mut self, plus: &SeForward, prev: &SeBackward) -> Result<SeBackward> {
         let last = self.net.depth() - 1;
         let ctx = self.ctx(last + 1, 1, location_backward(self.net, last));
-        let step = self.net.output().se_backward(plus, &ctx, Some(&prev.gamma))?;
+        let step = self
+            .net
+            .output()
+            .se_backward(plus, &ctx, Some(&prev.gamma))?;
         self.est_minus[last] = Some(step.estimate);
         Ok(step.out)
     }
-    fn layer_backward(&mut self, l: usize, minus: &SeBackward, plus_in: &SeForward, prev: &SeBackward) -> Result<SeBackward> {
+    fn layer_backward(
+        &mut self,
+        l: usize,
+        minus: &SeBackward,
+        plus_in: &SeForward,
+        prev: &SeBackward,
+    ) -> Result<SeBackward> {
         let ctx = self.ctx(l, 1, location_backward(self.net, l - 1));
-        let step = self.net.layer(l).se_backward(minus, plus_in, &ctx, Some(&prev.gamma))?;
+        let step = self
+            .net
+            .layer(l)
+            .se_backward(minus, plus_in, &ctx, Some(&prev.gamma))?;
         self.est_minus[l - 1] = Some(step.estimate);
         Ok(step.out)
     }
@@ -311,16 +363,36 @@ impl StateEvolution {
         let l = net.depth();
         let minus = (0..l)
             .map(|_| {
-                Ok(SeBackward { psi: DMat::zeros(d, d), t: DMat::zeros(d, d), gamma: Spd::scaled_identity(d, self.config.gamma_init)? })
+                Ok(SeBackward {
+                    psi: DMat::zeros(d, d),
+                    t: DMat::zeros(d, d),
+                    gamma: Spd::scaled_identity(d, self.config.gamma_init)?,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(SeState { plus: vec![None; l], minus, est_plus: vec![None; l], est_minus: vec![None; l] })
+        Ok(SeState {
+            plus: vec![None; l],
+            minus,
+            est_plus: vec![None; l],
+            est_minus: vec![None; l],
+        })
     }
 
     /// One SE iteration (forward and backward pass) on `state`.
     pub fn step(&self, net: &Network, state: &mut SeState, k: usize) -> Result<()> {
-        let SeState { plus, minus, est_plus, est_minus } = state;
-        let mut steps = SeSteps { net, config: &self.config, k, est_plus, est_minus };
+        let SeState {
+            plus,
+            minus,
+            est_plus,
+            est_minus,
+        } = state;
+        let mut steps = SeSteps {
+            net,
+            config: &self.config,
+            k,
+            est_plus,
+            est_minus,
+        };
         schedule::forward_pass(&mut steps, plus, minus)?;
         schedule::backward_pass(&mut steps, plus, minus)
     }
@@ -328,7 +400,11 @@ impl StateEvolution {
     /// Runs the recursion for `config.iterations` iterations and returns one record per iteration.
     /// `metric`, if given, is evaluated on `(z, ẑ)` rows of every primary estimate (Monte-Carlo
     /// rows, or `n_mc` Gaussian draws from the predicted joint law for closed-form steps).
-    pub fn run(&self, net: &Network, metric: Option<&RowMetric<'_>>) -> Result<(Vec<SeIteration>, SeState)> {
+    pub fn run(
+        &self,
+        net: &Network,
+        metric: Option<&RowMetric<'_>>,
+    ) -> Result<(Vec<SeIteration>, SeState)> {
         self.config.validate()?;
         let mut state = self.initial_state(net)?;
         let mut out = Vec::with_capacity(self.config.iterations);
@@ -340,7 +416,14 @@ impl StateEvolution {
         Ok((out, state))
     }
 
-    fn record(&self, net: &Network, state: &SeState, k: usize, seconds: f64, metric: Option<&RowMetric<'_>>) -> SeIteration {
+    fn record(
+        &self,
+        net: &Network,
+        state: &SeState,
+        k: usize,
+        seconds: f64,
+        metric: Option<&RowMetric<'_>>,
+    ) -> SeIteration {
         let d = net.dim();
         let variables = (0..net.depth())
             .map(|l| {
@@ -350,7 +433,10 @@ impl StateEvolution {
                 let metric_value = metric.map(|f| match &est.samples {
                     Some((z, zh)) => f(l, z.as_ref(), zh.as_ref()),
                     None => {
-                        let mut rng = crate::rng_from_seed(mix(self.config.seed ^ 0xABCD ^ ((k as u64) << 20) ^ l as u64));
+                        let mut rng = crate::rng_from_seed(mix(self.config.seed
+                            ^ 0xABCD
+                            ^ ((k as u64) << 20)
+                            ^ l as u64));
                         let rows = mc::sample_rows(self.config.n_mc, &est.joint, &mut rng);
                         let z = rows.as_ref().subcols(0, d).to_owned();
                         let zh = rows.as_ref().subcols(d, d).to_owned();
@@ -366,8 +452,12 @@ impl StateEvolution {
                     error_cov: dmat_to_rows(&est.error_cov),
                     nmse: if zz > 0.0 { tr / zz } else { f64::NAN },
                     predicted_cov: dmat_to_rows(&est.predicted_cov),
-                    mse_plus: state.est_plus[l].as_ref().map_or(f64::NAN, |e| e.error_cov.trace()),
-                    mse_minus: state.est_minus[l].as_ref().map_or(f64::NAN, |e| e.error_cov.trace()),
+                    mse_plus: state.est_plus[l]
+                        .as_ref()
+                        .map_or(f64::NAN, |e| e.error_cov.trace()),
+                    mse_minus: state.est_minus[l]
+                        .as_ref()
+                        .map_or(f64::NAN, |e| e.error_cov.trace()),
                     gamma_plus: dmat_to_rows(plus.gamma.matrix()),
                     gamma_minus: dmat_to_rows(minus.gamma.matrix()),
                     k_plus: dmat_to_rows(&plus.k),
@@ -377,7 +467,11 @@ impl StateEvolution {
                 }
             })
             .collect();
-        SeIteration { iteration: k, seconds, variables }
+        SeIteration {
+            iteration: k,
+            seconds,
+            variables,
+        }
     }
 }
 
@@ -387,12 +481,20 @@ impl StateEvolution {
 pub fn backward_law(k_aa: &DMat, ae: &DMat, ee: &DMat, mode: PsiMode, gamma: Spd) -> SeBackward {
     let d = k_aa.nrows();
     match mode {
-        PsiMode::Identity => SeBackward { psi: DMat::identity(d, d), t: clamp_psd(&sym(ee)), gamma },
+        PsiMode::Identity => SeBackward {
+            psi: DMat::identity(d, d),
+            t: clamp_psd(&sym(ee)),
+            gamma,
+        },
         PsiMode::General => {
             let inv = psd_inverse(k_aa).unwrap_or_else(|| DMat::zeros(d, d));
             let m = &inv * ae;
             let t = sym(&(ee - m.transpose() * k_aa * &m));
-            SeBackward { psi: DMat::identity(d, d) + m, t: clamp_psd(&t), gamma }
+            SeBackward {
+                psi: DMat::identity(d, d) + m,
+                t: clamp_psd(&t),
+                gamma,
+            }
         }
     }
 }
