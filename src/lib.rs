@@ -38,6 +38,7 @@ pub mod apps;
 pub mod config;
 pub mod denoise;
 pub mod error;
+pub mod experiments;
 pub mod io;
 pub mod message;
 pub mod network;
