@@ -113,7 +113,7 @@ impl MessagePolicy {
                 format!("must be positive and finite, got {}", self.lam_min),
             ));
         }
-        if !(self.lam_max >= self.lam_min) || self.lam_max.is_nan() {
+        if self.lam_max.is_nan() || self.lam_max < self.lam_min {
             return Err(Error::invalid(
                 "lam_max",
                 format!(

@@ -152,10 +152,10 @@ where
     for (c, part) in parts.into_iter().enumerate() {
         let (out, a) = part?;
         let start = c * ROW_CHUNK;
-        for (r, chunk) in
-            out.chunks(k.max(1))
-                .enumerate()
-                .take(if k == 0 { 0 } else { out.len() / k })
+        for (r, chunk) in out
+            .chunks(k.max(1))
+            .enumerate()
+            .take(out.len().checked_div(k).unwrap_or(0))
         {
             for (j, &x) in chunk.iter().enumerate() {
                 rows[(start + r, j)] = x;
