@@ -62,7 +62,8 @@ pub fn rng_from_seed(seed: u64) -> denoise::Rng {
 pub mod prelude {
     pub use crate::denoise::{
         standard_normal, Activation, ActivationLayer, AwgnOutput, BernoulliGaussianPrior,
-        Estimator, GaussianPrior, InputPrior, Layer, LayerKind, LinearLayer, OutputChannel, Rng,
+        Estimator, GaussianPrior, HessianKind, InputPrior, Layer, LayerKind, LinearLayer,
+        MmseMethod, OutputChannel, Rng, TwoLayerEstimator, TwoLayerOutput,
     };
     pub use crate::error::{Error, Result};
     pub use crate::message::{Belief, Message, MessagePolicy};

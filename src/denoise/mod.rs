@@ -14,14 +14,21 @@
 pub mod activation;
 pub mod gaussian;
 pub mod linear;
+pub mod newton;
 pub mod output;
+pub mod quadrature;
 pub mod sparse;
+pub mod two_layer;
 
 pub use activation::{Activation, ActivationLayer};
 pub use gaussian::GaussianPrior;
 pub use linear::LinearLayer;
+pub use newton::HessianKind;
 pub use output::AwgnOutput;
 pub use sparse::BernoulliGaussianPrior;
+pub use two_layer::{
+    MapOptions, MmseMethod, MmseOptions, ReluMapSolver, TwoLayerEstimator, TwoLayerOutput,
+};
 
 use crate::error::Result;
 use crate::message::{Belief, Message};
