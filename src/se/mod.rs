@@ -100,6 +100,9 @@ pub struct SeContext<'a> {
     pub iteration: usize,
     /// Where in the network (for error messages).
     pub location: String,
+    /// Whether the caller needs Monte-Carlo rows of `(z, ẑ)` (a non-quadratic metric): steps
+    /// that have an exact quadrature for non-Gaussian rows then use Monte Carlo instead.
+    pub want_samples: bool,
 }
 
 impl SeContext<'_> {
@@ -277,6 +280,7 @@ struct SeSteps<'a, 'b> {
     net: &'a Network,
     config: &'a SeConfig,
     k: usize,
+    want_samples: bool,
     est_plus: &'b mut [Option<SeEstimate>],
     est_minus: &'b mut [Option<SeEstimate>],
 }
@@ -291,6 +295,7 @@ impl SeSteps<'_, '_> {
             seed,
             iteration: self.k,
             location,
+            want_samples: self.want_samples,
         }
     }
 }
@@ -378,8 +383,15 @@ impl StateEvolution {
         })
     }
 
-    /// One SE iteration (forward and backward pass) on `state`.
-    pub fn step(&self, net: &Network, state: &mut SeState, k: usize) -> Result<()> {
+    /// One SE iteration (forward and backward pass) on `state`. With `want_samples`, steps
+    /// return Monte-Carlo rows of `(z, ẑ)` for non-quadratic metrics.
+    pub fn step(
+        &self,
+        net: &Network,
+        state: &mut SeState,
+        k: usize,
+        want_samples: bool,
+    ) -> Result<()> {
         let SeState {
             plus,
             minus,
@@ -390,6 +402,7 @@ impl StateEvolution {
             net,
             config: &self.config,
             k,
+            want_samples,
             est_plus,
             est_minus,
         };
@@ -410,7 +423,7 @@ impl StateEvolution {
         let mut out = Vec::with_capacity(self.config.iterations);
         for k in 0..self.config.iterations {
             let start = std::time::Instant::now();
-            self.step(net, &mut state, k)?;
+            self.step(net, &mut state, k, metric.is_some())?;
             out.push(self.record(net, &state, k, start.elapsed().as_secs_f64(), metric));
         }
         Ok((out, state))
