@@ -34,6 +34,9 @@
 //! # }
 //! ```
 
+// Index loops mirror the formulas they implement (row i, column j); keep them.
+#![allow(clippy::needless_range_loop)]
+
 pub mod apps;
 pub mod config;
 pub mod denoise;
