@@ -36,6 +36,7 @@
 
 // Index loops mirror the formulas they implement (row i, column j); keep them.
 #![allow(clippy::needless_range_loop)]
+#![warn(missing_docs)]
 
 pub mod apps;
 pub mod config;
