@@ -3,6 +3,9 @@
 //! `mlmatvamp run CONFIG.toml --out DIR [--threads N] [--quiet]` runs ML-Mat-VAMP on the problem
 //! the configuration describes (see `mlmatvamp::config` and the README) and writes the estimates,
 //! their predicted covariances and `history.json` to `DIR`.
+//!
+//! `mlmatvamp fig2 --out DIR` reproduces the paper's Figure 2 and `mlmatvamp two-layer --out DIR`
+//! runs one of its trials with the full history (see `fig2_cli.rs`).
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -10,6 +13,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mlmatvamp::run::{run_config, RunEvent, RunOptions, RunReport};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+mod fig2_cli;
+use fig2_cli::{Fig2Args, TwoLayerArgs};
 
 /// Multi-Layer Matrix VAMP (Pandit et al., NeurIPS 2020) and its state evolution.
 #[derive(Parser, Debug)]
@@ -29,6 +35,10 @@ struct Cli {
 enum Commands {
     /// Run ML-Mat-VAMP on the problem described by a TOML configuration.
     Run(RunArgs),
+    /// Reproduce the paper's Figure 2 (two-layer network learning: ML-Mat-VAMP vs ADAM).
+    Fig2(Fig2Args),
+    /// One two-layer learning trial with its per-iteration history (JSON).
+    TwoLayer(TwoLayerArgs),
 }
 
 #[derive(Args, Debug)]
@@ -63,6 +73,8 @@ fn dispatch(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Commands::Run(args) => run(&args, cli.quiet),
+        Commands::Fig2(args) => fig2_cli::fig2(&args, cli.quiet),
+        Commands::TwoLayer(args) => fig2_cli::two_layer(&args, cli.quiet),
     }
 }
 

@@ -4,7 +4,10 @@
 //!   `Y = σ(X F_1) F_2 + Ξ` (paper Section 2.3, eq. 7–9; experiment of Section 5 / Figure 2):
 //!   data generation (spec §7.1), initialisation (spec §7.2), the held-out test MSE and the
 //!   analytic test error of eq. (17) (spec §7.4);
-//! * [`adam`] — the ADAM-MAP baseline of Figure 2 (spec §7.3), hand-written on `faer`.
+//! * [`adam`] — the ADAM-MAP baseline of Figure 2 (spec §7.3), hand-written on `faer`;
+//! * [`two_layer_vamp`] — ML-Mat-VAMP on the same problem as a three-factor network through
+//!   the general engine (spec §3.4, §7.2).
 
 pub mod adam;
 pub mod two_layer;
+pub mod two_layer_vamp;

@@ -828,9 +828,15 @@ impl TwoLayerObjective<'_> {
         let (s, rest) = buf.split_at_mut(d);
         let (s1, rest) = rest.split_at_mut(d);
         let (ef, _) = rest.split_at_mut(d);
+        let sigmoid = self.activation == Activation::Sigmoid;
         for j in 0..d {
             s[j] = self.activation.eval(v[j]);
-            s1[j] = self.activation.deriv(v[j]);
+            // One evaluation of σ per coordinate: for sigmoid σ' = σ(1 − σ) (as `deriv`).
+            s1[j] = if sigmoid {
+                s[j] * (1.0 - s[j])
+            } else {
+                self.activation.deriv(v[j])
+            };
             ef[j] = 0.0;
         }
         let lik = self.likelihood_term(s, Some(ef));
@@ -850,7 +856,13 @@ impl TwoLayerObjective<'_> {
                 hess[(a, b)] = self.gamma[(a, b)] + self.inv_var * s1[a] * s1[b] * self.fft[(a, b)];
             }
             if kind == HessianKind::Exact {
-                hess[(a, a)] += self.inv_var * self.activation.second_deriv(v[a]) * ef[a];
+                // σ'' = σ'(1 − 2σ) for sigmoid (as `second_deriv`), zero otherwise.
+                let s2 = if sigmoid {
+                    s1[a] * (1.0 - 2.0 * s[a])
+                } else {
+                    self.activation.second_deriv(v[a])
+                };
+                hess[(a, a)] += self.inv_var * s2 * ef[a];
             }
         }
         self.prior_term(v) + lik
