@@ -95,6 +95,8 @@ pub enum MethodArg {
     MlMatVamp,
     /// The ADAM-MAP baseline.
     Adam,
+    /// The state-evolution prediction of ML-Mat-VAMP's test error.
+    Se,
 }
 
 impl From<MethodArg> for Method {
@@ -102,8 +104,28 @@ impl From<MethodArg> for Method {
         match m {
             MethodArg::MlMatVamp => Method::MlMatVamp,
             MethodArg::Adam => Method::Adam,
+            MethodArg::Se => Method::Se,
         }
     }
+}
+
+/// The state evolution's backward-message model.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PsiModeArg {
+    /// General `Ψ⁻` fitted by regression.
+    General,
+    /// The paper's `Ψ⁻ = I`.
+    Identity,
+}
+
+fn apply_se(c: &CommonArgs, se: &mut mlmatvamp::se::SeConfig) {
+    if let Some(n) = c.se_n_mc {
+        se.n_mc = n;
+    }
+    se.psi_mode = match c.psi_mode {
+        PsiModeArg::General => mlmatvamp::se::PsiMode::General,
+        PsiModeArg::Identity => mlmatvamp::se::PsiMode::Identity,
+    };
 }
 
 /// Options shared by `fig2` and `two-layer`.
@@ -131,8 +153,15 @@ pub struct CommonArgs {
     #[arg(long, value_enum, default_value = "reference")]
     init: InitArg,
     /// Methods to run (comma-separated).
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["ml-mat-vamp", "adam"])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["ml-mat-vamp", "adam", "se"])]
     methods: Vec<MethodArg>,
+    /// Monte-Carlo rows of the state evolution's output step (default: 4000 for fig2, 20000
+    /// for two-layer).
+    #[arg(long, value_name = "ROWS")]
+    se_n_mc: Option<usize>,
+    /// Backward-message model of the state evolution (spec §6.3).
+    #[arg(long, value_enum, default_value = "general")]
+    psi_mode: PsiModeArg,
     /// Number of inputs nin.
     #[arg(long, default_value_t = 100)]
     nin: usize,
@@ -241,6 +270,7 @@ pub fn fig2(args: &Fig2Args, quiet: bool) -> Result<()> {
         ..Default::default()
     };
     cfg.methods = apply_common(&args.common, &mut cfg.problem, &mut cfg.vamp, &mut cfg.adam);
+    apply_se(&args.common, &mut cfg.se);
     let (result, files) = run_fig2(&cfg, &args.common.out, quiet).map_err(|e| anyhow!("{e}"))?;
     if !quiet {
         println!("snr_db  ntr   method        median   q25      q75      failed");
@@ -280,6 +310,7 @@ pub fn two_layer(args: &TwoLayerArgs, quiet: bool) -> Result<()> {
     cfg.problem.ntr = args.ntr;
     cfg.problem.snr_db = args.snr;
     cfg.methods = apply_common(&args.common, &mut cfg.problem, &mut cfg.vamp, &mut cfg.adam);
+    apply_se(&args.common, &mut cfg.se);
     let (report, path) = run_two_layer(&cfg, &args.common.out).map_err(|e| anyhow!("{e}"))?;
     if !quiet {
         println!(
@@ -304,6 +335,19 @@ pub fn two_layer(args: &TwoLayerArgs, quiet: bool) -> Result<()> {
             println!(
                 "ADAM: test MSE {:.4}, analytic (eq. 17) {:.4}, {:.2} s",
                 a.test_mse, a.analytic_test_error, a.seconds
+            );
+        }
+        if let Some(se) = &report.se {
+            let per_it: Vec<String> = se
+                .iterations
+                .iter()
+                .map(|h| format!("{:.4}", h.test_error))
+                .collect();
+            println!(
+                "SE prediction: test error {:.4}, {:.2} s; per iteration: {}",
+                se.test_error,
+                se.seconds,
+                per_it.join(" ")
             );
         }
         println!("wrote {}", path.display());

@@ -46,6 +46,7 @@ use crate::message::{Message, MessagePolicy};
 use crate::network::Network;
 use crate::rows::to_dmat;
 use crate::solver::{IterationRecord, Solver, SolverConfig, State};
+use crate::spd::{DMat, Spd};
 use faer::Mat;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -316,4 +317,122 @@ impl VampConfig {
             state,
         })
     }
+}
+
+/// The state-evolution prediction of a two-layer trial, per iteration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SeTwoLayerIteration {
+    /// Iteration index `k` (as [`VampIteration::iteration`]).
+    pub iteration: usize,
+    /// Predicted normalized test error of `F̂_1 = Ẑ⁻_0` (eq. 17 with the SE's `K_F`).
+    pub test_error: f64,
+    /// Predicted parameter error `(1/nin)‖F̂_1 − F_1‖²_F`.
+    pub f1_mse: f64,
+    /// The SE's `K_F = E[[f, f̂]^T [f, f̂]]` (`2d x 2d`).
+    pub k_f: Vec<Vec<f64>>,
+}
+
+/// The state evolution of ML-Mat-VAMP on the two-layer learning problem (spec §6.2, §7.4),
+/// computed from the recursion — not from a simulation: the prior is the Gaussian `N(0, w1var I)`
+/// (analytic step), the linear layer `X_tr` is described by the Marchenko–Pastur law of an
+/// `ntr x nin` matrix with `N(0, 1/nin)` entries (closed-form step), and the output
+/// `y = σ(z) F_2 + N(0, yvar)` by Monte Carlo over its row model (the trial's `F_2` and `yvar`,
+/// the same estimator). The schedule and the initialisation mirror [`VampConfig::run`]: the
+/// forward law on `Z_1` starts as the law of the initial message `R_1 = X F1init`
+/// (its precision `first_precision` and the second moments implied by `init`), then each
+/// iteration is a backward pass (giving `F̂_1`) and a forward pass. The predicted test error
+/// is eq. (17) with `K_F` = the SE's joint second moment of `(f, f̂)` for the linear layer's
+/// backward estimate `Ẑ⁻_0`.
+pub fn state_evolution(
+    config: &VampConfig,
+    trial: &TwoLayerTrial,
+    init: &crate::apps::two_layer::Init,
+    first_precision: &Spd,
+    se: &crate::se::SeConfig,
+) -> Result<Vec<SeTwoLayerIteration>> {
+    use crate::apps::two_layer::{normalized_test_error, Init};
+    use crate::se::{LinearSpec, SeForward, SpectralLinearLayer, StateEvolution};
+    config.validate()?;
+    let (nin, d) = (trial.f1.nrows(), trial.f1.ncols());
+    let ntr = trial.x_train.nrows();
+    let w1var = trial.w1var;
+    let prior = Arc::new(GaussianPrior::isotropic(d, w1var)?);
+    let layer = Arc::new(SpectralLinearLayer {
+        spec: LinearSpec::marchenko_pastur(ntr, nin, 1.0 / nin as f64, d, None, None)?,
+    });
+    let output = Arc::new(TwoLayerOutput::new(
+        Mat::zeros(ntr, trial.f2.ncols()),
+        to_dmat(trial.f2.as_ref()),
+        trial.activation(),
+        trial.yvar,
+        config.estimator,
+    )?);
+    let net = Network::new(
+        prior as Arc<dyn InputPrior>,
+        nin,
+        vec![layer as Arc<dyn Layer>],
+        output as Arc<dyn OutputChannel>,
+    )?;
+    let se_cfg = crate::se::SeConfig {
+        iterations: config.iterations,
+        policy: config.policy.clone(),
+        ..se.clone()
+    };
+    // Damping is not applied at iteration 0, as in `run_with`.
+    let undamped = StateEvolution::new(crate::se::SeConfig {
+        policy: MessagePolicy {
+            damp_precision: 0.0,
+            damp_mean: 0.0,
+            ..config.policy.clone()
+        },
+        ..se_cfg.clone()
+    })?;
+    let runner = StateEvolution::new(se_cfg)?;
+    // Second moments of (f, f1init − f) per entry; z = x F with E[x x^T] = I/nin gives the same
+    // second moments for (z, e) rows.
+    let (ff, fe, ee) = match *init {
+        Init::Reference { wcorr, .. } => {
+            let a = wcorr.sqrt();
+            (
+                w1var,
+                (a - 1.0) * w1var,
+                (a - 1.0).powi(2) * w1var + (1.0 - wcorr),
+            )
+        }
+        Init::Uninformed { std } => (w1var, -w1var, w1var + std * std),
+    };
+    let eye = DMat::identity(d, d);
+    let mut k0 = DMat::zeros(2 * d, 2 * d);
+    k0.view_mut((0, 0), (d, d)).copy_from(&(&eye * ff));
+    k0.view_mut((0, d), (d, d)).copy_from(&(&eye * fe));
+    k0.view_mut((d, 0), (d, d)).copy_from(&(&eye * fe));
+    k0.view_mut((d, d), (d, d)).copy_from(&(&eye * ee));
+    let mut state = runner.initial_state(&net)?;
+    undamped.forward_pass(&net, &mut state, 0, false)?;
+    state.plus[1] = Some(SeForward {
+        k: k0,
+        gamma: first_precision.clone(),
+    });
+    let mut out = Vec::with_capacity(config.iterations);
+    for k in 0..config.iterations {
+        let pass = if k == 0 { &undamped } else { &runner };
+        pass.backward_pass(&net, &mut state, k, false)?;
+        pass.forward_pass(&net, &mut state, k + 1, false)?;
+        let est = state.est_minus[0]
+            .as_ref()
+            .ok_or_else(|| Error::invalid("state evolution", "no estimate of F_1"))?;
+        let test_error = normalized_test_error(
+            &est.joint,
+            trial.f2.as_ref(),
+            trial.activation(),
+            trial.yvar,
+        )?;
+        out.push(SeTwoLayerIteration {
+            iteration: k,
+            test_error,
+            f1_mse: est.error_cov.trace(),
+            k_f: crate::spd::dmat_to_rows(&est.joint),
+        });
+    }
+    Ok(out)
 }

@@ -46,17 +46,22 @@ pub enum Method {
     /// The ADAM-MAP baseline ([`crate::apps::adam`]).
     #[serde(rename = "adam")]
     Adam,
+    /// The state-evolution prediction of ML-Mat-VAMP's normalized test error, computed from the
+    /// recursion with the trial's `F_2` and `yvar` ([`crate::apps::two_layer_vamp::state_evolution`]).
+    #[serde(rename = "se")]
+    Se,
 }
 
 impl Method {
     /// Both methods, in plotting order.
-    pub const ALL: [Method; 2] = [Method::MlMatVamp, Method::Adam];
+    pub const ALL: [Method; 3] = [Method::MlMatVamp, Method::Adam, Method::Se];
 
     /// The name used in files and on the command line (`"ml-mat-vamp"`, `"adam"`).
     pub fn name(&self) -> &'static str {
         match self {
             Method::MlMatVamp => "ml-mat-vamp",
             Method::Adam => "adam",
+            Method::Se => "se",
         }
     }
 
@@ -100,6 +105,9 @@ pub struct Fig2Config {
     pub vamp: VampConfig,
     /// ADAM options.
     pub adam: AdamConfig,
+    /// State-evolution options of the `"se"` method (Monte-Carlo rows of the output step, seed
+    /// mixing, `psi_mode`); its iterations and message policy are ML-Mat-VAMP's.
+    pub se: crate::se::SeConfig,
     /// Run the dense products inside a trial sequentially (`faer` `Par::Seq`) while the trials
     /// themselves run in parallel, to avoid oversubscribing the cores (default `true`).
     pub sequential_linear_algebra: bool,
@@ -120,6 +128,10 @@ impl Default for Fig2Config {
                 ..VampConfig::default()
             },
             adam: AdamConfig::default(),
+            se: crate::se::SeConfig {
+                n_mc: 4000,
+                ..Default::default()
+            },
             sequential_linear_algebra: true,
         }
     }
@@ -310,6 +322,21 @@ fn run_method(
                 trial.analytic_test_error(fit.f1.as_ref())?,
                 trial.test_mse(start.f1.as_ref())?,
             ))
+        }
+        Method::Se => {
+            let se = crate::se::SeConfig {
+                seed: seed ^ 0x5E5E_5E5E,
+                ..config.se.clone()
+            };
+            let pred = crate::apps::two_layer_vamp::state_evolution(
+                &config.vamp,
+                trial,
+                &config.init,
+                &start.message.precision,
+                &se,
+            )?;
+            let last = pred.last().map_or(f64::NAN, |p| p.test_error);
+            Ok((last, last, trial.test_mse(start.f1.as_ref())?))
         }
     }
 }
@@ -559,6 +586,7 @@ pub fn figure(config: &Fig2Config, result: &Fig2Result) -> Figure {
                     let label = match m {
                         Method::MlMatVamp => "ML-Mat-VAMP",
                         Method::Adam => "ADAM-MAP",
+                        Method::Se => "SE prediction",
                     };
                     let mut order: Vec<usize> = (0..pts.len()).collect();
                     order.sort_by_key(|&k| pts[k].ntr);
@@ -570,10 +598,11 @@ pub fn figure(config: &Fig2Config, result: &Fig2Result) -> Figure {
                             order.iter().map(|&k| pts[k].test_mse.q25).collect(),
                             order.iter().map(|&k| pts[k].test_mse.q75).collect(),
                         )),
-                        dashed: false,
+                        dashed: m == Method::Se,
                         color: Some(match m {
                             Method::MlMatVamp => 1,
                             Method::Adam => 0,
+                            Method::Se => 2,
                         }),
                     }
                 })
@@ -636,6 +665,9 @@ pub struct TwoLayerRunConfig {
     pub vamp: VampConfig,
     /// ADAM options.
     pub adam: AdamConfig,
+    /// State-evolution options of the `"se"` method (Monte-Carlo rows of the output step, seed
+    /// mixing, `psi_mode`); its iterations and message policy are ML-Mat-VAMP's.
+    pub se: crate::se::SeConfig,
 }
 
 impl Default for TwoLayerRunConfig {
@@ -647,6 +679,10 @@ impl Default for TwoLayerRunConfig {
             init: Init::reference(),
             vamp: VampConfig::default(),
             adam: AdamConfig::default(),
+            se: crate::se::SeConfig {
+                n_mc: 20_000,
+                ..Default::default()
+            },
         }
     }
 }
@@ -664,6 +700,17 @@ pub struct TrialInfo {
     pub initial_analytic_test_error: f64,
     /// Normalized test MSE of the true `F_1` on the held-out samples (≈ 1, the noise floor).
     pub oracle_test_mse: f64,
+}
+
+/// The state evolution's part of [`TwoLayerReport`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SeReport {
+    /// Final predicted normalized test error.
+    pub test_error: f64,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Per-iteration predictions.
+    pub iterations: Vec<crate::apps::two_layer_vamp::SeTwoLayerIteration>,
 }
 
 /// ML-Mat-VAMP's part of [`TwoLayerReport`].
@@ -708,6 +755,8 @@ pub struct TwoLayerReport {
     pub ml_mat_vamp: Option<VampReport>,
     /// ADAM (if run).
     pub adam: Option<AdamReport>,
+    /// The state-evolution prediction (if run).
+    pub se: Option<SeReport>,
 }
 
 /// Runs one trial and writes `out_dir/two_layer.json` ([`TwoLayerReport`]); returns the report
@@ -735,6 +784,7 @@ pub fn run_two_layer(
     };
     let mut vamp = None;
     let mut adam = None;
+    let mut se = None;
     for &m in &config.methods {
         let t0 = Instant::now();
         match m {
@@ -762,6 +812,24 @@ pub fn run_two_layer(
                     epoch_train_loss: res.train_loss,
                 });
             }
+            Method::Se => {
+                let cfg = crate::se::SeConfig {
+                    seed: config.seed ^ 0x5E5E_5E5E,
+                    ..config.se.clone()
+                };
+                let iterations = crate::apps::two_layer_vamp::state_evolution(
+                    &config.vamp,
+                    &trial,
+                    &config.init,
+                    &start.message.precision,
+                    &cfg,
+                )?;
+                se = Some(SeReport {
+                    test_error: iterations.last().map_or(f64::NAN, |p| p.test_error),
+                    seconds: t0.elapsed().as_secs_f64(),
+                    iterations,
+                });
+            }
         }
     }
     let meta = Meta::new(
@@ -774,6 +842,7 @@ pub fn run_two_layer(
         meta,
         trial: info,
         ml_mat_vamp: vamp,
+        se,
         adam,
     };
     let path = out_dir.join("two_layer.json");

@@ -383,6 +383,61 @@ impl StateEvolution {
         })
     }
 
+    fn steps<'a, 'b>(
+        &'a self,
+        net: &'a Network,
+        state: &'b mut SeState,
+        k: usize,
+        want_samples: bool,
+    ) -> (
+        SeSteps<'a, 'b>,
+        &'b mut Vec<Option<SeForward>>,
+        &'b mut Vec<SeBackward>,
+    ) {
+        let SeState {
+            plus,
+            minus,
+            est_plus,
+            est_minus,
+        } = state;
+        (
+            SeSteps {
+                net,
+                config: &self.config,
+                k,
+                want_samples,
+                est_plus,
+                est_minus,
+            },
+            plus,
+            minus,
+        )
+    }
+
+    /// The forward pass of iteration `k` (Algorithm 1's schedule, [`crate::schedule`]).
+    pub fn forward_pass(
+        &self,
+        net: &Network,
+        state: &mut SeState,
+        k: usize,
+        want_samples: bool,
+    ) -> Result<()> {
+        let (mut steps, plus, minus) = self.steps(net, state, k, want_samples);
+        schedule::forward_pass(&mut steps, plus, minus)
+    }
+
+    /// The backward pass of iteration `k`.
+    pub fn backward_pass(
+        &self,
+        net: &Network,
+        state: &mut SeState,
+        k: usize,
+        want_samples: bool,
+    ) -> Result<()> {
+        let (mut steps, plus, minus) = self.steps(net, state, k, want_samples);
+        schedule::backward_pass(&mut steps, plus, minus)
+    }
+
     /// One SE iteration (forward and backward pass) on `state`. With `want_samples`, steps
     /// return Monte-Carlo rows of `(z, ẑ)` for non-quadratic metrics.
     pub fn step(
@@ -392,22 +447,8 @@ impl StateEvolution {
         k: usize,
         want_samples: bool,
     ) -> Result<()> {
-        let SeState {
-            plus,
-            minus,
-            est_plus,
-            est_minus,
-        } = state;
-        let mut steps = SeSteps {
-            net,
-            config: &self.config,
-            k,
-            want_samples,
-            est_plus,
-            est_minus,
-        };
-        schedule::forward_pass(&mut steps, plus, minus)?;
-        schedule::backward_pass(&mut steps, plus, minus)
+        self.forward_pass(net, state, k, want_samples)?;
+        self.backward_pass(net, state, k, want_samples)
     }
 
     /// Runs the recursion for `config.iterations` iterations and returns one record per iteration.
@@ -429,7 +470,8 @@ impl StateEvolution {
         Ok((out, state))
     }
 
-    fn record(
+    /// Summarises `state` after iteration `k` (see [`SeIteration`]).
+    pub fn record(
         &self,
         net: &Network,
         state: &SeState,
