@@ -5,6 +5,9 @@
 //!   data generation (spec §7.1), initialisation (spec §7.2), the held-out test MSE and the
 //!   analytic test error of eq. (17) (spec §7.4);
 //! * [`adam`] — the ADAM-MAP baseline of Figure 2 (spec §7.3), hand-written on `faer`.
+//! * [`mmv`] — multi-task regression / MMV (paper §2.1, eq. 4–5): data, the networks for the
+//!   Bernoulli–Gaussian (MMSE) and group-lasso (MAP) estimators, and the FISTA group-lasso baseline.
 
 pub mod adam;
+pub mod mmv;
 pub mod two_layer;

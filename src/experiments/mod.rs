@@ -2,6 +2,9 @@
 //! progress bar, failure accounting, summaries (median and quartiles), and result files that
 //! carry the full configuration, the seed and the crate version.
 
+/// `mlmatvamp mmv`: multi-task regression / MMV over the sampling ratio.
+pub mod mmv;
+
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
