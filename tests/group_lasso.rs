@@ -457,7 +457,7 @@ fn vamp_map_fixed_point_is_the_fista_minimiser() {
 }
 
 #[test]
-fn fista_is_monotone_in_the_kkt_sense_and_checks_its_input() {
+fn fista_solves_the_group_lasso_and_checks_its_input() {
     let (n0, n1, d) = (60usize, 40usize, 3usize);
     let p = problem(n0, n1, 19);
     let gl = GroupLassoProblem {
