@@ -86,6 +86,7 @@ fn mmv_small_sweep_writes_results() {
     let csv = std::fs::read_to_string(out.join("mmv.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3);
     assert!(csv.starts_with("ratio,n1,lambda,se_mmse"));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -126,4 +127,5 @@ fn mmv_rejects_bad_options() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1));
     assert!(err.contains("trails"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
