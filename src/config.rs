@@ -67,6 +67,7 @@ use crate::denoise::{
     ActivationLayer, AwgnOutput, BernoulliGaussianPrior, Estimator, GaussianPrior, InputPrior,
     Layer, LinearLayer, OutputChannel, Rng,
 };
+use crate::denoise::{GroupLassoPrior, MismatchedPrior};
 use crate::error::{Error, Result};
 use crate::io;
 use crate::message::MessagePolicy;
@@ -468,6 +469,41 @@ pub enum PriorConfig {
         /// Slab covariance (default the identity).
         covariance: Option<ArraySource>,
     },
+    /// `kind = "group-lasso"`: the prior `∝ exp(−lambda ‖z‖₂)` on every row with its MAP
+    /// denoiser (spec §5.3), so that the algorithm's MAP problem carries the penalty
+    /// `lambda Σ_k ‖Z_0,k·‖₂` (with an AWGN output: the multi-task group lasso, paper eq. 5).
+    GroupLasso {
+        /// `n_0`.
+        rows: usize,
+        /// `λ > 0`.
+        lambda: f64,
+        /// Teacher mode only: the law the truth is drawn from (default: the group-lasso
+        /// prior itself, which is not sparse).
+        teacher: Option<TeacherLaw>,
+    },
+}
+
+/// The law teacher mode draws `Z_0` from when it differs from the estimator's prior
+/// (`[prior.teacher]`, tagged by `kind`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum TeacherLaw {
+    /// `kind = "gaussian"`: rows `N(mean, covariance)`.
+    Gaussian {
+        /// Length-`d` mean (default zeros).
+        mean: Option<ArraySource>,
+        /// `d x d` covariance (default the identity).
+        covariance: Option<ArraySource>,
+    },
+    /// `kind = "row-sparse"`: Bernoulli–Gaussian rows.
+    RowSparse {
+        /// Probability `ρ ∈ (0, 1]` that a row is non-zero.
+        sparsity: f64,
+        /// Slab mean (default zeros).
+        mean: Option<ArraySource>,
+        /// Slab covariance (default the identity).
+        covariance: Option<ArraySource>,
+    },
 }
 
 /// A hidden layer (`[[layer]]`, tagged by `kind`). Layers alternate linear / row-wise, starting
@@ -597,7 +633,9 @@ type BuiltPrior = (Arc<dyn InputPrior>, usize);
 impl PriorConfig {
     fn build(&self, res: &Resolver, d: usize, path: Option<&Path>) -> Result<BuiltPrior> {
         let rows = match self {
-            PriorConfig::Gaussian { rows, .. } | PriorConfig::RowSparse { rows, .. } => *rows,
+            PriorConfig::Gaussian { rows, .. }
+            | PriorConfig::RowSparse { rows, .. }
+            | PriorConfig::GroupLasso { rows, .. } => *rows,
         };
         if rows == 0 || rows as u64 * d as u64 > io::MAX_ENTRIES {
             return Err(config_error(
@@ -647,8 +685,62 @@ impl PriorConfig {
                 let (mean, cov) = mean_cov(mean, covariance, "slab")?;
                 Arc::new(BernoulliGaussianPrior::new(*sparsity, mean, cov)?)
             }
+            PriorConfig::GroupLasso {
+                lambda, teacher, ..
+            } => {
+                if !(*lambda > 0.0 && lambda.is_finite()) {
+                    return Err(config_error(
+                        path,
+                        format!("`prior.lambda` must be positive and finite, got {lambda}"),
+                    ));
+                }
+                let estimator = Arc::new(GroupLassoPrior::new(d, *lambda)?);
+                match teacher {
+                    None => estimator,
+                    Some(law) => {
+                        Arc::new(MismatchedPrior::new(law.build(res, d, path)?, estimator)?)
+                    }
+                }
+            }
         };
         Ok((prior, rows))
+    }
+}
+
+impl TeacherLaw {
+    fn build(&self, res: &Resolver, d: usize, path: Option<&Path>) -> Result<Arc<dyn InputPrior>> {
+        let (mean, cov) = match self {
+            TeacherLaw::Gaussian { mean, covariance }
+            | TeacherLaw::RowSparse {
+                mean, covariance, ..
+            } => (mean, covariance),
+        };
+        let mean = match mean {
+            Some(src) => res
+                .resolve(src, "prior.teacher.mean", "teacher mean")?
+                .finite()?
+                .vector_of(d)?,
+            None => vec![0.0; d],
+        };
+        let cov = match cov {
+            Some(src) => res
+                .resolve(src, "prior.teacher.covariance", "teacher covariance")?
+                .spd(d)?
+                .into_matrix(),
+            None => DMat::identity(d, d),
+        };
+        Ok(match self {
+            TeacherLaw::Gaussian { .. } => Arc::new(GaussianPrior::new(mean, cov)?),
+            TeacherLaw::RowSparse { sparsity, .. } => {
+                if !(*sparsity > 0.0 && *sparsity <= 1.0) {
+                    return Err(config_error(
+                        path,
+                        format!("`prior.teacher.sparsity` must be in (0, 1], got {sparsity}"),
+                    ));
+                }
+                Arc::new(BernoulliGaussianPrior::new(*sparsity, mean, cov)?)
+            }
+        })
     }
 }
 
@@ -931,6 +1023,21 @@ impl RunConfig {
         }
         let n_last = *rows.last().expect("non-empty");
         let (output, teacher) = self.output.build(n_last, d, &res)?;
+        if !teacher
+            && matches!(
+                self.prior,
+                PriorConfig::GroupLasso {
+                    teacher: Some(_),
+                    ..
+                }
+            )
+        {
+            return Err(config_error(
+                path,
+                "`prior.teacher` only applies in teacher mode (no `y` in [output]); remove it \
+                 when the observation is given",
+            ));
+        }
         let truth = match &self.truth {
             None => None,
             Some(_) if teacher => {

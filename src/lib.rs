@@ -69,6 +69,7 @@ pub mod prelude {
         Estimator, GaussianPrior, HessianKind, InputPrior, Layer, LayerKind, LinearLayer,
         MmseMethod, OutputChannel, Rng, TwoLayerEstimator, TwoLayerOutput,
     };
+    pub use crate::denoise::{GroupLassoPrior, MismatchedPrior};
     pub use crate::error::{Error, Result};
     pub use crate::message::{Belief, Message, MessagePolicy};
     pub use crate::network::Network;

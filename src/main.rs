@@ -39,6 +39,9 @@ enum Commands {
     Fig2(Fig2Args),
     /// One two-layer learning trial with its per-iteration history (JSON).
     TwoLayer(TwoLayerArgs),
+    /// Multi-task regression (MMV, paper §2.1): NMSE and time of ML-Mat-VAMP (MMSE and
+    /// group-lasso MAP), FISTA and the SE over a sweep of the sampling ratio.
+    Mmv(MmvArgs),
 }
 
 #[derive(Args, Debug)]
@@ -75,6 +78,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Commands::Run(args) => run(&args, cli.quiet),
         Commands::Fig2(args) => fig2_cli::fig2(&args, cli.quiet),
         Commands::TwoLayer(args) => fig2_cli::two_layer(&args, cli.quiet),
+        Commands::Mmv(args) => mmv(&args, cli.quiet),
     }
 }
 
@@ -141,4 +145,56 @@ fn summary(r: &RunReport) -> String {
         vars.join("; "),
         r.out_dir.display()
     )
+}
+
+#[derive(Args, Debug)]
+struct MmvArgs {
+    /// Output directory (created if needed): mmv.json, mmv.csv, mmv.png, mmv.svg.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// A TOML file with any of the sweep options (mlmatvamp::experiments::mmv::MmvSweepConfig);
+    /// the flags below override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Trials per sampling ratio (default 4).
+    #[arg(long)]
+    trials: Option<usize>,
+    /// Rows n_0 of F (default 500).
+    #[arg(long)]
+    n0: Option<usize>,
+    /// Sampling ratios n_1/n_0, comma-separated (default 0.3,0.4,...,1.0).
+    #[arg(long, value_delimiter = ',')]
+    ratios: Option<Vec<f64>>,
+    /// A fixed group-lasso lambda (default: tuned per ratio by the state evolution).
+    #[arg(long)]
+    lambda: Option<f64>,
+    /// Base seed (default 0).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+fn mmv(args: &MmvArgs, quiet: bool) -> Result<()> {
+    use mlmatvamp::experiments::mmv::{run, summary_table, MmvSweepConfig};
+    let mut cfg = match &args.config {
+        Some(path) => MmvSweepConfig::load(path).map_err(|e| anyhow!("{e}"))?,
+        None => MmvSweepConfig::default(),
+    };
+    if let Some(t) = args.trials {
+        cfg.trials = t;
+    }
+    if let Some(n) = args.n0 {
+        cfg.problem.n0 = n;
+    }
+    if let Some(r) = &args.ratios {
+        cfg.ratios = r.clone();
+    }
+    cfg.lambda = args.lambda.or(cfg.lambda);
+    if let Some(s) = args.seed {
+        cfg.seed = s;
+    }
+    let report = run(&cfg, &args.out, quiet).map_err(|e| anyhow!("{e}"))?;
+    if !quiet {
+        println!("{}", summary_table(&report));
+    }
+    Ok(())
 }

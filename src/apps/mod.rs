@@ -6,8 +6,11 @@
 //!   analytic test error of eq. (17) (spec §7.4);
 //! * [`adam`] — the ADAM-MAP baseline of Figure 2 (spec §7.3), hand-written on `faer`;
 //! * [`two_layer_vamp`] — ML-Mat-VAMP on the same problem as a three-factor network through
-//!   the general engine (spec §3.4, §7.2).
+//!   the general engine (spec §3.4, §7.2);
+//! * [`mmv`] — multi-task regression / MMV (paper §2.1, eq. 4–5): data, the networks for the
+//!   Bernoulli–Gaussian (MMSE) and group-lasso (MAP) estimators, and the FISTA group-lasso baseline.
 
 pub mod adam;
+pub mod mmv;
 pub mod two_layer;
 pub mod two_layer_vamp;

@@ -14,6 +14,7 @@
 pub mod activation;
 pub mod gaussian;
 pub mod linear;
+pub mod mismatch;
 pub mod newton;
 pub mod output;
 pub mod quadrature;
@@ -23,9 +24,11 @@ pub mod two_layer;
 pub use activation::{Activation, ActivationLayer};
 pub use gaussian::GaussianPrior;
 pub use linear::LinearLayer;
+pub use mismatch::MismatchedPrior;
 pub use newton::HessianKind;
 pub use output::AwgnOutput;
 pub use sparse::BernoulliGaussianPrior;
+pub use sparse::GroupLassoPrior;
 pub use two_layer::{
     MapOptions, MmseMethod, MmseOptions, ReluMapSolver, TwoLayerEstimator, TwoLayerOutput,
 };

@@ -372,3 +372,273 @@ impl InputPrior for BernoulliGaussianPrior {
         Ok(z)
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Group lasso (spec §5.3)
+// ---------------------------------------------------------------------------------------------
+
+/// The group-lasso prior `p_0(z) ∝ exp(−λ‖z‖₂)` on the rows of `Z_0`, with its **MAP** denoiser,
+/// the proximal operator of `λ‖·‖₂` in the metric of a full `d x d` precision `Γ` (spec §5.3).
+///
+/// With this prior, an AWGN output of noise precision `N` and `Z_1 = X Z_0`, the MAP problem of
+/// the network is the multi-task (group) lasso of paper eq. (5):
+/// `min_F ½‖Y − X F‖²_N + λ Σ_k ‖F_k·‖₂`.
+///
+/// * **Denoiser** (spec §5.3): `ẑ = argmin_z λ‖z‖₂ + ½(z − r)Γ(z − r)^T`. If `‖rΓ‖₂ ≤ λ`,
+///   `ẑ = 0` and `Σ_i = 0` (the face rule of spec §4.1: the estimate is locally constant).
+///   Otherwise, with `Γ = Q diag(g) Q^T` and `c = rΓQ`, `t* = ‖ẑ‖` is the root of
+///   `ψ(t) = Σ_j c_j²/(g_j t + λ)² − 1`, `ẑQ = c ⊘ (g + λ/t*)` and
+///   `Σ_i = H_i^{-1} = (Γ + (λ/t*)(I − û^Tû))^{-1}`, `û = ẑ/t*` (inverse Hessian, spec §0).
+///   `Σ̄` is the average over all rows (zero rows included).
+/// * **Sampling**: `‖z‖₂ ~ Gamma(d, 1/λ)` (shape `d`, scale `1/λ`) and `z/‖z‖₂` uniform on the
+///   sphere, which is exactly the density `∝ exp(−λ‖z‖₂)` on `R^d`. The prior is not sparse: for
+///   the usual *mismatched* use (row-sparse data, group-lasso estimator) wrap it in a
+///   [`crate::denoise::MismatchedPrior`] whose data law is, e.g., a [`BernoulliGaussianPrior`].
+#[derive(Clone, Debug)]
+pub struct GroupLassoPrior {
+    lambda: f64,
+    d: usize,
+}
+
+/// Relative accuracy of the root `t*` of `ψ` (spec §5.3: 1e-14).
+const PSI_TOL: f64 = 1e-15;
+
+/// The eigen-decomposition `Γ = Q diag(g) Q^T` shared by every row of one call.
+struct GammaEigen {
+    q: DMat,
+    g: Vec<f64>,
+}
+
+impl GammaEigen {
+    fn new(gamma: &Spd) -> Self {
+        let e = nalgebra::SymmetricEigen::new(gamma.matrix().clone());
+        // Γ is SPD (an Spd invariant); floor rounding noise in the smallest eigenvalue.
+        let gmax = e.eigenvalues.iter().copied().fold(0.0f64, f64::max);
+        let g = e
+            .eigenvalues
+            .iter()
+            .map(|&x| x.max(gmax * f64::EPSILON))
+            .collect();
+        GammaEigen {
+            q: e.eigenvectors,
+            g,
+        }
+    }
+}
+
+/// The root `t* > 0` of `ψ(t) = Σ_j c_j²/(g_j t + λ)² − 1` given `‖c‖ > λ` (spec §5.3).
+///
+/// `ψ` is strictly decreasing on `t > 0`, and the root lies in
+/// `[t_lo, t_hi] = [(‖c‖ − λ)/g_max, (‖c‖ − λ)/g_min]` (at `t_lo` every term is `≥ c_j²/‖c‖²`, at
+/// `t_hi` `≤`). Newton's method is applied to the equivalent equation `h(t) = 1` with
+/// `h(t) = (ψ(t) + 1)^{-1/2} = (Σ_j (c_j/g_j)² (t + λ/g_j)^{-2})^{-1/2}`, which is increasing,
+/// concave (the Moré–Sorensen secular function) and exactly linear when all `g_j` are equal.
+/// Started at `t_lo`, the iterates increase monotonically to the root (concavity), so the
+/// bracket alone safeguards them; a bisection finishes the job should they stall.
+fn psi_root(c: &[f64], g: &[f64], lambda: f64, cnorm: f64) -> f64 {
+    let gmax = g.iter().copied().fold(0.0f64, f64::max);
+    let gmin = g.iter().copied().fold(f64::INFINITY, f64::min);
+    let excess = cnorm - lambda;
+    let (lo0, hi) = (excess / gmax, excess / gmin);
+    if hi <= lo0 {
+        return lo0; // all g_j equal: h is linear and t_lo is the root.
+    }
+    // (ψ(t) + 1, −ψ'(t)/2).
+    let s = |t: f64| -> (f64, f64) {
+        let (mut v, mut dv) = (0.0, 0.0);
+        for (cj, gj) in c.iter().zip(g) {
+            let den = gj * t + lambda;
+            let q = cj * cj / (den * den);
+            v += q;
+            dv += q * gj / den;
+        }
+        (v, dv)
+    };
+    let mut lo = lo0;
+    let mut t = lo0;
+    for _ in 0..50 {
+        let (v, dv) = s(t);
+        let h = 1.0 / v.sqrt();
+        // 1 − h at the rounding level: t is the root to working precision.
+        if h >= 1.0 - 4.0 * f64::EPSILON {
+            return t;
+        }
+        lo = t;
+        // h' = S^{-3/2} Σ c_j² g_j/(g_j t + λ)³.
+        let dh = dv * h * h * h;
+        let next = (t + (1.0 - h) / dh).min(hi);
+        // Stop when the step no longer increases t (a NaN step also ends here) or is tiny.
+        if next.partial_cmp(&t) != Some(std::cmp::Ordering::Greater) || next - t <= PSI_TOL * next {
+            return next.max(t);
+        }
+        t = next;
+    }
+    // Bisection fallback on the bracket [lo, hi].
+    let mut hi = hi;
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if s(mid).0 > 1.0 {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+        if hi - lo <= PSI_TOL * hi {
+            break;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+/// One row of the prox, in the eigenbasis of `Γ`: writes `ẑ` (original basis) to `z` and adds
+/// `Q^T Σ_i Q` (flattened, row-major `d x d`) to `acc`. `work` is scratch of length `≥ 3d`.
+fn group_lasso_row(
+    r: &[f64],
+    eig: &GammaEigen,
+    lambda: f64,
+    z: &mut [f64],
+    acc: &mut [f64],
+    work: &mut [f64],
+) {
+    let d = r.len();
+    let (q, g) = (&eig.q, &eig.g);
+    let (c, rest) = work.split_at_mut(d);
+    let (w, s) = rest.split_at_mut(d);
+    // c = rΓQ = (rQ) diag(g).
+    for (j, cj) in c.iter_mut().enumerate() {
+        let rq: f64 = (0..d).map(|k| r[k] * q[(k, j)]).sum();
+        *cj = rq * g[j];
+    }
+    let cnorm = c.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if cnorm <= lambda {
+        // ‖rΓ‖₂ ≤ λ: ẑ = 0 and, by the face rule (spec §4.1), Σ_i = 0.
+        z.iter_mut().for_each(|x| *x = 0.0);
+        return;
+    }
+    let t = psi_root(c, g, lambda, cnorm);
+    // ẑQ_j = c_j t/(g_j t + λ); the unit direction w = ẑQ/t.
+    for j in 0..d {
+        w[j] = c[j] / (g[j] * t + lambda);
+    }
+    let wn = w.iter().map(|x| x * x).sum::<f64>().sqrt();
+    w.iter_mut().for_each(|x| *x /= wn);
+    for (i, zi) in z.iter_mut().enumerate() {
+        *zi = t * (0..d).map(|j| w[j] * q[(i, j)]).sum::<f64>();
+    }
+    // Q^T H Q = diag(g + a) − a w w^T with a = λ/t*; Sherman–Morrison:
+    // (Q^T H Q)^{-1} = D^{-1} + a (D^{-1}w)(D^{-1}w)^T / (Σ_j w_j² g_j / D_j),  D = diag(g + a).
+    let a = lambda / t;
+    let mut den = 0.0;
+    for j in 0..d {
+        let dinv = 1.0 / (g[j] + a);
+        den += w[j] * w[j] * g[j] * dinv;
+        s[j] = w[j] * dinv;
+    }
+    for j in 0..d {
+        acc[j * d + j] += 1.0 / (g[j] + a);
+        for k in 0..d {
+            acc[j * d + k] += a * s[j] * s[k] / den;
+        }
+    }
+}
+
+impl GroupLassoPrior {
+    /// The prior `∝ exp(−λ‖z‖₂)` on rows of length `d`; `λ` must be positive and finite.
+    pub fn new(d: usize, lambda: f64) -> Result<Self> {
+        if d == 0 {
+            return Err(Error::invalid("group lasso", "d must be at least 1"));
+        }
+        if !(lambda > 0.0 && lambda.is_finite()) {
+            return Err(Error::invalid(
+                "group-lasso lambda",
+                format!("must be positive and finite, got {lambda}"),
+            ));
+        }
+        Ok(GroupLassoPrior { lambda, d })
+    }
+
+    /// `λ`.
+    pub fn lambda(&self) -> f64 {
+        self.lambda
+    }
+
+    /// The prox of one row and its inverse Hessian `Σ_i` (spec §5.3): returns
+    /// `(ẑ, Σ_i)` for `ẑ = argmin_z λ‖z‖₂ + ½(z − r)Γ(z − r)^T` (`Σ_i = 0` when `ẑ = 0`).
+    pub fn prox(&self, r: &[f64], gamma: &Spd) -> Result<(Vec<f64>, DMat)> {
+        let d = self.d;
+        if r.len() != d || gamma.dim() != d {
+            return Err(Error::shape(
+                "group-lasso prox input",
+                format!("a row of length {d} and a {d} x {d} precision"),
+                format!(
+                    "a row of length {} and a {1} x {1} precision",
+                    r.len(),
+                    gamma.dim()
+                ),
+            ));
+        }
+        if let Some(x) = r.iter().find(|x| !x.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "group-lasso prox input".into(),
+                detail: format!("entry is {x}"),
+            });
+        }
+        let eig = GammaEigen::new(gamma);
+        let mut z = vec![0.0; d];
+        let mut acc = vec![0.0; d * d];
+        let mut work = vec![0.0; 3 * d];
+        group_lasso_row(r, &eig, self.lambda, &mut z, &mut acc, &mut work);
+        let cov = DMat::from_row_slice(d, d, &acc);
+        Ok((z, sym(&(&eig.q * cov * eig.q.transpose()))))
+    }
+}
+
+impl InputPrior for GroupLassoPrior {
+    fn describe(&self) -> String {
+        format!(
+            "group-lasso prior exp(-lambda ||z||_2) (lambda = {}, d = {}, MAP)",
+            self.lambda, self.d
+        )
+    }
+    fn dim(&self) -> usize {
+        self.d
+    }
+    /// Spec §5.3, row by row (see [`GroupLassoPrior`]); `Σ̄ = ⟨Σ_i⟩` over all rows.
+    fn denoise(&self, incoming: &Message) -> Result<Belief> {
+        let d = self.d;
+        incoming.check("backward message R⁻ into the prior", incoming.rows(), d)?;
+        check_finite("message into the group-lasso prior", incoming.mean.as_ref())?;
+        let eig = GammaEigen::new(&incoming.precision);
+        let r = incoming.mean.as_ref();
+        let out = par_map_rows(r.nrows(), d, d * d, |i, zrow, acc| {
+            let mut work = vec![0.0; 4 * d];
+            let (ri, work) = work.split_at_mut(d);
+            for (j, x) in ri.iter_mut().enumerate() {
+                *x = r[(i, j)];
+            }
+            group_lasso_row(ri, &eig, self.lambda, zrow, acc, work);
+            Ok(())
+        })?;
+        let n = r.nrows().max(1) as f64;
+        let rot = DMat::from_row_slice(d, d, &out.acc) / n;
+        Ok(Belief {
+            mean: out.rows,
+            cov: sym(&(&eig.q * rot * eig.q.transpose())),
+        })
+    }
+    /// `‖z‖₂ ~ Gamma(d, 1/λ)`, direction uniform on the sphere: the density `∝ exp(−λ‖z‖₂)`.
+    fn sample(&self, n: usize, rng: &mut Rng) -> Result<Mat<f64>> {
+        let d = self.d;
+        let radius = rand_distr::Gamma::new(d as f64, 1.0 / self.lambda)
+            .map_err(|e| Error::invalid("group-lasso radius law", e.to_string()))?;
+        let mut z = super::standard_normal(n, d, rng);
+        for i in 0..n {
+            let norm = (0..d).map(|j| z[(i, j)].powi(2)).sum::<f64>().sqrt();
+            let t: f64 = rng.sample(radius);
+            let scale = if norm > 0.0 { t / norm } else { 0.0 };
+            for j in 0..d {
+                z[(i, j)] *= scale;
+            }
+        }
+        Ok(z)
+    }
+}

@@ -3,6 +3,8 @@
 //! carry the full configuration, the seed and the crate version.
 
 pub mod fig2;
+/// `mlmatvamp mmv`: multi-task regression / MMV over the sampling ratio.
+pub mod mmv;
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
