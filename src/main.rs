@@ -11,6 +11,8 @@ use mlmatvamp::run::{run_config, RunEvent, RunOptions, RunReport};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod mixed_cli;
+
 /// Multi-Layer Matrix VAMP (Pandit et al., NeurIPS 2020) and its state evolution.
 #[derive(Parser, Debug)]
 #[command(name = "mlmatvamp", version, about, long_about = None)]
@@ -29,6 +31,9 @@ struct Cli {
 enum Commands {
     /// Run ML-Mat-VAMP on the problem described by a TOML configuration.
     Run(RunArgs),
+    /// Mixed linear regression: parameter error against n/p for ML-Mat-VAMP, alternating
+    /// minimisation and the state evolution (mixed.json, mixed.csv, mixed.png/.svg).
+    Mixed(mixed_cli::MixedArgs),
 }
 
 #[derive(Args, Debug)]
@@ -63,6 +68,7 @@ fn dispatch(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Commands::Run(args) => run(&args, cli.quiet),
+        Commands::Mixed(args) => mixed_cli::run(&args, cli.quiet),
     }
 }
 

@@ -4,7 +4,11 @@
 //!   `Y = σ(X F_1) F_2 + Ξ` (paper Section 2.3, eq. 7–9; experiment of Section 5 / Figure 2):
 //!   data generation (spec §7.1), initialisation (spec §7.2), the held-out test MSE and the
 //!   analytic test error of eq. (17) (spec §7.4);
-//! * [`adam`] — the ADAM-MAP baseline of Figure 2 (spec §7.3), hand-written on `faer`.
+//! * [`adam`] — the ADAM-MAP baseline of Figure 2 (spec §7.3), hand-written on `faer`;
+//! * [`mixed`] — mixed linear regression (paper Section 2.1, eq. 6): problems, the asymmetric
+//!   random start, the parameter error up to relabelling, and the alternating-minimisation
+//!   baseline.
 
 pub mod adam;
+pub mod mixed;
 pub mod two_layer;

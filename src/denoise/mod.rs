@@ -14,6 +14,7 @@
 pub mod activation;
 pub mod gaussian;
 pub mod linear;
+pub mod mixed;
 pub mod newton;
 pub mod output;
 pub mod quadrature;
@@ -23,6 +24,7 @@ pub mod two_layer;
 pub use activation::{Activation, ActivationLayer};
 pub use gaussian::GaussianPrior;
 pub use linear::LinearLayer;
+pub use mixed::MixedRegressionOutput;
 pub use newton::HessianKind;
 pub use output::AwgnOutput;
 pub use sparse::BernoulliGaussianPrior;
