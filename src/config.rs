@@ -442,6 +442,12 @@ pub struct RunConfig {
     pub layer: Vec<LayerConfig>,
     /// The output channel.
     pub output: OutputConfig,
+    /// Optional random asymmetric start (`[init]`: `seed`, `precision`, `scale`): every initial
+    /// backward message `R⁻_l` gets i.i.d. `N(0, scale²)` entries and precision `precision · I`
+    /// instead of `R⁻ = 0`, `gamma_init · I`. Needed when the model is symmetric under
+    /// relabelling the columns (mixed regression with equal weights, spec §4.6), where the
+    /// default start is a fixed point. See [`crate::apps::mixed::RandomStart`].
+    pub init: Option<crate::apps::mixed::RandomStart>,
 }
 
 /// The prior on the rows of `Z_0` (`[prior]`, tagged by `kind`).
@@ -556,6 +562,19 @@ pub enum OutputConfig {
         /// Optional mask of `Y`'s shape: 1 = observed, 0 = missing.
         mask: Option<ArraySource>,
     },
+    /// `kind = "mixed-regression"`: `y_i = [Z_{L−1}]_{i q_i} + N(0, σ²)` with a hidden label
+    /// `q_i ~ π` (paper eq. 6, spec §4.6; `d` = number of components).
+    MixedRegression {
+        /// The responses `y` (`n_{L−1}` values: a vector or an `n x 1` matrix). Omitted: teacher
+        /// mode.
+        y: Option<ArraySource>,
+        /// The noise variance `σ² > 0`.
+        noise_variance: f64,
+        /// The component weights `π` (length `d`, positive, summing to 1; default uniform).
+        weights: Option<ArraySource>,
+        /// `"mmse"` (default) or `"map"` (joint MAP over the value and the label).
+        estimator: Option<Estimator>,
+    },
 }
 
 /// Information about one hidden layer, for the history.
@@ -596,6 +615,17 @@ pub struct Problem {
     pub layers: Vec<LayerInfo>,
     /// Seconds spent building the problem (reading, SVDs, sampling).
     pub setup_seconds: f64,
+}
+
+impl Problem {
+    /// Algorithm 1's initial state: the `[init]` random start if the configuration has one, else
+    /// line 1 (`R⁻ = 0`, `Γ⁻ = gamma_init · I`).
+    pub fn initial_state(&self) -> Result<crate::solver::State> {
+        match &self.config.init {
+            Some(start) => start.state(&self.network),
+            None => crate::solver::State::new(&self.network, self.solver.gamma_init),
+        }
+    }
 }
 
 /// Reads and builds a configuration file. Relative file names are taken from its directory.
@@ -942,6 +972,36 @@ impl OutputConfig {
                 };
                 Ok((Arc::new(AwgnOutput::new(y, noise, mask)?), teacher))
             }
+            OutputConfig::MixedRegression {
+                y,
+                noise_variance,
+                weights,
+                estimator,
+            } => {
+                let weights = weights
+                    .as_ref()
+                    .map(|src| {
+                        res.resolve(src, "output.weights", "mixed regression weights")?
+                            .finite()?
+                            .vector_of(d)
+                    })
+                    .transpose()?;
+                let (y, teacher) = match y {
+                    Some(src) => {
+                        let a = res.resolve(src, "output.y", "responses y of the output")?;
+                        (a.finite()?.matrix(n, 1)?, false)
+                    }
+                    None => (Mat::zeros(n, 1), true),
+                };
+                let channel = crate::denoise::MixedRegressionOutput::new(
+                    y,
+                    d,
+                    *noise_variance,
+                    weights,
+                    estimator.unwrap_or_default(),
+                )?;
+                Ok((Arc::new(channel), teacher))
+            }
         }
     }
 }
@@ -989,6 +1049,10 @@ impl RunConfig {
             }
             other => other,
         })?;
+        if let Some(init) = &self.init {
+            init.validate()
+                .map_err(|e| config_error(path, format!("`[init]`: {e}")))?;
+        }
         // The structure first (Network::new checks it again), so that a misplaced layer is
         // reported as such rather than as a shape mismatch further down.
         let kinds: Vec<&str> = self.layer.iter().map(LayerConfig::kind_name).collect();

@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 mod fig2_cli;
 use fig2_cli::{Fig2Args, TwoLayerArgs};
+mod mixed_cli;
 
 /// Multi-Layer Matrix VAMP (Pandit et al., NeurIPS 2020) and its state evolution.
 #[derive(Parser, Debug)]
@@ -42,6 +43,9 @@ enum Commands {
     /// Multi-task regression (MMV, paper §2.1): NMSE and time of ML-Mat-VAMP (MMSE and
     /// group-lasso MAP), FISTA and the SE over a sweep of the sampling ratio.
     Mmv(MmvArgs),
+    /// Mixed linear regression: parameter error against n/p for ML-Mat-VAMP, alternating
+    /// minimisation and the state evolution (mixed.json, mixed.csv, mixed.png/.svg).
+    Mixed(mixed_cli::MixedArgs),
 }
 
 #[derive(Args, Debug)]
@@ -79,6 +83,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Commands::Fig2(args) => fig2_cli::fig2(&args, cli.quiet),
         Commands::TwoLayer(args) => fig2_cli::two_layer(&args, cli.quiet),
         Commands::Mmv(args) => mmv(&args, cli.quiet),
+        Commands::Mixed(args) => mixed_cli::run(&args, cli.quiet),
     }
 }
 

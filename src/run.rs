@@ -166,7 +166,8 @@ pub fn run_problem(
     let net = &problem.network;
     let solver = Solver::new(problem.solver.clone())?;
     let solve_start = Instant::now();
-    let solution = solver.run_with(net, problem.truth.as_deref(), &mut |rec, _| {
+    let initial = problem.initial_state()?;
+    let solution = solver.run_from(net, initial, problem.truth.as_deref(), &mut |rec, _| {
         if let Some(obs) = options.observer.as_mut() {
             obs(RunEvent::Iteration(rec));
         }

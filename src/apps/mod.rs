@@ -8,9 +8,13 @@
 //! * [`two_layer_vamp`] — ML-Mat-VAMP on the same problem as a three-factor network through
 //!   the general engine (spec §3.4, §7.2);
 //! * [`mmv`] — multi-task regression / MMV (paper §2.1, eq. 4–5): data, the networks for the
-//!   Bernoulli–Gaussian (MMSE) and group-lasso (MAP) estimators, and the FISTA group-lasso baseline.
+//!   Bernoulli–Gaussian (MMSE) and group-lasso (MAP) estimators, and the FISTA group-lasso baseline;
+//! * [`mixed`] — mixed linear regression (paper Section 2.1, eq. 6): problems, the asymmetric
+//!   random start, the parameter error up to relabelling, and the alternating-minimisation
+//!   baseline.
 
 pub mod adam;
+pub mod mixed;
 pub mod mmv;
 pub mod two_layer;
 pub mod two_layer_vamp;

@@ -398,7 +398,7 @@ pub fn se_curve(
     let mut curve = Vec::with_capacity(iterations);
     for k in 0..iterations {
         let old = state.minus.clone();
-        se.step(&net, &mut state, k, false)?;
+        se.step(&net, &mut state, k)?;
         if k > 0 && damping > 0.0 {
             for (m, o) in state.minus.iter_mut().zip(&old) {
                 m.psi = &m.psi * (1.0 - damping) + &o.psi * damping;

@@ -5,6 +5,7 @@
 pub mod fig2;
 /// `mlmatvamp mmv`: multi-task regression / MMV over the sampling ratio.
 pub mod mmv;
+pub mod mixed;
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};

@@ -438,15 +438,14 @@ impl StateEvolution {
         schedule::backward_pass(&mut steps, plus, minus)
     }
 
-    /// One SE iteration (forward and backward pass) on `state`. With `want_samples`, steps
-    /// return Monte-Carlo rows of `(z, ẑ)` for non-quadratic metrics.
-    pub fn step(
-        &self,
-        net: &Network,
-        state: &mut SeState,
-        k: usize,
-        want_samples: bool,
-    ) -> Result<()> {
+    /// One SE iteration (forward and backward pass) on `state`.
+    pub fn step(&self, net: &Network, state: &mut SeState, k: usize) -> Result<()> {
+        self.step_sampled(net, state, k, false)
+    }
+
+    /// As [`StateEvolution::step`]; with `want_samples`, steps return Monte-Carlo rows of
+    /// `(z, ẑ)` for non-quadratic metrics.
+    pub fn step_sampled(&self, net: &Network, state: &mut SeState, k: usize, want_samples: bool) -> Result<()> {
         self.forward_pass(net, state, k, want_samples)?;
         self.backward_pass(net, state, k, want_samples)
     }
@@ -464,7 +463,7 @@ impl StateEvolution {
         let mut out = Vec::with_capacity(self.config.iterations);
         for k in 0..self.config.iterations {
             let start = std::time::Instant::now();
-            self.step(net, &mut state, k, metric.is_some())?;
+            self.step_sampled(net, &mut state, k, metric.is_some())?;
             out.push(self.record(net, &state, k, start.elapsed().as_secs_f64(), metric));
         }
         Ok((out, state))
