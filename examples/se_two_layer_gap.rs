@@ -9,20 +9,45 @@ use mlmatvamp::rng_from_seed;
 use mlmatvamp::se::SeConfig;
 
 fn main() -> mlmatvamp::Result<()> {
-    let seeds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(8);
-    println!("nin   ntr    seeds  simulation(K)  SE      gap(total)  gap(excess)  mean|gap| per seed");
+    let seeds: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    println!(
+        "nin   ntr    seeds  simulation(K)  SE      gap(total)  gap(excess)  mean|gap| per seed"
+    );
     for nin in [50usize, 100, 200, 400, 800] {
-        let problem = TwoLayerConfig { nin, ntr: 5 * nin, nts: 1000, snr_db: 10.0, ..Default::default() };
-        let vamp = VampConfig { iterations: 10, analytic_every_iteration: false, ..Default::default() };
+        let problem = TwoLayerConfig {
+            nin,
+            ntr: 5 * nin,
+            nts: 1000,
+            snr_db: 10.0,
+            ..Default::default()
+        };
+        let vamp = VampConfig {
+            iterations: 10,
+            analytic_every_iteration: false,
+            ..Default::default()
+        };
         let init = Init::reference();
         let (mut sim, mut se, mut abs_gap) = (0.0, 0.0, 0.0);
         for seed in 0..seeds {
             let trial = problem.sample(seed)?;
             let start = init.draw(&trial, &mut rng_from_seed(1000 + seed))?;
             let s = vamp.run(&trial, &start)?.final_analytic_test_error();
-            let p = state_evolution(&vamp, &trial, &init, &start.message.precision, &SeConfig { n_mc: 40_000, seed, ..Default::default() })?
-                .last()
-                .map_or(f64::NAN, |p| p.test_error);
+            let p = state_evolution(
+                &vamp,
+                &trial,
+                &init,
+                &start.message.precision,
+                &SeConfig {
+                    n_mc: 40_000,
+                    seed,
+                    ..Default::default()
+                },
+            )?
+            .last()
+            .map_or(f64::NAN, |p| p.test_error);
             sim += s / seeds as f64;
             se += p / seeds as f64;
             abs_gap += ((p - s) / s).abs() / seeds as f64;

@@ -200,10 +200,6 @@ pub struct Fig2Args {
     /// Trials per (snr, ntr) point.
     #[arg(long, default_value_t = 10)]
     trials: usize,
-    /// Let faer parallelise the dense products inside each trial (default: sequential inside a
-    /// trial, since the trials already run in parallel).
-    #[arg(long)]
-    parallel_linear_algebra: bool,
 }
 
 /// `mlmatvamp two-layer`.
@@ -266,7 +262,6 @@ pub fn fig2(args: &Fig2Args, quiet: bool) -> Result<()> {
         trials: args.trials,
         seed: args.common.seed,
         init: args.common.init.into(),
-        sequential_linear_algebra: !args.parallel_linear_algebra,
         ..Default::default()
     };
     cfg.methods = apply_common(&args.common, &mut cfg.problem, &mut cfg.vamp, &mut cfg.adam);

@@ -59,6 +59,9 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A fixed task width for faer's parallel kernels (not the thread count), so that results are
+    // bit-identical whatever `--threads` is (the engine's own products and SVDs already use it).
+    faer::set_global_parallelism(faer::Par::rayon(mlmatvamp::rows::PAR_WIDTH));
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

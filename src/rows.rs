@@ -175,3 +175,63 @@ pub fn read_row(m: MatRef<'_, f64>, i: usize, buf: &mut [f64]) {
         *b = m[(i, j)];
     }
 }
+
+/// The task width of dense products and SVDs on large matrices: a fixed number of parallel
+/// tasks, not the number of threads, so that results are bit-identical on any machine, with any
+/// thread pool, and inside or outside parallel trials (faer's blocked algorithms sum in an order
+/// that depends on the task split).
+pub const PAR_WIDTH: usize = 2;
+
+/// The parallelism for an operation of about `work` multiply-adds: sequential below `2^20`,
+/// otherwise [`PAR_WIDTH`] tasks. Deterministic for a given problem size.
+pub fn par_for(work: usize) -> faer::Par {
+    if work < 1 << 20 {
+        faer::Par::Seq
+    } else {
+        faer::Par::rayon(PAR_WIDTH)
+    }
+}
+
+/// `A B` with [`par_for`] parallelism (independent of faer's global setting).
+pub fn matmul(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
+    let mut out = Mat::<f64>::zeros(a.nrows(), b.ncols());
+    let par = par_for(a.nrows() * a.ncols() * b.ncols());
+    faer::linalg::matmul::matmul(out.as_mut(), faer::Accum::Replace, a, b, 1.0, par);
+    out
+}
+
+/// The thin SVD `A = U diag(s) V^T` with [`par_for`] parallelism (independent of faer's global
+/// setting): `U` is `m x r`, `s` has `r = min(m, n)` non-increasing values, `V` is `n x r`.
+pub fn thin_svd(a: MatRef<'_, f64>) -> Result<(Mat<f64>, Vec<f64>, Mat<f64>)> {
+    use faer::linalg::svd::{svd, svd_scratch, ComputeSvdVectors};
+    let (m, n) = (a.nrows(), a.ncols());
+    let r = m.min(n);
+    let par = par_for(m * n * r);
+    let mut u = Mat::<f64>::zeros(m, r);
+    let mut v = Mat::<f64>::zeros(n, r);
+    let mut s = faer::diag::Diag::<f64>::zeros(r);
+    let req = svd_scratch::<f64>(
+        m,
+        n,
+        ComputeSvdVectors::Thin,
+        ComputeSvdVectors::Thin,
+        par,
+        Default::default(),
+    );
+    let mut buf = faer::dyn_stack::MemBuffer::new(req);
+    svd(
+        a,
+        s.as_mut(),
+        Some(u.as_mut()),
+        Some(v.as_mut()),
+        par,
+        faer::dyn_stack::MemStack::new(&mut buf),
+        Default::default(),
+    )
+    .map_err(|e| Error::Numerical {
+        what: "thin SVD".into(),
+        detail: format!("{e:?}"),
+    })?;
+    let s = (0..r).map(|i| s[i]).collect();
+    Ok((u, s, v))
+}

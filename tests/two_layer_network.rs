@@ -410,7 +410,7 @@ fn fig2_driver_writes_documented_files() {
     assert_eq!(json["meta"]["config"]["problem"]["nin"], 20);
     assert!(json["meta"]["seconds"].as_f64().unwrap() > 0.0);
     let points = json["points"].as_array().unwrap();
-    assert_eq!(points.len(), 2 * 2 * 2);
+    assert_eq!(points.len(), 2 * 2 * 3);
     for p in points {
         for key in [
             "snr_db",
@@ -446,12 +446,12 @@ fn fig2_driver_writes_documented_files() {
             assert!(tr["analytic_test_error"].as_f64().unwrap() >= 1.0);
             assert!(tr["error"].is_null());
         }
-        assert!(["ml-mat-vamp", "adam"].contains(&p["method"].as_str().unwrap()));
+        assert!(["ml-mat-vamp", "adam", "se"].contains(&p["method"].as_str().unwrap()));
     }
     // CSV: a header and one row per (snr, ntr, method).
     let csv = std::fs::read_to_string(&files.csv).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines.len(), 1 + 8);
+    assert_eq!(lines.len(), 1 + 12);
     assert!(lines[0].starts_with("snr_db,ntr,method,trials,failed,median,q25,q75,mean"));
     let p0 = result.point(10.0, 60, Method::MlMatVamp).unwrap();
     let row = format!(
@@ -468,7 +468,13 @@ fn fig2_driver_writes_documented_files() {
     assert!(png.len() > 5000);
     let svg = std::fs::read_to_string(&files.svg).unwrap();
     assert!(svg.contains("<svg"));
-    for needle in ["SNR = 10 dB", "SNR = 15 dB", "ML-Mat-VAMP", "ADAM-MAP"] {
+    for needle in [
+        "SNR = 10 dB",
+        "SNR = 15 dB",
+        "ML-Mat-VAMP",
+        "ADAM-MAP",
+        "SE prediction",
+    ] {
         assert!(svg.contains(needle), "the SVG lacks {needle:?}");
     }
     // Reproducing one trial with the single-trial run and the recorded seed.
@@ -481,8 +487,15 @@ fn fig2_driver_writes_documented_files() {
         init: cfg.init,
         vamp: cfg.vamp.clone(),
         adam: cfg.adam.clone(),
+        se: cfg.se.clone(),
     };
     let (report, path) = run_two_layer(&rerun, &temp("rerun")).unwrap();
+    // The state-evolution curve ("se") is reproduced too.
+    let ps = result.point(15.0, 120, Method::Se).unwrap();
+    assert_eq!(
+        report.se.as_ref().unwrap().test_error,
+        ps.trials[1].test_mse.unwrap()
+    );
     assert_eq!(pa.trials[1].seed, pv.trials[1].seed);
     assert_eq!(
         report.ml_mat_vamp.as_ref().unwrap().test_mse,
@@ -651,14 +664,14 @@ fn fig2_and_two_layer_commands() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("ml-mat-vamp") && stdout.contains("adam"));
+    assert!(stdout.contains("ml-mat-vamp") && stdout.contains("adam") && stdout.contains("se "));
     for f in ["fig2.json", "fig2.csv", "fig2.png", "fig2.svg"] {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
     let json = read_json(&dir.join("fig2.json"));
     assert_eq!(json["meta"]["seed"], 3);
     assert_eq!(json["meta"]["config"]["problem"]["d"], 2);
-    assert_eq!(json["points"].as_array().unwrap().len(), 4);
+    assert_eq!(json["points"].as_array().unwrap().len(), 6);
 
     let dir2 = temp("cli-two-layer");
     let out = Command::new(BIN)

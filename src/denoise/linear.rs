@@ -63,21 +63,9 @@ impl LinearLayer {
         }
         check_finite("weight W", weight)?;
         let start = std::time::Instant::now();
-        let svd = weight.thin_svd().map_err(|e| Error::Numerical {
-            what: "thin SVD of W".into(),
-            detail: format!("{e:?}"),
-        })?;
+        let (u, s, v) = crate::rows::thin_svd(weight)?;
         let svd_seconds = start.elapsed().as_secs_f64();
-        let s: Vec<f64> = (0..svd.S().dim()).map(|i| svd.S()[i]).collect();
-        Self::from_svd(
-            svd.U().to_owned(),
-            s,
-            svd.V().to_owned(),
-            bias,
-            noise,
-            d,
-            svd_seconds,
-        )
+        Self::from_svd(u, s, v, bias, noise, d, svd_seconds)
     }
 
     /// Builds the layer from a thin SVD `W = U diag(s) V^T` (`U`: `n_l x r`, `V`: `n_{l−1} x r`,
@@ -128,7 +116,7 @@ impl LinearLayer {
             }
         }
         let bias_rot = match &bias {
-            Some(b) => u.transpose() * b,
+            Some(b) => crate::rows::matmul(u.transpose(), b.as_ref()),
             None => Mat::zeros(r, d),
         };
         Ok(LinearLayer {
@@ -188,13 +176,13 @@ impl LinearLayer {
     }
     /// `W X` computed from the SVD (`U diag(s) V^T X`).
     pub fn apply(&self, x: MatRef<'_, f64>) -> Mat<f64> {
-        let mut t = self.v.transpose() * x;
+        let mut t = crate::rows::matmul(self.v.transpose(), x);
         for (i, &si) in self.s.iter().enumerate() {
             for j in 0..t.ncols() {
                 t[(i, j)] *= si;
             }
         }
-        &self.u * &t
+        crate::rows::matmul(self.u.as_ref(), t.as_ref())
     }
 
     fn check_messages(&self, minus: &Message, plus: &Message) -> Result<()> {
@@ -227,8 +215,8 @@ impl LinearLayer {
         let mut t = eig.eigenvectors.clone();
         l.tr_solve_lower_triangular_mut(&mut t);
 
-        let rt_minus = self.u.transpose() * &minus.mean;
-        let rt_plus = self.v.transpose() * &plus.mean;
+        let rt_minus = crate::rows::matmul(self.u.transpose(), minus.mean.as_ref());
+        let rt_plus = crate::rows::matmul(self.v.transpose(), plus.mean.as_ref());
         // a_i = r⁺_i Γ⁺ + s_i (r⁻_i − b_i) P_eff, in the basis T, scaled by 1/(1 + s_i² m_j).
         let mut centred = &rt_minus - &self.bias_rot;
         for (i, &si) in self.s.iter().enumerate() {
@@ -369,9 +357,9 @@ impl Layer for LinearLayer {
                     .unwrap_or_else(|| Mat::zeros(self.n_out, self.d)),
             };
             let diff = &u_hat - &ut_mminus;
-            &(&self.u * &diff) + &m_full
+            &crate::rows::matmul(self.u.as_ref(), diff.as_ref()) + &m_full
         } else {
-            &self.u * &u_hat
+            crate::rows::matmul(self.u.as_ref(), u_hat.as_ref())
         };
         let cov = sym(&((sum_uu + comp_cov * n_comp as f64) / self.n_out as f64));
         Ok(Belief { mean, cov })
@@ -384,9 +372,9 @@ impl Layer for LinearLayer {
         let n_comp = self.n_in - r;
         let mean = if n_comp > 0 {
             let diff = &rot.v_hat - &rot.rt_plus;
-            &(&self.v * &diff) + &plus.mean
+            &crate::rows::matmul(self.v.as_ref(), diff.as_ref()) + &plus.mean
         } else {
-            &self.v * &rot.v_hat
+            crate::rows::matmul(self.v.as_ref(), rot.v_hat.as_ref())
         };
         let sum_vv = self.basis_sum(&rot, |s2, mj| 1.0 / (1.0 + s2 * mj));
         let cov = sym(&((sum_vv + plus.precision.inverse() * n_comp as f64) / self.n_in as f64));

@@ -108,9 +108,6 @@ pub struct Fig2Config {
     /// State-evolution options of the `"se"` method (Monte-Carlo rows of the output step, seed
     /// mixing, `psi_mode`); its iterations and message policy are ML-Mat-VAMP's.
     pub se: crate::se::SeConfig,
-    /// Run the dense products inside a trial sequentially (`faer` `Par::Seq`) while the trials
-    /// themselves run in parallel, to avoid oversubscribing the cores (default `true`).
-    pub sequential_linear_algebra: bool,
 }
 
 impl Default for Fig2Config {
@@ -132,7 +129,6 @@ impl Default for Fig2Config {
                 n_mc: 4000,
                 ..Default::default()
             },
-            sequential_linear_algebra: true,
         }
     }
 }
@@ -341,29 +337,6 @@ fn run_method(
     }
 }
 
-/// Restores faer's global parallelism when dropped.
-struct ParGuard(Option<faer::Par>);
-
-impl ParGuard {
-    fn sequential(enable: bool) -> Self {
-        if enable {
-            let old = faer::get_global_parallelism();
-            faer::set_global_parallelism(faer::Par::Seq);
-            ParGuard(Some(old))
-        } else {
-            ParGuard(None)
-        }
-    }
-}
-
-impl Drop for ParGuard {
-    fn drop(&mut self) {
-        if let Some(p) = self.0 {
-            faer::set_global_parallelism(p);
-        }
-    }
-}
-
 /// Runs the Figure-2 sweep and writes, in `out_dir` (created if needed):
 ///
 /// * `fig2.json` — [`Fig2Result`]: the metadata (full configuration, seed, crate version, total
@@ -400,7 +373,6 @@ pub fn run_fig2(
     jobs.sort_by_key(|&(s, n, t)| (std::cmp::Reverse(config.ntr[n]), s, t));
     let pb = progress(jobs.len() as u64, quiet, "fig2 trials");
     let outcomes = {
-        let _guard = ParGuard::sequential(config.sequential_linear_algebra);
         run_trials(jobs.len(), &pb, |j| {
             let (s, n, t) = jobs[j];
             let (snr, ntr) = (config.snr_db[s], config.ntr[n]);

@@ -3,9 +3,9 @@
 //! carry the full configuration, the seed and the crate version.
 
 pub mod fig2;
+pub mod mixed;
 /// `mlmatvamp mmv`: multi-task regression / MMV over the sampling ratio.
 pub mod mmv;
-pub mod mixed;
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};

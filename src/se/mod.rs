@@ -445,7 +445,13 @@ impl StateEvolution {
 
     /// As [`StateEvolution::step`]; with `want_samples`, steps return Monte-Carlo rows of
     /// `(z, ẑ)` for non-quadratic metrics.
-    pub fn step_sampled(&self, net: &Network, state: &mut SeState, k: usize, want_samples: bool) -> Result<()> {
+    pub fn step_sampled(
+        &self,
+        net: &Network,
+        state: &mut SeState,
+        k: usize,
+        want_samples: bool,
+    ) -> Result<()> {
         self.forward_pass(net, state, k, want_samples)?;
         self.backward_pass(net, state, k, want_samples)
     }
