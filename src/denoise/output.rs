@@ -123,6 +123,20 @@ impl AwgnOutput {
     pub fn is_observed(&self, i: usize, j: usize) -> bool {
         self.patterns[self.row_pattern[i]].0[j]
     }
+    /// The distinct missingness patterns (observed-column flags) and the fraction of rows that
+    /// have each (the law of the pattern used by the state evolution).
+    pub fn pattern_frequencies(&self) -> Vec<(Vec<bool>, f64)> {
+        let mut counts = vec![0usize; self.patterns.len()];
+        for &p in &self.row_pattern {
+            counts[p] += 1;
+        }
+        let n = self.row_pattern.len() as f64;
+        self.patterns
+            .iter()
+            .zip(counts)
+            .map(|((flags, _), c)| (flags.clone(), c as f64 / n))
+            .collect()
+    }
 }
 
 /// `M = E_O^T ([N^{-1}]_{OO})^{-1} E_O` for the observed columns `O`.
@@ -239,5 +253,15 @@ impl OutputChannel for AwgnOutput {
             }
         };
         Ok(Box::new(AwgnOutput::new(y, self.noise.clone(), mask)?))
+    }
+    /// Closed form (spec §6.2 (O)): the denoiser is affine in the Gaussian row-model blocks, with
+    /// the missingness patterns at their frequencies in this channel ([`crate::se::awgn`]).
+    fn se_backward(
+        &self,
+        plus: &crate::se::SeForward,
+        ctx: &crate::se::SeContext<'_>,
+        prev: Option<&Spd>,
+    ) -> Result<crate::se::SeStep<crate::se::SeBackward>> {
+        crate::se::awgn::awgn_backward(&self.noise, &self.pattern_frequencies(), plus, ctx, prev)
     }
 }
