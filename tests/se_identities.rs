@@ -13,7 +13,8 @@
 //!   size grows, and the law's reduced discretisation matches the full quantile set.
 //! * (b) MMV (Bernoulli–Gaussian prior, ρ = 0.2, d = 3, correlated slab, `n_1/n_0 = 0.6` MP law,
 //!   AWGN, MMSE): the prior's step is Monte Carlo, so the identities hold within Monte-Carlo error,
-//!   estimated from repeated SE runs with different seeds; `psi_mode = identity` gives `Ψ⁻ = I`.
+//!   estimated from repeated SE runs with different seeds (`Ψ⁻ = I` and the output's `T⁻` are
+//!   exact: they come out of linear denoisers); `psi_mode = identity` gives `Ψ⁻ = I`.
 //! * (c) The closed-form AWGN output step (with missing entries, data mask or mask law) agrees
 //!   with the generic Monte-Carlo step within Monte-Carlo error; being linear, it gives `Ψ⁻ = I`
 //!   for any forward law, and without a mask `T⁻ = N^{-1}`, `Γ̄⁻ = N` exactly.
@@ -306,7 +307,11 @@ fn mmv_identities_hold_within_monte_carlo_error() {
                     "k {k}, Z_{l}, {name}: |mean deviation| {dev:.2e}, 3 sigma {:.2e}, scale {scale:.2e}",
                     3.0 * se_norm
                 );
-                let exact = l == 1 && q < 2; // Ψ⁻, T⁻ of Z_1 come from the closed-form output
+                // Exact whatever the Monte-Carlo error: Ψ⁻ of both variables (the backward
+                // messages come out of linear denoisers — the AWGN output and the linear layer —
+                // whose Onsager term cancels the correlation with the truth, spec §6.3), and T⁻ of
+                // Z_1 (the closed-form output: e⁻ is the noise itself).
+                let exact = q == 0 || (l == 1 && q == 1);
                 if exact {
                     assert!(dev < 1e-10 * scale, "k {k}, Z_{l}: {name} = {dev:e}");
                 } else {
@@ -329,7 +334,8 @@ fn mmv_identities_hold_within_monte_carlo_error() {
     }
     assert_eq!(checked, 3 * 2 * 5);
 
-    // psi_mode = identity: Ψ⁻ = I exactly; general fits a Ψ⁻ that differs from I by MC noise.
+    // psi_mode = identity: Ψ⁻ = I by construction, and the predictions agree with the general
+    // mode's (whose Ψ⁻ is I to rounding here) within the Monte-Carlo error.
     let (ident, _) = se(iterations, n_mc, 1000, PsiMode::Identity)
         .run(&net, None)
         .unwrap();
@@ -339,8 +345,20 @@ fn mmv_identities_hold_within_monte_carlo_error() {
             assert_eq!(m(&v.psi_minus), eye, "iteration {}", it.iteration);
         }
     }
-    let psi0 = m(&all[0][2].variables[0].psi_minus);
-    assert!((&psi0 - &eye).abs().max() > 0.0, "general Ψ⁻ is exactly I");
+    for l in 0..2 {
+        let gen: Vec<f64> = all
+            .iter()
+            .map(|it| it[iterations - 1].variables[l].mse)
+            .collect();
+        let mean = gen.iter().sum::<f64>() / runs as f64;
+        let sd = (gen.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (runs - 1) as f64).sqrt();
+        let id = ident[iterations - 1].variables[l].mse;
+        // One identity-mode run against the general runs: within 3 sd of a single run.
+        assert!(
+            (id - mean).abs() <= 3.0 * sd * (1.0 + 1.0 / runs as f64).sqrt(),
+            "Z_{l}: identity mode {id} vs general {mean} ± {sd}"
+        );
+    }
 }
 
 fn ctx<'a>(policy: &'a MessagePolicy, n_mc: usize, seed: u64) -> SeContext<'a> {
@@ -366,7 +384,8 @@ fn forward_law(rng: &mut Rng) -> SeForward {
 /// Compares a closed-form backward law with `runs` Monte-Carlo ones (mean within 3 standard
 /// errors, Frobenius norm, for Ψ⁻, T⁻, Γ̄⁻ and the error covariance).
 fn check_against_mc(exact: &(SeBackward, DMat), mc_runs: &[(SeBackward, DMat)], what: &str) {
-    let get: [(&str, fn(&(SeBackward, DMat)) -> DMat); 4] = [
+    type Getter = fn(&(SeBackward, DMat)) -> DMat;
+    let get: [(&str, Getter); 4] = [
         ("Psi-", |x| x.0.psi.clone()),
         ("T-", |x| x.0.t.clone()),
         ("Gamma-", |x| x.0.gamma.matrix().clone()),

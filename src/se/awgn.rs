@@ -49,7 +49,7 @@ pub fn awgn_backward(
 ) -> Result<SeStep<SeBackward>> {
     let d = plus.gamma.dim();
     let total: f64 = patterns.iter().map(|p| p.1).sum();
-    if patterns.is_empty() || !(total > 0.0) {
+    if patterns.is_empty() || total.is_nan() || total <= 0.0 {
         return Err(Error::invalid(
             "AWGN output state evolution",
             "no missingness pattern has positive probability",
