@@ -6,9 +6,10 @@
 //!
 //! * a linear layer with `weight = { law = "gaussian", rows = …, cols = … }` (i.i.d. entries of
 //!   variance `1/cols`, or `variance`) becomes a [`SpectralLinearLayer`] with the
-//!   Marchenko–Pastur singular values of that law (spec §6.2 (Lin)), discretised at
-//!   [`LAW_SPECTRUM_POINTS`] quantiles so that the cost does not grow with the layer size; a
-//!   weight given as data uses its actual singular values;
+//!   Marchenko–Pastur singular values of that law (spec §6.2 (Lin)), discretised at its
+//!   quantiles — all of them up to [`LAW_SPECTRUM_POINTS`], about that many beyond — so that the
+//!   cost does not grow with the layer size ([`gaussian_law_spec`]); a weight given as data uses
+//!   its actual singular values;
 //! * `y` is not needed (the SE uses the output's law) and may be omitted;
 //! * an AWGN output's `mask` may be a law, `{ law = "bernoulli", observed = 0.7 }`
 //!   ([`AwgnMaskLaw`]); a mask given as data enters through its pattern frequencies.
@@ -16,6 +17,19 @@
 //! Options come from the `[se]` table (`n_mc`, `psi_mode`, `seed`), overridden by
 //! [`SeOverrides`] (the command line). The iterations, `gamma_init` and the message policy are
 //! the algorithm's.
+//!
+//! ```no_run
+//! use mlmatvamp::predict::{load_se_model, SeOverrides};
+//! use std::path::Path;
+//!
+//! # fn main() -> mlmatvamp::Result<()> {
+//! let model = load_se_model(Path::new("examples/se/mmv.toml"), &SeOverrides::default())?;
+//! let (iterations, seconds) = model.run()?;
+//! let last = &iterations.last().unwrap().variables[0];
+//! println!("Z_0: predicted MSE per entry {:.3e} ({seconds:.2} s)", last.mse_per_entry);
+//! # Ok(())
+//! # }
+//! ```
 
 use crate::config::{
     broadcast_bias, config_error, ArraySource, Law, LayerConfig, OutputConfig, Prepared, Resolver,
