@@ -90,7 +90,8 @@ use std::sync::Arc;
 ///
 /// In TOML: `"W1.npy"` / `"data/X.csv"` (a file, relative to the configuration's directory),
 /// `[1.0, 2.0]` (an inline vector), `[[1.0, 0.0], [0.0, 1.0]]` (an inline matrix, one inner
-/// array per row), or `{ law = "gaussian", rows = 600, cols = 1000 }` (see [`LawSpec`]).
+/// array per row), or a law such as `{ law = "gaussian", rows = 600, cols = 1000 }` or
+/// `{ law = "bernoulli", observed = 0.7 }` (see [`LawSpec`]).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ArraySource {
@@ -112,7 +113,8 @@ pub enum InlineArray {
     Matrix(Vec<Vec<f64>>),
 }
 
-/// A random array: `{ law = "gaussian", rows = 600, cols = 1000, variance = 0.001 }`.
+/// A random array: `{ law = "gaussian", rows = 600, cols = 1000, variance = 0.001 }` or
+/// `{ law = "bernoulli", observed = 0.7 }` (a mask; its shape is implied by `y`).
 ///
 /// Each law array has its own random stream derived from the top-level `seed` and the key it
 /// belongs to, so adding or resizing one array does not change the others.
@@ -121,12 +123,15 @@ pub enum InlineArray {
 pub struct LawSpec {
     /// The distribution of the entries.
     pub law: Law,
-    /// Number of rows.
-    pub rows: usize,
-    /// Number of columns.
-    pub cols: usize,
-    /// Entry variance; the default is `1/cols` (so that `W x` has entries of the size of `x`).
+    /// Number of rows (may be omitted where the shape is implied, e.g. for a mask).
+    pub rows: Option<usize>,
+    /// Number of columns (may be omitted where the shape is implied).
+    pub cols: Option<usize>,
+    /// `gaussian`: entry variance; the default is `1/cols` (so that `W x` has entries of the
+    /// size of `x`).
     pub variance: Option<f64>,
+    /// `bernoulli`: the probability that an entry is 1 (observed).
+    pub observed: Option<f64>,
 }
 
 /// Entry distributions of a [`LawSpec`].
@@ -135,6 +140,8 @@ pub struct LawSpec {
 pub enum Law {
     /// I.i.d. `N(0, variance)` entries.
     Gaussian,
+    /// I.i.d. entries equal to 1 with probability `observed`, else 0 (a missing-entry mask).
+    Bernoulli,
 }
 
 impl Law {
@@ -142,7 +149,81 @@ impl Law {
     pub fn name(&self) -> &'static str {
         match self {
             Law::Gaussian => "gaussian",
+            Law::Bernoulli => "bernoulli",
         }
+    }
+}
+
+impl LawSpec {
+    /// Checks the law's keys and returns its shape; `implied` is the shape the key requires, if
+    /// known (then `rows`/`cols` may be omitted). `label` names the array in errors.
+    pub fn check(&self, label: &str, implied: Option<(usize, usize)>) -> Result<(usize, usize)> {
+        let dim = |given: Option<usize>, imp: Option<usize>, name: &str| {
+            given.or(imp).ok_or_else(|| {
+                Error::invalid(
+                    label,
+                    format!("`{name}` is required here (the shape is not implied by the key)"),
+                )
+            })
+        };
+        let rows = dim(self.rows, implied.map(|s| s.0), "rows")?;
+        let cols = dim(self.cols, implied.map(|s| s.1), "cols")?;
+        let too_big = (rows as u64)
+            .checked_mul(cols as u64)
+            .is_none_or(|n| n > io::MAX_ENTRIES);
+        if rows == 0 || cols == 0 || too_big {
+            return Err(Error::invalid(
+                label,
+                format!(
+                    "rows and cols must be at least 1 and rows x cols at most {}, got {rows} x {cols}",
+                    io::MAX_ENTRIES
+                ),
+            ));
+        }
+        let misplaced = |key: &str| {
+            Error::invalid(
+                label,
+                format!("`{key}` does not apply to the {} law", self.law.name()),
+            )
+        };
+        match self.law {
+            Law::Gaussian => {
+                if self.observed.is_some() {
+                    return Err(misplaced("observed"));
+                }
+                let v = self.gaussian_variance(cols);
+                if !(v >= 0.0 && v.is_finite()) {
+                    return Err(Error::invalid(
+                        label,
+                        format!("variance must be non-negative and finite, got {v}"),
+                    ));
+                }
+            }
+            Law::Bernoulli => {
+                if self.variance.is_some() {
+                    return Err(misplaced("variance"));
+                }
+                match self.observed {
+                    Some(p) if (0.0..=1.0).contains(&p) => {}
+                    Some(p) => {
+                        return Err(Error::invalid(
+                            label,
+                            format!("`observed` must be a probability in [0, 1], got {p}"),
+                        ))
+                    }
+                    None => return Err(Error::invalid(
+                        label,
+                        "the bernoulli law needs `observed` (the probability that an entry is 1)",
+                    )),
+                }
+            }
+        }
+        Ok((rows, cols))
+    }
+
+    /// The entry variance of a `gaussian` law with `cols` columns (default `1/cols`).
+    pub fn gaussian_variance(&self, cols: usize) -> f64 {
+        self.variance.unwrap_or(1.0 / cols as f64)
     }
 }
 
@@ -330,6 +411,18 @@ pub fn stream(seed: u64, name: &str) -> Rng {
 impl Resolver {
     /// Loads or draws the array of `key`; `desc` is its human name ("weight of layer 1").
     pub fn resolve(&self, src: &ArraySource, key: &str, desc: &str) -> Result<Array> {
+        self.resolve_shaped(src, key, desc, None)
+    }
+
+    /// As [`Resolver::resolve`], where the key implies the shape `implied` (a law may then omit
+    /// `rows` and `cols`).
+    pub fn resolve_shaped(
+        &self,
+        src: &ArraySource,
+        key: &str,
+        desc: &str,
+        implied: Option<(usize, usize)>,
+    ) -> Result<Array> {
         match src {
             ArraySource::File(p) => {
                 let label = format!("{desc} ({}, key `{key}`)", p.display());
@@ -368,32 +461,26 @@ impl Resolver {
             }
             ArraySource::Law(spec) => {
                 let label = format!("{desc} ({} law, key `{key}`)", spec.law.name());
-                let too_big = (spec.rows as u64)
-                    .checked_mul(spec.cols as u64)
-                    .is_none_or(|n| n > io::MAX_ENTRIES);
-                if spec.rows == 0 || spec.cols == 0 || too_big {
-                    return Err(Error::invalid(
-                        &label,
-                        format!(
-                            "rows and cols must be at least 1 and rows x cols at most {}, got {} x {}",
-                            io::MAX_ENTRIES, spec.rows, spec.cols
-                        ),
-                    ));
-                }
-                let variance = spec.variance.unwrap_or(1.0 / spec.cols as f64);
-                if !(variance >= 0.0 && variance.is_finite()) {
-                    return Err(Error::invalid(
-                        &label,
-                        format!("variance must be non-negative and finite, got {variance}"),
-                    ));
-                }
+                let (rows, cols) = spec.check(&label, implied)?;
                 let mut rng = stream(self.seed, key);
-                let data = match spec.law {
-                    Law::Gaussian => {
-                        crate::denoise::standard_normal(spec.rows, spec.cols, &mut rng)
-                            * faer::Scale(variance.sqrt())
-                    }
-                };
+                let data =
+                    match spec.law {
+                        Law::Gaussian => {
+                            crate::denoise::standard_normal(rows, cols, &mut rng)
+                                * faer::Scale(spec.gaussian_variance(cols).sqrt())
+                        }
+                        Law::Bernoulli => {
+                            use rand::RngExt;
+                            let p = spec.observed.unwrap_or(1.0);
+                            Mat::from_fn(rows, cols, |_, _| {
+                                if rng.random::<f64>() < p {
+                                    1.0
+                                } else {
+                                    0.0
+                                }
+                            })
+                        }
+                    };
                 Ok(Array {
                     data,
                     vector: false,
@@ -448,6 +535,20 @@ pub struct RunConfig {
     /// relabelling the columns (mixed regression with equal weights, spec §4.6), where the
     /// default start is a fixed point. See [`crate::apps::mixed::RandomStart`].
     pub init: Option<crate::apps::mixed::RandomStart>,
+    /// Options of the state evolution (`mlmatvamp se`, `mlmatvamp compare`); ignored by `run`.
+    pub se: Option<SeTable>,
+}
+
+/// `[se]`: options of the state evolution. Command-line options override them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeTable {
+    /// Monte-Carlo rows per sampled step (default 20000).
+    pub n_mc: Option<usize>,
+    /// `"general"` (default) or `"identity"` (spec §6.3).
+    pub psi_mode: Option<crate::se::PsiMode>,
+    /// Seed of the Monte-Carlo draws (default: the top-level `seed`).
+    pub seed: Option<u64>,
 }
 
 /// The prior on the rows of `Z_0` (`[prior]`, tagged by `kind`).
@@ -650,7 +751,7 @@ pub fn from_toml_str(text: &str, base_dir: &Path, path: Option<&Path>) -> Result
     Ok(problem)
 }
 
-fn config_error(path: Option<&Path>, detail: impl Into<String>) -> Error {
+pub(crate) fn config_error(path: Option<&Path>, detail: impl Into<String>) -> Error {
     Error::Config {
         path: path.map(Path::to_path_buf),
         detail: detail.into(),
@@ -658,10 +759,15 @@ fn config_error(path: Option<&Path>, detail: impl Into<String>) -> Error {
 }
 
 /// The built prior: the denoiser and `n_0`.
-type BuiltPrior = (Arc<dyn InputPrior>, usize);
+pub(crate) type BuiltPrior = (Arc<dyn InputPrior>, usize);
 
 impl PriorConfig {
-    fn build(&self, res: &Resolver, d: usize, path: Option<&Path>) -> Result<BuiltPrior> {
+    pub(crate) fn build(
+        &self,
+        res: &Resolver,
+        d: usize,
+        path: Option<&Path>,
+    ) -> Result<BuiltPrior> {
         let rows = match self {
             PriorConfig::Gaussian { rows, .. }
             | PriorConfig::RowSparse { rows, .. }
@@ -775,7 +881,7 @@ impl TeacherLaw {
 }
 
 /// A hidden layer with its arrays loaded and checked, before any SVD.
-enum Prepared {
+pub(crate) enum Prepared {
     Linear {
         weight: Mat<f64>,
         bias: Option<Mat<f64>>,
@@ -785,7 +891,7 @@ enum Prepared {
 }
 
 impl LayerConfig {
-    fn prepare(
+    pub(crate) fn prepare(
         &self,
         l: usize,
         n_in: usize,
@@ -877,7 +983,7 @@ impl LayerConfig {
 }
 
 /// `n x d`, or a length-`d` vector / `1 x d` row broadcast over the `n` rows.
-fn broadcast_bias(b: Array, n: usize, d: usize) -> Result<Mat<f64>> {
+pub(crate) fn broadcast_bias(b: Array, n: usize, d: usize) -> Result<Mat<f64>> {
     let (r, c) = (b.data.nrows(), b.data.ncols());
     if !b.vector && r == n && c == d {
         return Ok(b.data);
@@ -904,7 +1010,12 @@ fn broadcast_bias(b: Array, n: usize, d: usize) -> Result<Mat<f64>> {
 
 impl OutputConfig {
     /// Builds the channel for `n` rows; returns it and whether it is a teacher template.
-    fn build(&self, n: usize, d: usize, res: &Resolver) -> Result<(Arc<dyn OutputChannel>, bool)> {
+    pub(crate) fn build(
+        &self,
+        n: usize,
+        d: usize,
+        res: &Resolver,
+    ) -> Result<(Arc<dyn OutputChannel>, bool)> {
         match self {
             OutputConfig::Awgn {
                 y,
@@ -920,7 +1031,12 @@ impl OutputConfig {
                     .spd(d)?;
                 let mask = match mask {
                     Some(src) => {
-                        let m = res.resolve(src, "output.mask", "mask of the output")?;
+                        let m = res.resolve_shaped(
+                            src,
+                            "output.mask",
+                            "mask of the output",
+                            Some((n, d)),
+                        )?;
                         let label = m.label.clone();
                         let m = m.matrix(n, d)?;
                         for j in 0..d {
@@ -1023,10 +1139,9 @@ impl RunConfig {
         }
     }
 
-    /// Loads every array, checks it, and builds the network (teacher mode: draws the truth and
-    /// the observation from the model with `seed`).
-    pub fn build(&self, base_dir: &Path, path: Option<&Path>) -> Result<Problem> {
-        let start = std::time::Instant::now();
+    /// Checks `d`, `iterations`, the solver options and the alternation of the layers (before
+    /// any array is read); returns the solver options.
+    pub(crate) fn check_structure(&self, path: Option<&Path>) -> Result<SolverConfig> {
         let d = self.d;
         if d == 0 || d > MAX_D {
             return Err(config_error(
@@ -1071,6 +1186,15 @@ impl RunConfig {
                 ),
             ));
         }
+        Ok(solver)
+    }
+
+    /// Loads every array, checks it, and builds the network (teacher mode: draws the truth and
+    /// the observation from the model with `seed`).
+    pub fn build(&self, base_dir: &Path, path: Option<&Path>) -> Result<Problem> {
+        let start = std::time::Instant::now();
+        let d = self.d;
+        let solver = self.check_structure(path)?;
         let res = Resolver {
             base_dir: base_dir.to_path_buf(),
             seed: self.seed,

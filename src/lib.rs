@@ -47,6 +47,7 @@ pub mod io;
 pub mod message;
 pub mod network;
 pub mod plot;
+pub mod predict;
 pub mod rows;
 pub mod run;
 pub mod schedule;

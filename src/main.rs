@@ -46,6 +46,66 @@ enum Commands {
     /// Mixed linear regression: parameter error against n/p for ML-Mat-VAMP, alternating
     /// minimisation and the state evolution (mixed.json, mixed.csv, mixed.png/.svg).
     Mixed(mixed_cli::MixedArgs),
+    /// Predict the algorithm's error per iteration with the state evolution (writes se.json).
+    Se(SeArgs),
+    /// Run the algorithm and the state evolution on the same model and compare them.
+    Compare(CompareArgs),
+}
+
+/// Options of the state evolution (override the configuration's `[se]` table).
+#[derive(Args, Debug)]
+struct SeFlags {
+    /// Monte-Carlo rows per sampled SE step (default: `[se] n_mc`, else 20000).
+    #[arg(long, value_name = "N")]
+    n_mc: Option<usize>,
+    /// Backward-message model, `general` or `identity` (default: `[se] psi_mode`, else general).
+    #[arg(long, value_name = "MODE")]
+    psi_mode: Option<String>,
+    /// Seed of the SE's Monte-Carlo draws (default: `[se] seed`, else the configuration's seed).
+    #[arg(long, value_name = "SEED")]
+    seed: Option<u64>,
+}
+
+impl SeFlags {
+    fn overrides(&self) -> Result<mlmatvamp::predict::SeOverrides> {
+        let psi_mode = match &self.psi_mode {
+            Some(s) => Some(mlmatvamp::predict::parse_psi_mode(s).map_err(|e| anyhow!("{e}"))?),
+            None => None,
+        };
+        Ok(mlmatvamp::predict::SeOverrides {
+            n_mc: self.n_mc,
+            psi_mode,
+            seed: self.seed,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+struct SeArgs {
+    /// The TOML configuration (as for `run`; arrays may be given by their law, `y` may be omitted).
+    config: PathBuf,
+    /// Output directory (created if needed): se.json.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    #[command(flatten)]
+    se: SeFlags,
+}
+
+#[derive(Args, Debug)]
+struct CompareArgs {
+    /// The TOML configuration (teacher mode without `y`; with data it needs `truth`).
+    config: PathBuf,
+    /// Output directory (created if needed): compare.json, compare.csv, compare.png, compare.svg.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Number of teacher draws to average (trial i uses the configuration seed + i).
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    seeds: usize,
+    /// Also run the reference code's "empirical SE" (spec §6.5), a diagnostic, not the SE.
+    #[arg(long)]
+    empirical_se: bool,
+    #[command(flatten)]
+    se: SeFlags,
 }
 
 #[derive(Args, Debug)]
@@ -87,7 +147,39 @@ fn dispatch(cli: Cli) -> Result<()> {
         Commands::TwoLayer(args) => fig2_cli::two_layer(&args, cli.quiet),
         Commands::Mmv(args) => mmv(&args, cli.quiet),
         Commands::Mixed(args) => mixed_cli::run(&args, cli.quiet),
+        Commands::Se(args) => se(&args, cli.quiet),
+        Commands::Compare(args) => compare(&args, cli.quiet),
     }
+}
+
+fn se(args: &SeArgs, quiet: bool) -> Result<()> {
+    let overrides = args.se.overrides()?;
+    let report = mlmatvamp::predict::run_se(&args.config, &args.out, &overrides)
+        .map_err(|e| anyhow!("{e}"))?;
+    if !quiet {
+        println!("{}", mlmatvamp::predict::se_table(&report.record));
+        println!(
+            "predictions in {}",
+            report.out_dir.join("se.json").display()
+        );
+    }
+    Ok(())
+}
+
+fn compare(args: &CompareArgs, quiet: bool) -> Result<()> {
+    let opts = mlmatvamp::predict::CompareOptions {
+        seeds: args.seeds,
+        empirical_se: args.empirical_se,
+        se: args.se.overrides()?,
+        quiet,
+    };
+    let report =
+        mlmatvamp::predict::compare(&args.config, &args.out, &opts).map_err(|e| anyhow!("{e}"))?;
+    if !quiet {
+        println!("{}", mlmatvamp::predict::compare_table(&report.record));
+        println!("outputs in {}", report.out_dir.display());
+    }
+    Ok(())
 }
 
 fn run(args: &RunArgs, quiet: bool) -> Result<()> {

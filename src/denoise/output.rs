@@ -4,8 +4,6 @@ use super::{gaussian_rows, OutputChannel, Rng};
 use crate::error::{Error, Result};
 use crate::message::{Belief, Message};
 use crate::rows::{check_shape, shape_str};
-use crate::se::affine::Blocks;
-use crate::se::{SeBackward, SeContext, SeEstimate, SeForward, SeStep};
 use crate::spd::{sym, DMat, Spd};
 use faer::{Mat, MatRef};
 use rand::RngExt;
@@ -125,6 +123,20 @@ impl AwgnOutput {
     pub fn is_observed(&self, i: usize, j: usize) -> bool {
         self.patterns[self.row_pattern[i]].0[j]
     }
+    /// The distinct missingness patterns (observed-column flags) and the fraction of rows that
+    /// have each (the law of the pattern used by the state evolution).
+    pub fn pattern_frequencies(&self) -> Vec<(Vec<bool>, f64)> {
+        let mut counts = vec![0usize; self.patterns.len()];
+        for &p in &self.row_pattern {
+            counts[p] += 1;
+        }
+        let n = self.row_pattern.len() as f64;
+        self.patterns
+            .iter()
+            .zip(counts)
+            .map(|((flags, _), c)| (flags.clone(), c as f64 / n))
+            .collect()
+    }
 }
 
 /// `M = E_O^T ([N^{-1}]_{OO})^{-1} E_O` for the observed columns `O`.
@@ -207,84 +219,6 @@ impl OutputChannel for AwgnOutput {
             cov: sym(&cov),
         })
     }
-    /// Closed-form SE step (spec §6.2 (O)): for a row with missing-entry pattern `p`,
-    /// `v̂ = (rΓ + ỹ M_p) Σ_p` with `r = a + b`, `ỹ = (a + ξ) E_p` is affine in the Gaussian
-    /// blocks `((a, b), ξ)`, so all moments are exact; patterns are averaged with their
-    /// empirical frequencies.
-    fn se_backward(
-        &self,
-        plus: &SeForward,
-        ctx: &SeContext<'_>,
-        prev: Option<&Spd>,
-    ) -> Result<SeStep<SeBackward>> {
-        if ctx.want_samples {
-            return crate::se::mc::output_backward(self, plus, ctx, prev);
-        }
-        let d = self.d;
-        let g = plus.gamma.matrix();
-        let n = self.row_pattern.len() as f64;
-        let mut counts = vec![0usize; self.patterns.len()];
-        for &p in &self.row_pattern {
-            counts[p] += 1;
-        }
-        let mut sigmas = Vec::with_capacity(self.patterns.len());
-        let mut predicted = DMat::zeros(d, d);
-        for ((_, mp), &c) in self.patterns.iter().zip(&counts) {
-            let sigma = Spd::from_symmetric("Γ + M", g + mp)?.inverse();
-            predicted += &sigma * (c as f64 / n);
-            sigmas.push(sigma);
-        }
-        let predicted = sym(&predicted);
-        let (lambda, gamma) = ctx.policy.precision_update(
-            &predicted,
-            &plus.gamma,
-            prev,
-            &ctx.location,
-            ctx.iteration,
-        )?;
-        let gamma_inv = gamma.inverse();
-        let bl = Blocks::new(&[&plus.k, &self.noise.inverse()]);
-        let a = bl.var_range(0, 0, d, d);
-        let r = a.add(&bl.var_range(0, d, d, d));
-        let y = a.add(&bl.var(1, d));
-        let (mut ae, mut ee, mut joint, mut err) = (
-            DMat::zeros(d, d),
-            DMat::zeros(d, d),
-            DMat::zeros(2 * d, 2 * d),
-            DMat::zeros(d, d),
-        );
-        for (((flags, mp), sigma), &c) in self.patterns.iter().zip(&sigmas).zip(&counts) {
-            if c == 0 {
-                continue;
-            }
-            let f = c as f64 / n;
-            let e_p = DMat::from_diagonal(&nalgebra::DVector::from_fn(d, |j, _| {
-                if flags[j] {
-                    1.0
-                } else {
-                    0.0
-                }
-            }));
-            let v_hat = r.mul(&(g * sigma)).add(&y.mul(&(e_p * mp * sigma)));
-            let e = v_hat.mul(&lambda).sub(&r.mul(g)).mul(&gamma_inv).sub(&a);
-            ae += bl.moment(&a, &e) * f;
-            ee += bl.moment(&e, &e) * f;
-            joint += bl.joint(&a, &v_hat) * f;
-            let diff = v_hat.sub(&a);
-            err += bl.moment(&diff, &diff) * f;
-        }
-        let k_aa = plus.k.view((0, 0), (d, d)).into_owned();
-        let out = crate::se::backward_law(&k_aa, &ae, &ee, ctx.psi_mode, gamma);
-        Ok(SeStep {
-            out,
-            estimate: SeEstimate {
-                error_cov: sym(&err),
-                joint: sym(&joint),
-                predicted_cov: predicted,
-                samples: None,
-            },
-        })
-    }
     fn resample(&self, z: MatRef<'_, f64>, rng: &mut Rng) -> Result<Box<dyn OutputChannel>> {
         let (n, d) = (z.nrows(), self.d);
         if z.ncols() != d {
@@ -319,5 +253,18 @@ impl OutputChannel for AwgnOutput {
             }
         };
         Ok(Box::new(AwgnOutput::new(y, self.noise.clone(), mask)?))
+    }
+    /// Closed form (spec §6.2 (O)): the denoiser is affine in the Gaussian row-model blocks, with
+    /// the missingness patterns at their frequencies in this channel ([`crate::se::awgn`]).
+    fn se_backward(
+        &self,
+        plus: &crate::se::SeForward,
+        ctx: &crate::se::SeContext<'_>,
+        prev: Option<&Spd>,
+    ) -> Result<crate::se::SeStep<crate::se::SeBackward>> {
+        if ctx.want_samples {
+            return crate::se::mc::output_backward(self, plus, ctx, prev);
+        }
+        crate::se::awgn::awgn_backward(&self.noise, &self.pattern_frequencies(), plus, ctx, prev)
     }
 }

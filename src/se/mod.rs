@@ -10,12 +10,14 @@
 //!
 //! Each factor kind implements its own SE step next to its denoiser: linear layers in closed form
 //! over their singular values ([`crate::denoise::linear`]), the Gaussian prior analytically
-//! ([`crate::denoise::gaussian`]), every other prior, row-wise layer and output by seeded Monte
-//! Carlo over its row model, through the default trait methods that call the kind's own
-//! `sample` and denoiser ([`mc`]). The message rule, clipping and damping are the algorithm's
+//! ([`crate::denoise::gaussian`]), the AWGN output (with missing entries) in closed form
+//! ([`awgn`]), every other prior, row-wise layer and output by seeded Monte Carlo over its row
+//! model, through the default trait methods that call the kind's own `sample` and denoiser
+//! ([`mc`]). The message rule, clipping and damping are the algorithm's
 //! ([`crate::message::MessagePolicy::precision_update`]).
 
 pub mod affine;
+pub mod awgn;
 pub mod laws;
 pub mod mc;
 
