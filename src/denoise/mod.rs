@@ -17,6 +17,7 @@ pub mod linear;
 pub mod newton;
 pub mod output;
 pub mod quadrature;
+pub mod relu;
 pub mod sparse;
 pub mod two_layer;
 
@@ -25,6 +26,7 @@ pub use gaussian::GaussianPrior;
 pub use linear::LinearLayer;
 pub use newton::HessianKind;
 pub use output::AwgnOutput;
+pub use relu::ReluMmseMethod;
 pub use sparse::BernoulliGaussianPrior;
 pub use two_layer::{
     MapOptions, MmseMethod, MmseOptions, ReluMapSolver, TwoLayerEstimator, TwoLayerOutput,

@@ -2,6 +2,8 @@
 //! progress bar, failure accounting, summaries (median and quartiles), and result files that
 //! carry the full configuration, the seed and the crate version.
 
+pub mod inpaint;
+
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
