@@ -106,6 +106,9 @@ pub struct MethodPoint {
     /// Adam only: per trial, the time Adam took to reach the ML-Mat-VAMP MMSE trial's final
     /// missing-entry NMSE (`None` if it never did).
     pub seconds_to_vamp_accuracy: Option<Vec<Option<f64>>>,
+    /// ML-Mat-VAMP only: per trial, the time it took to reach the Adam baseline's final
+    /// missing-entry NMSE on the same trial (`None` if it never did).
+    pub seconds_to_adam_accuracy: Option<Vec<Option<f64>>>,
 }
 
 /// All methods at one observed fraction.
@@ -295,6 +298,10 @@ impl InpaintExperiment {
                 .collect();
             let mut methods = vec![];
             let mut mmse_final: Vec<Option<f64>> = vec![];
+            let adam_final: Vec<Option<f64>> = trials
+                .iter()
+                .map(|t| t.adam.as_ref().and_then(|a| a.missing_nmse.last().copied()))
+                .collect();
             for (ei, &e) in self.estimators.iter().enumerate() {
                 let curves: Vec<&Curve> = trials.iter().map(|t| &t.vamp[ei].1).collect();
                 let last = |m: &[f64]| m.last().copied().unwrap_or(f64::NAN);
@@ -324,6 +331,17 @@ impl InpaintExperiment {
                     ),
                     curve_steps: None,
                     seconds_to_vamp_accuracy: None,
+                    seconds_to_adam_accuracy: self.adam.is_some().then(|| {
+                        curves
+                            .iter()
+                            .zip(&adam_final)
+                            .map(|(c, a)| {
+                                a.and_then(|target| {
+                                    time_to_reach(&c.seconds, &c.missing_nmse, target)
+                                })
+                            })
+                            .collect()
+                    }),
                 });
             }
             if self.adam.is_some() {
@@ -370,6 +388,7 @@ impl InpaintExperiment {
                         .estimators
                         .contains(&Estimator::Mmse)
                         .then_some(reach),
+                    seconds_to_adam_accuracy: None,
                 });
             }
             if self.se_rows.is_some() {
@@ -398,6 +417,7 @@ impl InpaintExperiment {
                     curve: curve.map(|c| c.missing_nmse.clone()).unwrap_or_default(),
                     curve_steps: None,
                     seconds_to_vamp_accuracy: None,
+                    seconds_to_adam_accuracy: None,
                 });
             }
             points.push(FractionPoint {
