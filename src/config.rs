@@ -130,7 +130,9 @@ pub struct LawSpec {
     /// `gaussian`: entry variance; the default is `1/cols` (so that `W x` has entries of the
     /// size of `x`).
     pub variance: Option<f64>,
-    /// `bernoulli`: the probability that an entry is 1 (observed).
+    /// `bernoulli`: the probability that an entry is 1 (observed); `probability` is accepted
+    /// as an alias.
+    #[serde(alias = "probability")]
     pub observed: Option<f64>,
 }
 
@@ -520,6 +522,9 @@ pub struct RunConfig {
     pub gamma_init: Option<f64>,
     /// Message policy: `lam_min`, `lam_max`, `damp_precision`, `damp_mean`.
     pub policy: Option<MessagePolicy>,
+    /// Default estimator (`"map"` or `"mmse"`) of the row-wise layers that do not set their own
+    /// (default `"mmse"`).
+    pub estimator: Option<Estimator>,
     /// Optional ground truth `Z_0 … Z_{L−1}` for the empirical MSE.
     pub truth: Option<Vec<ArraySource>>,
     /// The prior on `Z_0`.
@@ -634,6 +639,16 @@ pub enum LayerConfig {
         /// `"map"` or `"mmse"` (they coincide for the identity).
         estimator: Option<Estimator>,
     },
+    /// `kind = "relu"`: the row-wise `Z_l = relu(Z_{l−1}) + Ξ` (spec §4.7, `d ≤ 6`).
+    Relu {
+        /// `d x d` noise precision `N`; omitted means noiseless.
+        noise_precision: Option<ArraySource>,
+        /// `"map"` or `"mmse"` (default: the top-level `estimator`, else `"mmse"`).
+        estimator: Option<Estimator>,
+        /// MMSE only: Gauss–Legendre nodes per panel of the orthant rule (default by `d`: 16,
+        /// 12, 6, 4, 4 for `d = 2 … 6`; `d = 1` and diagonal precisions use the closed form).
+        mmse_nodes: Option<usize>,
+    },
 }
 
 impl LayerConfig {
@@ -646,6 +661,7 @@ impl LayerConfig {
         match self {
             LayerConfig::Linear { .. } => "linear",
             LayerConfig::Identity { .. } => "identity",
+            LayerConfig::Relu { .. } => "relu",
         }
     }
 }
@@ -897,6 +913,7 @@ impl LayerConfig {
         n_in: usize,
         d: usize,
         res: &Resolver,
+        default_estimator: Option<Estimator>,
     ) -> Result<(Prepared, usize)> {
         let noise = |src: &Option<ArraySource>| -> Result<Option<Spd>> {
             src.as_ref()
@@ -973,9 +990,34 @@ impl LayerConfig {
                 let layer = ActivationLayer::new(
                     crate::denoise::Activation::Identity,
                     noise(noise_precision)?,
-                    estimator.unwrap_or_default(),
+                    estimator.or(default_estimator).unwrap_or_default(),
                     d,
                 )?;
+                Ok((Prepared::RowWise(Arc::new(layer)), n_in))
+            }
+            LayerConfig::Relu {
+                noise_precision,
+                estimator,
+                mmse_nodes,
+            } => {
+                let mut layer = ActivationLayer::new(
+                    crate::denoise::Activation::Relu,
+                    noise(noise_precision)?,
+                    estimator.or(default_estimator).unwrap_or_default(),
+                    d,
+                )
+                .map_err(|e| Error::Config {
+                    path: None,
+                    detail: format!("layer {l} (`kind = \"relu\"`): {e}"),
+                })?;
+                if let Some(nodes) = mmse_nodes {
+                    layer = layer
+                        .with_relu_mmse(crate::denoise::ReluMmseMethod::Orthants { nodes: *nodes })
+                        .map_err(|e| Error::Config {
+                            path: None,
+                            detail: format!("`layer[{l}].mmse_nodes`: {e}"),
+                        })?;
+                }
                 Ok((Prepared::RowWise(Arc::new(layer)), n_in))
             }
         }
@@ -1205,7 +1247,7 @@ impl RunConfig {
         let mut prepared = Vec::with_capacity(self.layer.len());
         for (i, layer) in self.layer.iter().enumerate() {
             let n_in = *rows.last().expect("non-empty");
-            let (p, n_out) = layer.prepare(i + 1, n_in, d, &res)?;
+            let (p, n_out) = layer.prepare(i + 1, n_in, d, &res, self.estimator)?;
             rows.push(n_out);
             prepared.push(p);
         }

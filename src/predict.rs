@@ -372,7 +372,7 @@ pub fn build_se_model(
                     Some(format!("{what}, {points} quantiles")),
                 )
             }
-            other => match other.prepare(l, n_in, d, &res)? {
+            other => match other.prepare(l, n_in, d, &res, config.estimator)? {
                 (
                     Prepared::Linear {
                         weight,

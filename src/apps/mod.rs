@@ -11,9 +11,12 @@
 //!   Bernoulli–Gaussian (MMSE) and group-lasso (MAP) estimators, and the FISTA group-lasso baseline;
 //! * [`mixed`] — mixed linear regression (paper Section 2.1, eq. 6): problems, the asymmetric
 //!   random start, the parameter error up to relabelling, and the alternating-minimisation
-//!   baseline.
+//!   baseline;
+//! * [`inpaint`] — inpainting with a deep generative prior (paper §2.4, eq. 10, `L = 4`) and its
+//!   latent-code Adam baseline.
 
 pub mod adam;
+pub mod inpaint;
 pub mod mixed;
 pub mod mmv;
 pub mod two_layer;

@@ -1,11 +1,17 @@
 //! Row-wise activation layers `Z_l = σ(Z_{l−1}) + Ξ_l` inside deeper networks (eq. 1b, spec §4.7).
+//!
+//! * identity: the linear-Gaussian closed form (spec §3.1(a) with `s = 1`);
+//! * relu: MAP and MMSE through the row belief of [`super::relu`] (spec §4.7), noisy or noiseless;
+//! * sigmoid hidden layers are not implemented (an error says so).
 
+use super::relu::{ReluMmseMethod, ReluPlan, ReluRow, ReluRules, MAX_RELU_DIM};
 use super::{gaussian_rows, Estimator, Layer, LayerKind, Rng};
 use crate::error::{Error, Result};
 use crate::message::{Belief, Message};
-use crate::rows::{check_finite, mul_small_sum};
-use crate::spd::{sym, Spd};
+use crate::rows::{check_finite, mul_small_sum, par_map_rows, read_row};
+use crate::spd::{sym, DMat, Spd};
 use faer::{Mat, MatRef};
+use std::sync::Arc;
 
 /// An elementwise activation `σ`, used by hidden layers (eq. 1b) and by the two-layer network
 /// output `y = σ(v) F_2 + ξ` (eq. 9).
@@ -88,11 +94,28 @@ pub struct ActivationLayer {
     noise: Option<Spd>,
     estimator: Estimator,
     d: usize,
+    /// Relu MMSE rule and its Gauss–Legendre nodes (relu layers only).
+    relu_mmse: ReluMmseMethod,
+    relu_rules: Option<Arc<ReluRules>>,
+}
+
+/// What a relu layer call computes for all rows (spec §4.7).
+struct ReluMoments {
+    /// `v̂` (`n x d`).
+    v_mean: Mat<f64>,
+    /// `Σ̄_vv` = average of the per-row `Σ_v`.
+    v_cov: DMat,
+    /// `E[relu(v)]` (MMSE) or `relu(v̂)` (MAP), `n x d`.
+    relu_mean: Mat<f64>,
+    /// Average of `Cov(relu(v))` (MMSE) or of `D Σ_v D` (MAP).
+    relu_cov: DMat,
 }
 
 impl ActivationLayer {
     /// A layer with the given activation, optional noise precision `N` (`None` = noiseless) and
-    /// estimator (MAP or MMSE; they coincide for the identity).
+    /// estimator (MAP or MMSE; they coincide for the identity). Relu layers support
+    /// `d ≤ 6` (the orthant enumeration of spec §4.7) and use [`ReluMmseMethod::Auto`]; sigmoid
+    /// layers are rejected when used (not implemented).
     pub fn new(
         activation: Activation,
         noise: Option<Spd>,
@@ -111,12 +134,44 @@ impl ActivationLayer {
                 ));
             }
         }
-        Ok(ActivationLayer {
+        if activation == Activation::Relu && d > MAX_RELU_DIM {
+            return Err(Error::invalid(
+                "relu hidden layer",
+                format!("supports d <= {MAX_RELU_DIM} columns (2^d orthants are enumerated), got d = {d}"),
+            ));
+        }
+        let mut layer = ActivationLayer {
             activation,
             noise,
             estimator,
             d,
-        })
+            relu_mmse: ReluMmseMethod::Auto,
+            relu_rules: None,
+        };
+        if activation == Activation::Relu {
+            layer = layer.with_relu_mmse(ReluMmseMethod::Auto)?;
+        }
+        Ok(layer)
+    }
+
+    /// The same layer with another relu MMSE rule (ignored by other activations and by MAP).
+    pub fn with_relu_mmse(mut self, method: ReluMmseMethod) -> Result<Self> {
+        let nodes = match method {
+            ReluMmseMethod::Auto => ReluMmseMethod::default_nodes(self.d),
+            ReluMmseMethod::Orthants { nodes } => nodes,
+        };
+        self.relu_rules = Some(Arc::new(ReluRules::new(nodes)?));
+        self.relu_mmse = method;
+        Ok(self)
+    }
+
+    /// The relu MMSE rule.
+    pub fn relu_mmse(&self) -> ReluMmseMethod {
+        self.relu_mmse
+    }
+    /// The noise precision `N` (`None` = noiseless).
+    pub fn noise(&self) -> Option<&Spd> {
+        self.noise.as_ref()
     }
 
     /// The activation.
@@ -182,15 +237,140 @@ impl ActivationLayer {
     }
 }
 
+impl ActivationLayer {
+    /// `A = (N + Γ⁻)^{-1}` and the effective precision `P = (N^{-1} + (Γ⁻)^{-1})^{-1} = Γ⁻ A N`
+    /// (spec §4.7); noiseless: `A = 0`, `P = Γ⁻`.
+    fn relu_precisions(&self, minus: &Message) -> Result<(Option<DMat>, Spd)> {
+        let gm = minus.precision.matrix();
+        match &self.noise {
+            Some(nz) => {
+                let a = Spd::from_symmetric("N + Γ⁻", nz.matrix() + gm)?.inverse();
+                let p = Spd::from_symmetric(
+                    "relu effective precision P = (N^-1 + (Γ⁻)^-1)^-1",
+                    sym(&(gm * &a * nz.matrix())),
+                )?;
+                Ok((Some(a), p))
+            }
+            None => Ok((None, minus.precision.clone())),
+        }
+    }
+
+    /// The per-row relu moments (spec §4.7) for all rows, in parallel.
+    fn relu_moments(&self, minus: &Message, plus: &Message) -> Result<ReluMoments> {
+        self.check(minus, plus)?;
+        check_finite(
+            "backward message R⁻ into the relu layer",
+            minus.mean.as_ref(),
+        )?;
+        check_finite("forward message R⁺ into the relu layer", plus.mean.as_ref())?;
+        let d = self.d;
+        let (_, p) = self.relu_precisions(minus)?;
+        let plan = ReluPlan::new(&plus.precision, &p)?;
+        let rules = self.relu_rules.as_deref().ok_or_else(|| Error::Numerical {
+            what: "relu layer".into(),
+            detail: "the Gauss-Legendre rule is missing".into(),
+        })?;
+        let separable = self.relu_mmse == ReluMmseMethod::Auto && plan.is_separable();
+        let estimator = self.estimator;
+        let (rm, rp) = (minus.mean.as_ref(), plus.mean.as_ref());
+        let n = plus.rows();
+        let out = par_map_rows(n, 2 * d, 2 * d * d, |i, row, acc| {
+            let mut buf = [0.0; 2 * MAX_RELU_DIM];
+            let (r_plus, r_minus) = buf.split_at_mut(MAX_RELU_DIM);
+            read_row(rp, i, &mut r_plus[..d]);
+            read_row(rm, i, &mut r_minus[..d]);
+            let mut res = ReluRow::new(d);
+            match estimator {
+                Estimator::Map => plan.map_row(&r_plus[..d], &r_minus[..d], &mut res),
+                Estimator::Mmse if separable => {
+                    plan.separable_row(&r_plus[..d], &r_minus[..d], &mut res)
+                }
+                Estimator::Mmse => {
+                    plan.orthant_row(&r_plus[..d], &r_minus[..d], rules, &mut res)?
+                }
+            }
+            let finite = res
+                .v_mean()
+                .iter()
+                .chain(res.v_cov())
+                .chain(res.relu_mean())
+                .chain(res.relu_cov())
+                .all(|x| x.is_finite());
+            if !finite {
+                return Err(Error::Numerical {
+                    what: "relu layer denoiser".into(),
+                    detail: format!("row {i}: the estimate or its covariance is not finite"),
+                });
+            }
+            row[..d].copy_from_slice(res.v_mean());
+            row[d..].copy_from_slice(res.relu_mean());
+            for (a, x) in acc[..d * d].iter_mut().zip(res.v_cov()) {
+                *a += x;
+            }
+            for (a, x) in acc[d * d..].iter_mut().zip(res.relu_cov()) {
+                *a += x;
+            }
+            Ok(())
+        })?;
+        let nf = n.max(1) as f64;
+        let avg = |off: usize| sym(&DMat::from_fn(d, d, |a, b| out.acc[off + a * d + b] / nf));
+        Ok(ReluMoments {
+            v_mean: Mat::from_fn(n, d, |i, j| out.rows[(i, j)]),
+            v_cov: avg(0),
+            relu_mean: Mat::from_fn(n, d, |i, j| out.rows[(i, d + j)]),
+            relu_cov: avg(d * d),
+        })
+    }
+
+    /// `G⁺` of the relu layer (spec §4.7): `û = (E[relu v] N + r⁻Γ⁻) A`,
+    /// `Σ̄_uu = A + A N C̄ N A` (`C̄` the average `Cov(relu v)`, or `D Σ_v D` for MAP); noiseless:
+    /// `û = E[relu v]`, `Σ̄_uu = C̄`.
+    fn relu_forward(&self, minus: &Message, plus: &Message) -> Result<Belief> {
+        let m = self.relu_moments(minus, plus)?;
+        let (a, _) = self.relu_precisions(minus)?;
+        match (&self.noise, a) {
+            (Some(nz), Some(a)) => {
+                let na = nz.matrix() * &a;
+                let mean = mul_small_sum(
+                    m.relu_mean.as_ref(),
+                    &na,
+                    minus.mean.as_ref(),
+                    &(minus.precision.matrix() * &a),
+                );
+                let cov = sym(&(&a + na.transpose() * &m.relu_cov * &na));
+                Ok(Belief { mean, cov })
+            }
+            _ => Ok(Belief {
+                mean: m.relu_mean,
+                cov: m.relu_cov,
+            }),
+        }
+    }
+
+    /// `G⁻` of the relu layer (spec §4.7): `v̂` and `Σ̄_vv`.
+    fn relu_backward(&self, minus: &Message, plus: &Message) -> Result<Belief> {
+        let m = self.relu_moments(minus, plus)?;
+        Ok(Belief {
+            mean: m.v_mean,
+            cov: m.v_cov,
+        })
+    }
+}
+
 impl Layer for ActivationLayer {
     fn describe(&self) -> String {
         format!(
-            "{} activation layer{}",
+            "{} activation layer{}{}",
             self.activation.name(),
             if self.noise.is_some() {
                 ", noisy"
             } else {
                 ", noiseless"
+            },
+            match (self.activation, self.estimator) {
+                (Activation::Identity, _) => "",
+                (_, Estimator::Map) => ", MAP",
+                (_, Estimator::Mmse) => ", MMSE",
             }
         )
     }
@@ -209,12 +389,14 @@ impl Layer for ActivationLayer {
     fn forward(&self, minus: &Message, plus: &Message) -> Result<Belief> {
         match self.activation {
             Activation::Identity => self.identity(minus, plus, true),
+            Activation::Relu => self.relu_forward(minus, plus),
             other => Err(unsupported(other)),
         }
     }
     fn backward(&self, minus: &Message, plus: &Message) -> Result<Belief> {
         match self.activation {
             Activation::Identity => self.identity(minus, plus, false),
+            Activation::Relu => self.relu_backward(minus, plus),
             other => Err(unsupported(other)),
         }
     }
@@ -236,7 +418,7 @@ fn unsupported(a: Activation) -> Error {
     Error::invalid(
         "hidden layer activation",
         format!(
-            "{} hidden layers are not implemented yet (only identity)",
+            "{} hidden layers are not implemented yet (only identity and relu)",
             a.name()
         ),
     )

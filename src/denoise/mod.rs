@@ -19,6 +19,7 @@ pub mod mixed;
 pub mod newton;
 pub mod output;
 pub mod quadrature;
+pub mod relu;
 pub mod sparse;
 pub mod two_layer;
 
@@ -29,6 +30,7 @@ pub use mismatch::MismatchedPrior;
 pub use mixed::MixedRegressionOutput;
 pub use newton::HessianKind;
 pub use output::AwgnOutput;
+pub use relu::ReluMmseMethod;
 pub use sparse::BernoulliGaussianPrior;
 pub use sparse::GroupLassoPrior;
 pub use two_layer::{

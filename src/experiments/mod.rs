@@ -3,6 +3,7 @@
 //! carry the full configuration, the seed and the crate version.
 
 pub mod fig2;
+pub mod inpaint;
 pub mod mixed;
 /// `mlmatvamp mmv`: multi-task regression / MMV over the sampling ratio.
 pub mod mmv;
