@@ -2,12 +2,20 @@
 //! ML-Mat-VAMP with an MMSE relu layer (spec §6.2) against simulation, per iteration, for the
 //! NMSE of the latent codes `Z_0` and the missing-entry NMSE of `Z_3`.
 
-use mlmatvamp::apps::inpaint::{run_se, run_vamp, InpaintConfig, InpaintTrial, Weights};
+use mlmatvamp::apps::inpaint::{
+    pattern_frequencies, run_se, run_vamp, InpaintConfig, InpaintTrial, Weights,
+};
 use mlmatvamp::denoise::{Estimator, ReluMmseMethod};
 use mlmatvamp::prelude::*;
-use mlmatvamp::se::SeConfig;
+use mlmatvamp::se::{SeConfig, StateEvolution};
 
 /// Per-iteration agreement between the SE and the mean over seeds of the simulation.
+///
+/// Both sides are normalised by the *population* second moments of the SE (the prior's
+/// `tr Σ_0` for `Z_0`; `Σ_p π_p Σ_{j∉O_p} [K_aa]_jj` of `Z_3` for the missing entries), so that
+/// what is compared is the error itself: the simulation's own NMSE divides by the drawn
+/// `‖Z⁰‖²`, whose fluctuation over a few seeds (about 1.5% for 8 seeds at `n_0 = 500`) would
+/// otherwise enter the comparison. Returns (sim Z_0, SE Z_0, sim missing, SE missing).
 fn compare(
     n0: usize,
     seeds: u64,
@@ -25,16 +33,7 @@ fn compare(
         iterations,
         ..Default::default()
     };
-    let mut sim_z0 = vec![0.0; iterations];
-    let mut sim_miss = vec![0.0; iterations];
-    for s in 0..seeds {
-        let trial = InpaintTrial::generate(&cfg, &Weights::Random, 100 + s).unwrap();
-        let c = run_vamp(&trial, Estimator::Mmse, &solver).unwrap();
-        for k in 0..iterations {
-            sim_z0[k] += c.z0_nmse[k] / seeds as f64;
-            sim_miss[k] += c.missing_nmse[k] / seeds as f64;
-        }
-    }
+    // The SE on the first trial's network (its actual singular values).
     let trial = InpaintTrial::generate(&cfg, &Weights::Random, 100).unwrap();
     let se = SeConfig {
         iterations,
@@ -42,8 +41,55 @@ fn compare(
         seed: 7,
         ..SeConfig::from_solver(&solver)
     };
-    let c = run_se(&trial, &se, ReluMmseMethod::Auto).unwrap();
-    (sim_z0, c.z0_nmse, sim_miss, c.missing_nmse)
+    let curve = run_se(&trial, &se, ReluMmseMethod::Auto).unwrap();
+    let net = trial
+        .network_with(Estimator::Mmse, ReluMmseMethod::Auto)
+        .unwrap();
+    let (iters, _) = StateEvolution::new(se).unwrap().run(&net, None).unwrap();
+    let patterns = pattern_frequencies(trial.mask.as_ref());
+    let d = cfg.d;
+    // Population second moments.
+    let z0_moment = d as f64; // tr Σ_0 (unit diagonal)
+    let missing_moment: Vec<f64> = iters
+        .iter()
+        .map(|it| {
+            let k = &it.variables[3].k_plus;
+            patterns
+                .iter()
+                .map(|(obs, pi)| {
+                    pi * (0..d)
+                        .filter(|&j| !obs[j])
+                        .map(|j| k[j][j])
+                        .sum::<f64>()
+                })
+                .sum()
+        })
+        .collect();
+    // Simulation: error per row normalised by the population moments, mean over seeds.
+    let mut sim_z0 = vec![0.0; iterations];
+    let mut sim_miss = vec![0.0; iterations];
+    for s in 0..seeds {
+        let trial = InpaintTrial::generate(&cfg, &Weights::Random, 100 + s).unwrap();
+        let c = run_vamp(&trial, Estimator::Mmse, &solver).unwrap();
+        let z0 = &trial.truth[0];
+        let z3 = &trial.truth[3];
+        let n0f = z0.nrows() as f64;
+        let n3f = z3.nrows() as f64;
+        let z0_norm = z0.squared_norm_l2();
+        let mut miss_norm = 0.0;
+        for i in 0..z3.nrows() {
+            for j in 0..d {
+                if trial.mask[(i, j)] == 0.0 {
+                    miss_norm += z3[(i, j)] * z3[(i, j)];
+                }
+            }
+        }
+        for k in 0..iterations {
+            sim_z0[k] += c.z0_nmse[k] * z0_norm / n0f / z0_moment / seeds as f64;
+            sim_miss[k] += c.missing_nmse[k] * miss_norm / n3f / missing_moment[k] / seeds as f64;
+        }
+    }
+    (sim_z0, curve.z0_nmse, sim_miss, curve.missing_nmse)
 }
 
 fn report(name: &str, sim: &[f64], se: &[f64]) -> f64 {
@@ -63,12 +109,14 @@ fn report(name: &str, sim: &[f64], se: &[f64]) -> f64 {
 }
 
 /// SE vs simulation at moderate size: `n_0 = 500`, `n_1 = 1000`, `n_3 = 2000`, `d = 3`, half
-/// the entries observed, mean of 4 seeds, SE with `2·10^4` Monte-Carlo rows. Slow (about a
-/// minute of CPU in release): run with `cargo test --release --test inpaint_se -- --ignored`.
+/// the entries observed, mean of 8 seeds, SE with `2·10^4` Monte-Carlo rows, errors normalised
+/// by the population moments (see [`compare`]). Measured: largest gap 2.5% for `Z_0`, 2.6% for
+/// the missing entries (at iteration 0), most below 2%. Slow (about 75 s on 2 cores in release):
+/// `cargo test --release --test inpaint_se -- --ignored`.
 #[test]
 #[ignore]
 fn se_matches_simulation_at_moderate_size() {
-    let (s0, e0, s3, e3) = compare(500, 4, 20_000, 10);
+    let (s0, e0, s3, e3) = compare(500, 8, 20_000, 10);
     let g0 = report("NMSE of Z_0", &s0, &e0);
     let g3 = report("missing-entry NMSE of Z_3", &s3, &e3);
     assert!(g0 < 0.03 && g3 < 0.03, "worst gaps {g0:.3} {g3:.3}");

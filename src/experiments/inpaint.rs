@@ -505,9 +505,9 @@ impl InpaintExperiment {
         .flatten()
         .collect();
         let c = &self.problem;
-        let fig = Figure::new(vec![Panel {
+        let mut fig = Figure::new(vec![Panel {
             title: format!(
-                "Inpainting, deep generative prior: n0={}, n1={}, n3={}, d={} ({} trials)",
+                "Inpainting, generative prior: n0={}, n1={}, n3={}, d={} ({} trials)",
                 c.n0, c.n1, c.n3, c.d, self.trials
             ),
             x_label: "fraction of entries observed".into(),
@@ -516,6 +516,7 @@ impl InpaintExperiment {
             log_y: true,
             ..Default::default()
         }]);
+        fig.panel_width = 760;
         let (png, svg) = fig.save(&out_dir.join("inpaint"))?;
         let json = out_dir.join("inpaint.json");
         report.files = vec![json.clone(), csv, png, svg];
