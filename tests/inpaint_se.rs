@@ -56,12 +56,7 @@ fn compare(
             let k = &it.variables[3].k_plus;
             patterns
                 .iter()
-                .map(|(obs, pi)| {
-                    pi * (0..d)
-                        .filter(|&j| !obs[j])
-                        .map(|j| k[j][j])
-                        .sum::<f64>()
-                })
+                .map(|(obs, pi)| pi * (0..d).filter(|&j| !obs[j]).map(|j| k[j][j]).sum::<f64>())
                 .sum()
         })
         .collect();
