@@ -78,3 +78,8 @@ pub mod prelude {
     pub use crate::solver::{Control, Solution, Solver, SolverConfig, State};
     pub use crate::spd::{DMat, Spd};
 }
+
+/// The README's Rust examples, compiled as doctests (`no_run`) so that they stay true to the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
