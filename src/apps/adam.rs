@@ -138,26 +138,69 @@ pub struct AdamResult {
     pub train_loss: Vec<f64>,
 }
 
-impl AdamConfig {
-    /// Checks the option values.
-    pub fn validate(&self) -> Result<()> {
-        let pos = |name: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(Error::invalid(
+/// The Adam update (Kingma & Ba, in the Keras/TensorFlow form with the bias correction folded
+/// into the step size): per step `t`, `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
+/// `α_t = lr·√(1−β₂ᵗ)/(1−β₁ᵗ)` and `w ← w − α_t m/(√v + ε)`. Shared by the two-layer baseline
+/// and the latent-code baseline of [`super::inpaint`].
+#[derive(Clone, Debug)]
+pub struct AdamStep {
+    learning_rate: f64,
+    beta1: f64,
+    beta2: f64,
+    epsilon: f64,
+    m: Vec<f64>,
+    v: Vec<f64>,
+    beta1_t: f64,
+    beta2_t: f64,
+}
+
+impl AdamStep {
+    /// An optimiser for `p` parameters; checks `lr > 0`, `ε > 0` (finite) and `β₁, β₂ ∈ [0, 1)`.
+    pub fn new(p: usize, learning_rate: f64, beta1: f64, beta2: f64, epsilon: f64) -> Result<Self> {
+        for (name, v) in [("learning_rate", learning_rate), ("epsilon", epsilon)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(Error::invalid(
                     name,
                     format!("must be positive and finite, got {v}"),
-                ))
+                ));
             }
-        };
-        pos("learning_rate", self.learning_rate)?;
-        pos("epsilon", self.epsilon)?;
-        for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+        }
+        for (name, b) in [("beta1", beta1), ("beta2", beta2)] {
             if !(0.0..1.0).contains(&b) {
                 return Err(Error::invalid(name, format!("must be in [0, 1), got {b}")));
             }
         }
+        Ok(AdamStep {
+            learning_rate,
+            beta1,
+            beta2,
+            epsilon,
+            m: vec![0.0; p],
+            v: vec![0.0; p],
+            beta1_t: 1.0,
+            beta2_t: 1.0,
+        })
+    }
+
+    /// One step on the parameters `w` with the gradient `g` (both of length `p`).
+    pub fn step(&mut self, w: &mut [f64], g: &[f64]) {
+        debug_assert!(w.len() == self.m.len() && g.len() == self.m.len());
+        let (b1, b2, eps) = (self.beta1, self.beta2, self.epsilon);
+        self.beta1_t *= b1;
+        self.beta2_t *= b2;
+        let alpha = self.learning_rate * (1.0 - self.beta2_t).sqrt() / (1.0 - self.beta1_t);
+        for i in 0..w.len() {
+            self.m[i] = b1 * self.m[i] + (1.0 - b1) * g[i];
+            self.v[i] = b2 * self.v[i] + (1.0 - b2) * g[i] * g[i];
+            w[i] -= alpha * self.m[i] / (self.v[i].sqrt() + eps);
+        }
+    }
+}
+
+impl AdamConfig {
+    /// Checks the option values.
+    pub fn validate(&self) -> Result<()> {
+        AdamStep::new(0, self.learning_rate, self.beta1, self.beta2, self.epsilon)?;
         if self.batch_size == 0 {
             return Err(Error::invalid("batch_size", "must be at least 1"));
         }
@@ -244,10 +287,9 @@ impl AdamConfig {
             .map(|(j, k)| f1_init[(k, j)])
             .collect();
         let p = f1.len();
-        let (mut m, mut v, mut g) = (vec![0.0; p], vec![0.0; p], vec![0.0; p]);
+        let mut g = vec![0.0; p];
+        let mut adam = AdamStep::new(p, self.learning_rate, self.beta1, self.beta2, self.epsilon)?;
         let mut order: Vec<usize> = (0..data.n).collect();
-        let (b1, b2, eps, lr) = (self.beta1, self.beta2, self.epsilon, self.learning_rate);
-        let (mut b1t, mut b2t) = (1.0, 1.0);
         let mut train_loss = Vec::with_capacity(self.epochs);
         for epoch in 0..self.epochs {
             order.shuffle(rng);
@@ -264,15 +306,7 @@ impl AdamConfig {
                     });
                 }
                 epoch_loss += loss * batch.len() as f64;
-                // Keras/TF Adam: α_t = lr √(1−β₂ᵗ)/(1−β₁ᵗ), w ← w − α_t m/(√v + ε).
-                b1t *= b1;
-                b2t *= b2;
-                let alpha = lr * (1.0 - b2t).sqrt() / (1.0 - b1t);
-                for i in 0..p {
-                    m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-                    v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-                    f1[i] -= alpha * m[i] / (v[i].sqrt() + eps);
-                }
+                adam.step(&mut f1, &g);
             }
             train_loss.push(epoch_loss / data.n as f64);
             on_epoch(epoch, MatRef::from_column_major_slice(&f1, nin, d))?;

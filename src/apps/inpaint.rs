@@ -25,6 +25,7 @@
 //! * State evolution: the missing-entry NMSE predicted from the SE's law of the forward message
 //!   into the output, per missingness pattern ([`predicted_missing_nmse`]).
 
+use super::adam::AdamStep;
 use crate::denoise::{
     standard_normal, Activation, ActivationLayer, AwgnOutput, Estimator, GaussianPrior, InputPrior,
     Layer, LinearLayer, OutputChannel, ReluMmseMethod, Rng,
@@ -560,23 +561,12 @@ pub struct AdamCurve {
 impl LatentAdamConfig {
     /// Checks the options.
     pub fn validate(&self) -> Result<()> {
-        let pos = |name: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(Error::invalid(
-                    name,
-                    format!("must be positive and finite, got {v}"),
-                ))
-            }
-        };
-        pos("learning_rate", self.learning_rate)?;
-        pos("epsilon", self.epsilon)?;
-        pos("init_scale", self.init_scale)?;
-        for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
-            if !(0.0..1.0).contains(&b) {
-                return Err(Error::invalid(name, format!("must be in [0, 1), got {b}")));
-            }
+        AdamStep::new(0, self.learning_rate, self.beta1, self.beta2, self.epsilon)?;
+        if !(self.init_scale.is_finite() && self.init_scale > 0.0) {
+            return Err(Error::invalid(
+                "init_scale",
+                format!("must be positive and finite, got {}", self.init_scale),
+            ));
         }
         if self.steps == 0 || self.record_every == 0 {
             return Err(Error::invalid("steps / record_every", "must be at least 1"));
@@ -729,8 +719,16 @@ pub fn latent_adam(trial: &InpaintTrial, cfg: &LatentAdamConfig, seed: u64) -> R
         standard_normal(c.n0, d, &mut rng).as_ref(),
         &(chol.l().transpose() * cfg.init_scale),
     );
-    let mut m1 = Mat::<f64>::zeros(c.n0, d);
-    let mut m2 = Mat::<f64>::zeros(c.n0, d);
+    let mut adam = AdamStep::new(
+        c.n0 * d,
+        cfg.learning_rate,
+        cfg.beta1,
+        cfg.beta2,
+        cfg.epsilon,
+    )?;
+    // Parameters and gradient as column-major vectors for the optimiser.
+    let mut w = vec![0.0; c.n0 * d];
+    let mut gv = vec![0.0; c.n0 * d];
     let mut out = AdamCurve::default();
     let start = Instant::now();
     let record = |out: &mut AdamCurve, step: usize, loss: f64, yhat: &Mat<f64>, z: &Mat<f64>| {
@@ -751,18 +749,14 @@ pub fn latent_adam(trial: &InpaintTrial, cfg: &LatentAdamConfig, seed: u64) -> R
         if (step - 1) % cfg.record_every == 0 {
             record(&mut out, step - 1, loss, &yhat, &z);
         }
-        // Adam (Kingma & Ba) with bias correction folded into the step size.
-        let t = step as f64;
-        let alpha =
-            cfg.learning_rate * (1.0 - cfg.beta2.powf(t)).sqrt() / (1.0 - cfg.beta1.powf(t));
         for j in 0..d {
             for i in 0..c.n0 {
-                let gi = g[(i, j)];
-                m1[(i, j)] = cfg.beta1 * m1[(i, j)] + (1.0 - cfg.beta1) * gi;
-                m2[(i, j)] = cfg.beta2 * m2[(i, j)] + (1.0 - cfg.beta2) * gi * gi;
-                z[(i, j)] -= alpha * m1[(i, j)] / (m2[(i, j)].sqrt() + cfg.epsilon);
+                w[j * c.n0 + i] = z[(i, j)];
+                gv[j * c.n0 + i] = g[(i, j)];
             }
         }
+        adam.step(&mut w, &gv);
+        z = MatRef::from_column_major_slice(&w, c.n0, d).to_owned();
     }
     let (loss, _, yhat) = objective.evaluate(z.as_ref());
     record(&mut out, cfg.steps, loss, &yhat, &z);
