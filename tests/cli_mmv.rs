@@ -3,17 +3,10 @@
 //! ML-Mat-VAMP's group-lasso estimate with FISTA's, and clean failures on bad options.
 
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mlmatvamp");
-
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mlmatvamp-cli-mmv-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::cli::{temp, BIN};
 
 const SMALL: &str = r#"
 ratios = [0.5, 0.8]

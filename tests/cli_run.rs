@@ -4,53 +4,10 @@
 
 use mlmatvamp::io::{read_npy, write_npy};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mlmatvamp");
-
-fn manifest() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mlmatvamp-cli-run-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(args: &[&str]) -> Output {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed:\nstdout: {}\nstderr: {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    out
-}
-
-/// Runs and expects a clean failure: exit code 1, an `error:` message containing `want`, no panic.
-fn fails(args: &[&str], want: &str) {
-    let out = run(args);
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{args:?}: stderr {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    assert!(err.contains(want), "stderr lacks {want:?}: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-}
+mod common;
+use common::cli::*;
 
 fn shape(path: &Path) -> (usize, usize) {
     let m = read_npy(path).unwrap().data;

@@ -2,6 +2,8 @@
 //! faer and nalgebra matrices, and relative errors. Every random draw is seeded by the caller.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use faer::Mat;
 use mlmatvamp::prelude::*;
 use nalgebra::DMatrix;
