@@ -263,3 +263,40 @@ fn fully_observed_output_and_gaussian_prior_messages_are_exact() {
         assert!(e < 1e-12, "{e:e}");
     }
 }
+
+/// Many columns (`d = 70`, beyond a 64-bit pattern key): rows with different missing sets are
+/// kept apart, and with an isotropic noise precision the masked denoiser is exact per entry —
+/// `(γ r + ν y)/(γ + ν)` where observed and `r` where missing, posterior variance averaged over
+/// rows.
+#[test]
+fn many_columns_with_a_mask() {
+    let (n, d) = (5, 70);
+    let (gamma, nu) = (2.0, 8.0);
+    let y = Mat::from_fn(n, d, |i, j| (i * d + j) as f64 * 0.01);
+    // Row i misses column 64 + i (rows 0..5 differ only beyond the 64th column).
+    let mask = Mat::from_fn(n, d, |i, j| if j == 64 + i { 0.0 } else { 1.0 });
+    let noise = Spd::new("N", DMat::identity(d, d) * nu, Some(d)).unwrap();
+    let out = AwgnOutput::new(y.clone(), noise, Some(mask)).unwrap();
+    let r = Mat::from_fn(n, d, |i, j| 1.0 - 0.02 * (i + j) as f64);
+    let msg = Message {
+        mean: r.clone(),
+        precision: Spd::new("Γ", DMat::identity(d, d) * gamma, Some(d)).unwrap(),
+    };
+    let b = out.denoise(&msg).unwrap();
+    for i in 0..n {
+        for j in 0..d {
+            let want = if j == 64 + i {
+                r[(i, j)]
+            } else {
+                (gamma * r[(i, j)] + nu * y[(i, j)]) / (gamma + nu)
+            };
+            assert!((b.mean[(i, j)] - want).abs() < 1e-12, "({i}, {j})");
+        }
+    }
+    // Column 64 + k is missing in one row of five.
+    for j in 0..d {
+        let miss = if (64..69).contains(&j) { 1.0 } else { 0.0 };
+        let want = (miss / gamma + (n as f64 - miss) / (gamma + nu)) / n as f64;
+        assert!((b.cov[(j, j)] - want).abs() < 1e-12, "var {j}");
+    }
+}

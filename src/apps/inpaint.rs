@@ -34,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::network::Network;
 use crate::rng_from_seed;
 use crate::rows::{check_finite, check_shape, shape_str};
+use crate::se::awgn::observed_precision;
 use crate::se::{SeConfig, StateEvolution};
 use crate::solver::{Control, Solver, SolverConfig};
 use crate::spd::{dmat_from_rows, DMat, Spd};
@@ -685,23 +686,6 @@ impl<'a> LatentObjective<'a> {
         let grad = w1.transpose() * &ga + &zp;
         (loss, grad, yhat)
     }
-}
-
-/// `M = E_Oᵀ ([N^{-1}]_{OO})^{-1} E_O` for the observed columns `O` (spec §4.5).
-fn observed_precision(noise_cov: &DMat, observed: &[bool]) -> Result<DMat> {
-    let d = observed.len();
-    let idx: Vec<usize> = (0..d).filter(|&j| observed[j]).collect();
-    let mut m = DMat::zeros(d, d);
-    if !idx.is_empty() {
-        let sub = DMat::from_fn(idx.len(), idx.len(), |a, b| noise_cov[(idx[a], idx[b])]);
-        let inv = Spd::from_symmetric("observed noise covariance", sub)?.inverse();
-        for (a, &ja) in idx.iter().enumerate() {
-            for (b, &jb) in idx.iter().enumerate() {
-                m[(ja, jb)] = inv[(a, b)];
-            }
-        }
-    }
-    Ok(m)
 }
 
 /// Runs the latent-code Adam baseline on a trial (see [`LatentAdamConfig`]).

@@ -4,6 +4,7 @@ use super::{gaussian_rows, OutputChannel, Rng};
 use crate::error::{Error, Result};
 use crate::message::{Belief, Message};
 use crate::rows::{check_shape, shape_str};
+use crate::se::awgn::observed_precision;
 use crate::spd::{sym, DMat, Spd};
 use faer::{Mat, MatRef};
 use rand::RngExt;
@@ -48,12 +49,6 @@ impl AwgnOutput {
                 format!("{0} x {0}", noise_precision.dim()),
             ));
         }
-        if d > 63 {
-            return Err(Error::invalid(
-                "d",
-                "the AWGN output supports at most 63 columns",
-            ));
-        }
         let mut observed = vec![true; n * d];
         if let Some(m) = &mask {
             check_shape("mask", m.as_ref(), n, d)?;
@@ -89,16 +84,19 @@ impl AwgnOutput {
             }
         }
         let noise_cov = noise_precision.inverse();
-        let mut index: HashMap<u64, usize> = HashMap::new();
+        // Rows grouped by their observed set (keyed by the flags themselves, so any `d` works).
+        let mut index: HashMap<&[bool], usize> = HashMap::new();
         let mut patterns = Vec::new();
         let mut row_pattern = Vec::with_capacity(n);
-        for i in 0..n {
-            let key = (0..d).fold(0u64, |k, j| k | ((observed[i * d + j] as u64) << j));
-            let p = *index.entry(key).or_insert_with(|| {
-                let flags: Vec<bool> = (0..d).map(|j| observed[i * d + j]).collect();
-                patterns.push((flags.clone(), observed_precision(&noise_cov, &flags)));
-                patterns.len() - 1
-            });
+        for flags in observed.chunks(d) {
+            let p = match index.get(flags) {
+                Some(&p) => p,
+                None => {
+                    patterns.push((flags.to_vec(), observed_precision(&noise_cov, flags)?));
+                    index.insert(flags, patterns.len() - 1);
+                    patterns.len() - 1
+                }
+            };
             row_pattern.push(p);
         }
         Ok(AwgnOutput {
@@ -137,26 +135,6 @@ impl AwgnOutput {
             .map(|((flags, _), c)| (flags.clone(), c as f64 / n))
             .collect()
     }
-}
-
-/// `M = E_O^T ([N^{-1}]_{OO})^{-1} E_O` for the observed columns `O`.
-fn observed_precision(noise_cov: &DMat, observed: &[bool]) -> DMat {
-    let d = observed.len();
-    let idx: Vec<usize> = (0..d).filter(|&j| observed[j]).collect();
-    let mut m = DMat::zeros(d, d);
-    if idx.is_empty() {
-        return m;
-    }
-    let sub = DMat::from_fn(idx.len(), idx.len(), |a, b| noise_cov[(idx[a], idx[b])]);
-    let inv = Spd::from_symmetric("observed noise covariance", sub)
-        .map(|s| s.inverse())
-        .unwrap_or_else(|_| DMat::zeros(idx.len(), idx.len()));
-    for (a, &ja) in idx.iter().enumerate() {
-        for (b, &jb) in idx.iter().enumerate() {
-            m[(ja, jb)] = inv[(a, b)];
-        }
-    }
-    m
 }
 
 impl OutputChannel for AwgnOutput {
