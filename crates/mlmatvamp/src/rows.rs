@@ -1,0 +1,244 @@
+//! Helpers for the tall `n x d` matrices (faer, column-major) that hold activations and
+//! messages: shape and finiteness checks, right-multiplication by a small `d x d` matrix, and
+//! the parallel row map used by every row-wise denoiser.
+
+use crate::error::{Error, Result};
+use crate::spd::DMat;
+use faer::{Mat, MatRef};
+use rayon::prelude::*;
+
+/// Rows per parallel chunk. Fixed, so that results (including reductions) do not depend on
+/// the number of threads.
+pub const ROW_CHUNK: usize = 256;
+
+/// `"n x d"`.
+pub fn shape_str(m: MatRef<'_, f64>) -> String {
+    format!("{} x {}", m.nrows(), m.ncols())
+}
+
+/// Checks the shape of an `n x d` matrix.
+pub fn check_shape(what: &str, m: MatRef<'_, f64>, rows: usize, cols: usize) -> Result<()> {
+    if m.nrows() != rows || m.ncols() != cols {
+        return Err(Error::shape(what, format!("{rows} x {cols}"), shape_str(m)));
+    }
+    Ok(())
+}
+
+/// Returns the first non-finite entry, if any.
+pub fn first_non_finite(m: MatRef<'_, f64>) -> Option<(usize, usize, f64)> {
+    for j in 0..m.ncols() {
+        for i in 0..m.nrows() {
+            let x = m[(i, j)];
+            if !x.is_finite() {
+                return Some((i, j, x));
+            }
+        }
+    }
+    None
+}
+
+/// Checks that all entries are finite.
+pub fn check_finite(what: &str, m: MatRef<'_, f64>) -> Result<()> {
+    match first_non_finite(m) {
+        Some((i, j, x)) => Err(Error::NonFinite {
+            what: what.to_string(),
+            detail: format!("entry ({i}, {j}) is {x}"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `R G` for an `n x k` matrix `R` and a small `k x m` matrix `G`.
+pub fn mul_small(r: MatRef<'_, f64>, g: &DMat) -> Mat<f64> {
+    let (n, k) = (r.nrows(), r.ncols());
+    debug_assert_eq!(k, g.nrows());
+    let mut out = Mat::<f64>::zeros(n, g.ncols());
+    for j in 0..g.ncols() {
+        let mut oj = out.col_mut(j);
+        for l in 0..k {
+            let c = g[(l, j)];
+            if c == 0.0 {
+                continue;
+            }
+            let rl = r.col(l);
+            for i in 0..n {
+                oj[i] += c * rl[i];
+            }
+        }
+    }
+    out
+}
+
+/// `A G + B H` for `n x k` matrices `A`, `B` and small matrices `G`, `H`.
+pub fn mul_small_sum(a: MatRef<'_, f64>, g: &DMat, b: MatRef<'_, f64>, h: &DMat) -> Mat<f64> {
+    let mut out = mul_small(a, g);
+    let bh = mul_small(b, h);
+    out += &bh;
+    out
+}
+
+/// Converts a small faer matrix to a [`DMat`].
+pub fn to_dmat(m: MatRef<'_, f64>) -> DMat {
+    DMat::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)])
+}
+
+/// Converts a [`DMat`] to a faer matrix.
+pub fn from_dmat(m: &DMat) -> Mat<f64> {
+    Mat::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)])
+}
+
+/// `(1/n) A^T B` for two `n x d` matrices (a row-averaged second moment).
+pub fn cross_moment(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> DMat {
+    let n = a.nrows().max(1) as f64;
+    let mut out = DMat::zeros(a.ncols(), b.ncols());
+    for p in 0..a.ncols() {
+        for q in 0..b.ncols() {
+            let ca = a.col(p);
+            let cb = b.col(q);
+            let mut s = 0.0;
+            for i in 0..a.nrows() {
+                s += ca[i] * cb[i];
+            }
+            out[(p, q)] = s / n;
+        }
+    }
+    out
+}
+
+/// Row-averaged squared error `(1/n) ||A - B||_F^2` and the `d x d` error covariance
+/// `(1/n) (A - B)^T (A - B)`.
+pub fn error_stats(est: MatRef<'_, f64>, truth: MatRef<'_, f64>) -> (f64, DMat) {
+    let diff = est - truth;
+    let c = cross_moment(diff.as_ref(), diff.as_ref());
+    (c.trace(), c)
+}
+
+/// The output of a row map: the `n x k` matrix of per-row outputs and the sum over rows of a
+/// per-row accumulator of length `m`.
+pub struct RowMapOutput {
+    /// Per-row outputs, `n x k`.
+    pub rows: Mat<f64>,
+    /// Sum over rows of the accumulators.
+    pub acc: Vec<f64>,
+}
+
+/// Applies a row function to `n` rows in parallel, deterministically.
+///
+/// `f(i, out, acc)` writes row `i`'s `k` outputs into `out` and adds its contribution to the
+/// accumulator `acc` (length `m`, e.g. a flattened `d x d` covariance). Rows are processed in
+/// fixed chunks of [`ROW_CHUNK`]; chunk accumulators are summed in chunk order, so the result
+/// does not depend on the number of threads. The first error (in row order) is returned.
+pub fn par_map_rows<F>(n: usize, k: usize, m: usize, f: F) -> Result<RowMapOutput>
+where
+    F: Fn(usize, &mut [f64], &mut [f64]) -> Result<()> + Sync,
+{
+    let nchunks = n.div_ceil(ROW_CHUNK);
+    let parts: Vec<Result<(Vec<f64>, Vec<f64>)>> = (0..nchunks)
+        .into_par_iter()
+        .map(|c| {
+            let start = c * ROW_CHUNK;
+            let end = (start + ROW_CHUNK).min(n);
+            let mut out = vec![0.0; (end - start) * k];
+            let mut acc = vec![0.0; m];
+            for i in start..end {
+                let o = &mut out[(i - start) * k..(i - start + 1) * k];
+                f(i, o, &mut acc)?;
+            }
+            Ok((out, acc))
+        })
+        .collect();
+    let mut rows = Mat::<f64>::zeros(n, k);
+    let mut acc = vec![0.0; m];
+    for (c, part) in parts.into_iter().enumerate() {
+        let (out, a) = part?;
+        let start = c * ROW_CHUNK;
+        for (r, chunk) in out
+            .chunks(k.max(1))
+            .enumerate()
+            .take(out.len().checked_div(k).unwrap_or(0))
+        {
+            for (j, &x) in chunk.iter().enumerate() {
+                rows[(start + r, j)] = x;
+            }
+        }
+        for (s, x) in acc.iter_mut().zip(a) {
+            *s += x;
+        }
+    }
+    Ok(RowMapOutput { rows, acc })
+}
+
+/// Copies row `i` of `m` into `buf`.
+#[inline]
+pub fn read_row(m: MatRef<'_, f64>, i: usize, buf: &mut [f64]) {
+    for (j, b) in buf.iter_mut().enumerate() {
+        *b = m[(i, j)];
+    }
+}
+
+/// The task width of dense products and SVDs on large matrices: a fixed number of parallel
+/// tasks, not the number of threads, so that results are bit-identical on any machine, with any
+/// thread pool, and inside or outside parallel trials (faer's blocked algorithms sum in an order
+/// that depends on the task split).
+pub const PAR_WIDTH: usize = 2;
+
+/// Sets faer's global parallelism to [`PAR_WIDTH`] tasks (not the thread count), so that faer
+/// calls made outside the engine (which passes its parallelism explicitly) are also
+/// bit-identical whatever the thread pool. Front doors call this once at start-up.
+pub fn use_deterministic_parallelism() {
+    faer::set_global_parallelism(faer::Par::rayon(PAR_WIDTH));
+}
+
+/// The parallelism for an operation of about `work` multiply-adds: sequential below `2^20`,
+/// otherwise [`PAR_WIDTH`] tasks. Deterministic for a given problem size.
+pub fn par_for(work: usize) -> faer::Par {
+    if work < 1 << 20 {
+        faer::Par::Seq
+    } else {
+        faer::Par::rayon(PAR_WIDTH)
+    }
+}
+
+/// `A B` with [`par_for`] parallelism (independent of faer's global setting).
+pub fn matmul(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
+    let mut out = Mat::<f64>::zeros(a.nrows(), b.ncols());
+    let par = par_for(a.nrows() * a.ncols() * b.ncols());
+    faer::linalg::matmul::matmul(out.as_mut(), faer::Accum::Replace, a, b, 1.0, par);
+    out
+}
+
+/// The thin SVD `A = U diag(s) V^T` with [`par_for`] parallelism (independent of faer's global
+/// setting): `U` is `m x r`, `s` has `r = min(m, n)` non-increasing values, `V` is `n x r`.
+pub fn thin_svd(a: MatRef<'_, f64>) -> Result<(Mat<f64>, Vec<f64>, Mat<f64>)> {
+    use faer::linalg::svd::{svd, svd_scratch, ComputeSvdVectors};
+    let (m, n) = (a.nrows(), a.ncols());
+    let r = m.min(n);
+    let par = par_for(m * n * r);
+    let mut u = Mat::<f64>::zeros(m, r);
+    let mut v = Mat::<f64>::zeros(n, r);
+    let mut s = faer::diag::Diag::<f64>::zeros(r);
+    let req = svd_scratch::<f64>(
+        m,
+        n,
+        ComputeSvdVectors::Thin,
+        ComputeSvdVectors::Thin,
+        par,
+        Default::default(),
+    );
+    let mut buf = faer::dyn_stack::MemBuffer::new(req);
+    svd(
+        a,
+        s.as_mut(),
+        Some(u.as_mut()),
+        Some(v.as_mut()),
+        par,
+        faer::dyn_stack::MemStack::new(&mut buf),
+        Default::default(),
+    )
+    .map_err(|e| Error::Numerical {
+        what: "thin SVD".into(),
+        detail: format!("{e:?}"),
+    })?;
+    let s = (0..r).map(|i| s[i]).collect();
+    Ok((u, s, v))
+}

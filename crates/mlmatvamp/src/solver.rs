@@ -1,0 +1,587 @@
+//! Algorithm 1 (ML-Mat-VAMP) with the corrected indices of spec §2.3.
+//!
+//! One iteration `k` is a forward pass (`G⁺_0`, then `G⁺_l` for `l = 1 … L−1`) followed by a
+//! backward pass (`G⁻_L`, then `G⁻_l` for `l = L−1 … 1`). After every denoiser the message rule
+//! ([`MessagePolicy::extrinsic`]) forms the outgoing message about the *same* variable the
+//! denoiser estimated, subtracting the incoming message on that variable (lines 18 and 23 as
+//! corrected).
+
+use crate::error::{Error, Result};
+use crate::message::{Belief, Message, MessagePolicy};
+use crate::network::Network;
+use crate::rows::{check_shape, error_stats};
+use crate::schedule::{self, Schedule};
+use crate::spd::Spd;
+use crate::spd::{dmat_to_rows, DMat};
+use faer::Mat;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// Options of Algorithm 1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SolverConfig {
+    /// Maximum number of iterations `N_it`.
+    pub iterations: usize,
+    /// Optional stop: all primary estimates change by less than this (relative Frobenius norm).
+    pub tolerance: Option<f64>,
+    /// Initial backward precisions `Γ⁻_{0l} = gamma_init · I` (with `R⁻_{0l} = 0`).
+    pub gamma_init: f64,
+    /// Message rule options (clipping, damping).
+    pub policy: MessagePolicy,
+}
+
+impl Default for SolverConfig {
+    fn default() -> Self {
+        SolverConfig {
+            iterations: 50,
+            tolerance: None,
+            gamma_init: 1e-6,
+            policy: MessagePolicy::default(),
+        }
+    }
+}
+
+impl SolverConfig {
+    /// Checks the option values.
+    pub fn validate(&self) -> Result<()> {
+        self.policy.validate()?;
+        if !(self.gamma_init > 0.0 && self.gamma_init.is_finite()) {
+            return Err(Error::invalid(
+                "gamma_init",
+                format!("must be positive and finite, got {}", self.gamma_init),
+            ));
+        }
+        if let Some(t) = self.tolerance {
+            if !(t >= 0.0 && t.is_finite()) {
+                return Err(Error::invalid(
+                    "tolerance",
+                    format!("must be non-negative and finite, got {t}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// All messages and estimates of Algorithm 1 at the end of an iteration.
+///
+/// Index `l` runs over the variables `Z_0 … Z_{L−1}`.
+#[derive(Clone, Debug)]
+pub struct State {
+    /// Forward messages `(R⁺_l, Γ⁺_l)` (`None` before the first forward pass).
+    pub plus: Vec<Option<Message>>,
+    /// Backward messages `(R⁻_l, Γ⁻_l)`.
+    pub minus: Vec<Message>,
+    /// Forward-pass beliefs `(Ẑ⁺_l, Σ̄)` from `G⁺_l`.
+    pub est_plus: Vec<Option<Belief>>,
+    /// Backward-pass beliefs `(Ẑ⁻_l, Σ̄)` from `G⁻_{l+1}`.
+    pub est_minus: Vec<Option<Belief>>,
+    /// Completed iterations.
+    pub iteration: usize,
+}
+
+impl State {
+    /// Algorithm 1, line 1: `R⁻_{0l} = 0`, `Γ⁻_{0l} = gamma_init · I`.
+    pub fn new(network: &Network, gamma_init: f64) -> Result<Self> {
+        let d = network.dim();
+        let minus = network
+            .rows()
+            .iter()
+            .map(|&n| Message::zero(n, d, gamma_init))
+            .collect::<Result<Vec<_>>>()?;
+        let l = network.depth();
+        Ok(State {
+            plus: vec![None; l],
+            minus,
+            est_plus: vec![None; l],
+            est_minus: vec![None; l],
+            iteration: 0,
+        })
+    }
+
+    /// The primary estimate of `Z_l`: the one produced by the row-wise (non-Gaussian) factor
+    /// next to it, as tracked by Theorem 1 — `Ẑ⁺_l` for even `l` (prior or nonlinear layer `l`),
+    /// `Ẑ⁻_l` for odd `l` (nonlinear layer `l+1` or the output).
+    pub fn estimate(&self, l: usize) -> Option<&Belief> {
+        if l % 2 == 0 {
+            self.est_plus[l].as_ref()
+        } else {
+            self.est_minus[l].as_ref()
+        }
+    }
+}
+
+/// Per-iteration record of one variable `Z_l`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VariableRecord {
+    /// `l`.
+    pub variable: usize,
+    /// `n_l`.
+    pub rows: usize,
+    /// Predicted average posterior row covariance `Σ̄` of the primary estimate (`d x d`).
+    pub cov: Vec<Vec<f64>>,
+    /// Predicted MSE per row, `tr Σ̄` (compare with `mse`).
+    pub predicted_mse: f64,
+    /// `tr Σ̄` of the forward-pass belief `Ẑ⁺_l`.
+    pub predicted_mse_plus: f64,
+    /// `tr Σ̄` of the backward-pass belief `Ẑ⁻_l`.
+    pub predicted_mse_minus: f64,
+    /// Forward precision `Γ⁺_{kl}`.
+    pub gamma_plus: Vec<Vec<f64>>,
+    /// Backward precision `Γ⁻_{k+1,l}` produced in this iteration.
+    pub gamma_minus: Vec<Vec<f64>>,
+    /// Relative change `||Ẑ_k − Ẑ_{k−1}||_F / ||Ẑ_k||_F` of the primary estimate.
+    pub change: Option<f64>,
+    /// Empirical MSE per row `(1/n)||Ẑ − Z⁰||²_F` of the primary estimate (truth supplied).
+    pub mse: Option<f64>,
+    /// Empirical `d x d` error covariance `(1/n)(Ẑ − Z⁰)^T(Ẑ − Z⁰)` (truth supplied).
+    pub error_cov: Option<Vec<Vec<f64>>>,
+    /// Empirical MSE per row of `Ẑ⁺_l` (truth supplied).
+    pub mse_plus: Option<f64>,
+    /// Empirical MSE per row of `Ẑ⁻_l` (truth supplied).
+    pub mse_minus: Option<f64>,
+}
+
+/// Per-iteration record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IterationRecord {
+    /// Iteration index `k` (0-based).
+    pub iteration: usize,
+    /// Wall time of this iteration in seconds.
+    pub seconds: f64,
+    /// One record per variable `Z_0 … Z_{L−1}`.
+    pub variables: Vec<VariableRecord>,
+}
+
+/// The result of [`Solver::run`].
+#[derive(Clone, Debug)]
+pub struct Solution {
+    /// Primary estimates `Ẑ_0 … Ẑ_{L−1}` (see [`State::estimate`]).
+    pub estimates: Vec<Mat<f64>>,
+    /// Their predicted average posterior row covariances.
+    pub covariances: Vec<DMat>,
+    /// One record per iteration.
+    pub history: Vec<IterationRecord>,
+    /// The final messages.
+    pub state: State,
+    /// Whether the tolerance stop fired.
+    pub converged: bool,
+}
+
+pub use crate::observe::Control;
+
+/// Algorithm 1 on a [`Network`].
+#[derive(Clone, Debug, Default)]
+pub struct Solver {
+    /// The options.
+    pub config: SolverConfig,
+}
+
+/// Where a forward output about `Z_l` comes from (for error messages).
+pub fn location_forward(net: &Network, l: usize) -> String {
+    if l == 0 {
+        format!(
+            "forward message on Z_0 out of the prior ({})",
+            net.prior().describe()
+        )
+    } else {
+        format!(
+            "forward message on Z_{l} out of layer {l} ({})",
+            net.layer(l).describe()
+        )
+    }
+}
+
+/// Where a backward output about `Z_l` comes from (for error messages).
+pub fn location_backward(net: &Network, l: usize) -> String {
+    if l + 1 == net.depth() {
+        format!(
+            "backward message on Z_{l} out of the output ({})",
+            net.output().describe()
+        )
+    } else {
+        format!(
+            "backward message on Z_{l} out of layer {} ({})",
+            l + 1,
+            net.layer(l + 1).describe()
+        )
+    }
+}
+
+/// The "empirical SE" of the reference code (spec §6.5), a diagnostic: every message, as soon as
+/// it is produced, is replaced by a synthetic one with the same linear-Gaussian statistics
+/// relative to the truth, `R ← Z⁰ A + N(0, R_err)` with `A = lstsq(Z⁰, R)` and
+/// `R_err = (1/n)(Z⁰A − R)^T(Z⁰A − R)` (fresh noise every time). Needs the ground truth.
+struct Surrogate<'a> {
+    truth: &'a [Mat<f64>],
+    rng: crate::denoise::Rng,
+}
+
+impl Surrogate<'_> {
+    fn replace(&mut self, l: usize, msg: &mut Message) -> Result<()> {
+        let z = self.truth[l].as_ref();
+        let d = z.ncols();
+        let zz = crate::rows::cross_moment(z, z);
+        let zr = crate::rows::cross_moment(z, msg.mean.as_ref());
+        // lstsq via the normal equations with a relative ridge (rcond ~ 1e-8).
+        let ridge = 1e-8 * zz.trace().max(f64::MIN_POSITIVE) / d as f64;
+        let reg = Spd::from_symmetric("Z^T Z", &zz + DMat::identity(d, d) * ridge)?;
+        let a = reg.solve_right(&zr.transpose()).transpose();
+        let fit = crate::rows::mul_small(z, &a);
+        let resid = &fit - &msg.mean;
+        let rerr = crate::rows::cross_moment(resid.as_ref(), resid.as_ref());
+        let e = nalgebra::SymmetricEigen::new(crate::spd::sym(&rerr));
+        let sqrt = &e.eigenvectors
+            * DMat::from_diagonal(&e.eigenvalues.map(|v| v.max(0.0).sqrt()))
+            * e.eigenvectors.transpose();
+        let noise = crate::denoise::standard_normal(z.nrows(), d, &mut self.rng);
+        msg.mean = &fit + &crate::rows::mul_small(noise.as_ref(), &sqrt);
+        Ok(())
+    }
+}
+
+/// Algorithm 1 as a [`Schedule`]: messages flow, beliefs are kept for the history.
+struct AlgorithmStep<'a, 'b, 't> {
+    net: &'a Network,
+    policy: &'a MessagePolicy,
+    k: usize,
+    est_plus: &'b mut [Option<Belief>],
+    est_minus: &'b mut [Option<Belief>],
+    surrogate: Option<&'b mut Surrogate<'t>>,
+}
+
+impl AlgorithmStep<'_, '_, '_> {
+    fn wrap(&self, loc: String) -> impl Fn(Error) -> Error + '_ {
+        let k = self.k;
+        move |e| match e {
+            Error::Diverged { .. } => e,
+            other => Error::Diverged {
+                location: loc.clone(),
+                iteration: k,
+                detail: other.to_string(),
+            },
+        }
+    }
+    fn finish(&mut self, l: usize, mut msg: Message) -> Result<Message> {
+        if let Some(s) = self.surrogate.as_deref_mut() {
+            s.replace(l, &mut msg)?;
+        }
+        Ok(msg)
+    }
+}
+
+impl Schedule for AlgorithmStep<'_, '_, '_> {
+    type Fwd = Message;
+    type Bwd = Message;
+
+    fn prior(&mut self, minus: &Message, prev: Option<&Message>) -> Result<Message> {
+        let loc = location_forward(self.net, 0);
+        let belief = self
+            .net
+            .prior()
+            .denoise(minus)
+            .map_err(self.wrap(loc.clone()))?;
+        let ext = self.policy.extrinsic(&belief, minus, prev, &loc, self.k)?;
+        self.est_plus[0] = Some(belief);
+        self.finish(0, ext.message)
+    }
+
+    fn layer_forward(
+        &mut self,
+        l: usize,
+        minus: &Message,
+        plus_in: &Message,
+        prev: Option<&Message>,
+    ) -> Result<Message> {
+        let loc = location_forward(self.net, l);
+        let belief = self
+            .net
+            .layer(l)
+            .forward(minus, plus_in)
+            .map_err(self.wrap(loc.clone()))?;
+        // Lines 10–12: the message is about Z_l and subtracts R⁻_{kl} Γ⁻_{kl}.
+        let ext = self.policy.extrinsic(&belief, minus, prev, &loc, self.k)?;
+        self.est_plus[l] = Some(belief);
+        self.finish(l, ext.message)
+    }
+
+    fn output(&mut self, plus: &Message, prev: &Message) -> Result<Message> {
+        let last = self.net.depth() - 1;
+        let loc = location_backward(self.net, last);
+        let belief = self
+            .net
+            .output()
+            .denoise(plus)
+            .map_err(self.wrap(loc.clone()))?;
+        // Lines 16–18 (corrected): subtract R⁺_{k,L−1} Γ⁺_{k,L−1}, divide by Γ⁻_{k+1,L−1}.
+        let ext = self
+            .policy
+            .extrinsic(&belief, plus, Some(prev), &loc, self.k)?;
+        self.est_minus[last] = Some(belief);
+        self.finish(last, ext.message)
+    }
+
+    fn layer_backward(
+        &mut self,
+        l: usize,
+        minus: &Message,
+        plus_in: &Message,
+        prev: &Message,
+    ) -> Result<Message> {
+        let loc = location_backward(self.net, l - 1);
+        let belief = self
+            .net
+            .layer(l)
+            .backward(minus, plus_in)
+            .map_err(self.wrap(loc.clone()))?;
+        // Lines 21–23 (corrected): about Z_{l−1}, subtract R⁺_{k,l−1} Γ⁺_{k,l−1}.
+        let ext = self
+            .policy
+            .extrinsic(&belief, plus_in, Some(prev), &loc, self.k)?;
+        self.est_minus[l - 1] = Some(belief);
+        self.finish(l - 1, ext.message)
+    }
+}
+
+impl Solver {
+    /// A solver with the given options.
+    pub fn new(config: SolverConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Solver { config })
+    }
+
+    fn pass(
+        &self,
+        net: &Network,
+        state: &mut State,
+        forward: bool,
+        surrogate: Option<&mut Surrogate<'_>>,
+    ) -> Result<()> {
+        let State {
+            plus,
+            minus,
+            est_plus,
+            est_minus,
+            iteration,
+        } = state;
+        let mut step = AlgorithmStep {
+            net,
+            policy: &self.config.policy,
+            k: *iteration,
+            est_plus,
+            est_minus,
+            surrogate,
+        };
+        if forward {
+            schedule::forward_pass(&mut step, plus, minus)
+        } else {
+            schedule::backward_pass(&mut step, plus, minus)
+        }
+    }
+
+    /// The forward pass of iteration `state.iteration` (Algorithm 1, lines 4–13).
+    pub fn forward_pass(&self, net: &Network, state: &mut State) -> Result<()> {
+        self.pass(net, state, true, None)
+    }
+
+    /// The backward pass of iteration `state.iteration` (Algorithm 1, lines 15–24, corrected).
+    pub fn backward_pass(&self, net: &Network, state: &mut State) -> Result<()> {
+        self.pass(net, state, false, None)
+    }
+
+    /// Summarises the state after an iteration (with the truth, when supplied).
+    pub fn record(
+        &self,
+        net: &Network,
+        state: &State,
+        previous: Option<&[Mat<f64>]>,
+        truth: Option<&[Mat<f64>]>,
+        seconds: f64,
+    ) -> IterationRecord {
+        let mut variables = Vec::with_capacity(net.depth());
+        for l in 0..net.depth() {
+            let primary = state.estimate(l);
+            let tr = |b: Option<&Belief>| b.map_or(f64::NAN, |b| b.cov.trace());
+            let mse_of = |b: Option<&Belief>| match (b, truth) {
+                (Some(b), Some(t)) => Some(error_stats(b.mean.as_ref(), t[l].as_ref()).0),
+                _ => None,
+            };
+            let (mse, error_cov) = match (primary, truth) {
+                (Some(b), Some(t)) => {
+                    let (m, c) = error_stats(b.mean.as_ref(), t[l].as_ref());
+                    (Some(m), Some(dmat_to_rows(&c)))
+                }
+                _ => (None, None),
+            };
+            let change = match (primary, previous) {
+                (Some(b), Some(p)) => {
+                    let diff = (&b.mean - &p[l]).norm_l2();
+                    let norm = b.mean.norm_l2();
+                    Some(if norm > 0.0 { diff / norm } else { diff })
+                }
+                _ => None,
+            };
+            variables.push(VariableRecord {
+                variable: l,
+                rows: net.rows()[l],
+                cov: primary.map(|b| dmat_to_rows(&b.cov)).unwrap_or_default(),
+                predicted_mse: tr(primary),
+                predicted_mse_plus: tr(state.est_plus[l].as_ref()),
+                predicted_mse_minus: tr(state.est_minus[l].as_ref()),
+                gamma_plus: state.plus[l]
+                    .as_ref()
+                    .map(|m| dmat_to_rows(m.precision.matrix()))
+                    .unwrap_or_default(),
+                gamma_minus: dmat_to_rows(state.minus[l].precision.matrix()),
+                change,
+                mse,
+                error_cov,
+                mse_plus: mse_of(state.est_plus[l].as_ref()),
+                mse_minus: mse_of(state.est_minus[l].as_ref()),
+            });
+        }
+        IterationRecord {
+            iteration: state.iteration,
+            seconds,
+            variables,
+        }
+    }
+
+    /// Runs Algorithm 1 from line 1 for at most `config.iterations` iterations.
+    pub fn run(&self, net: &Network, truth: Option<&[Mat<f64>]>) -> Result<Solution> {
+        self.run_with(net, truth, &mut |_, _| Control::Continue)
+    }
+
+    /// As [`Solver::run`], calling `callback` after every iteration (progress, custom metrics,
+    /// early stop).
+    pub fn run_with(
+        &self,
+        net: &Network,
+        truth: Option<&[Mat<f64>]>,
+        callback: &mut dyn FnMut(&IterationRecord, &State) -> Control,
+    ) -> Result<Solution> {
+        self.config.validate()?;
+        let state = State::new(net, self.config.gamma_init)?;
+        self.run_from(net, state, truth, callback)
+    }
+
+    /// Runs iterations starting from a given state (e.g. custom initial messages).
+    pub fn run_from(
+        &self,
+        net: &Network,
+        state: State,
+        truth: Option<&[Mat<f64>]>,
+        callback: &mut dyn FnMut(&IterationRecord, &State) -> Control,
+    ) -> Result<Solution> {
+        self.run_impl(net, state, truth, callback, None)
+    }
+
+    /// The reference code's "empirical SE" (spec §6.5), a **diagnostic**, not the state
+    /// evolution: the real denoisers run on the real data, but every message is replaced, as soon
+    /// as it is produced, by `Z⁰A + N(0, R_err)` fitted to the truth (fresh noise from `seed`).
+    /// Needs the ground truth. For the deterministic prediction use [`crate::se`].
+    pub fn run_empirical_se(
+        &self,
+        net: &Network,
+        truth: &[Mat<f64>],
+        seed: u64,
+        callback: &mut dyn FnMut(&IterationRecord, &State) -> Control,
+    ) -> Result<Solution> {
+        self.config.validate()?;
+        let state = State::new(net, self.config.gamma_init)?;
+        let mut surrogate = Surrogate {
+            truth,
+            rng: crate::rng_from_seed(seed),
+        };
+        self.check_truth(net, Some(truth))?;
+        self.run_impl(net, state, Some(truth), callback, Some(&mut surrogate))
+    }
+
+    fn check_truth(&self, net: &Network, truth: Option<&[Mat<f64>]>) -> Result<()> {
+        if let Some(t) = truth {
+            if t.len() != net.depth() {
+                return Err(Error::shape(
+                    "truth",
+                    format!("{} matrices Z_0 … Z_{{L-1}}", net.depth()),
+                    format!("{} matrices", t.len()),
+                ));
+            }
+            for (l, z) in t.iter().enumerate() {
+                check_shape(
+                    &format!("truth Z_{l}"),
+                    z.as_ref(),
+                    net.rows()[l],
+                    net.dim(),
+                )?;
+                crate::rows::check_finite(&format!("truth Z_{l}"), z.as_ref())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn run_impl(
+        &self,
+        net: &Network,
+        mut state: State,
+        truth: Option<&[Mat<f64>]>,
+        callback: &mut dyn FnMut(&IterationRecord, &State) -> Control,
+        mut surrogate: Option<&mut Surrogate<'_>>,
+    ) -> Result<Solution> {
+        self.config.validate()?;
+        self.check_truth(net, truth)?;
+        let mut history = Vec::new();
+        let mut previous: Option<Vec<Mat<f64>>> = None;
+        let mut converged = false;
+        for _ in 0..self.config.iterations {
+            let start = Instant::now();
+            self.pass(net, &mut state, true, surrogate.as_deref_mut())?;
+            self.pass(net, &mut state, false, surrogate.as_deref_mut())?;
+            let rec = self.record(
+                net,
+                &state,
+                previous.as_deref(),
+                truth,
+                start.elapsed().as_secs_f64(),
+            );
+            state.iteration += 1;
+            let control = callback(&rec, &state);
+            let max_change = rec
+                .variables
+                .iter()
+                .filter_map(|v| v.change)
+                .fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.max(c))));
+            history.push(rec);
+            previous = Some(
+                (0..net.depth())
+                    .map(|l| state.estimate(l).expect("ran").mean.clone())
+                    .collect(),
+            );
+            if let (Some(tol), Some(ch)) = (self.config.tolerance, max_change) {
+                if ch < tol {
+                    converged = true;
+                    break;
+                }
+            }
+            if control == Control::Stop {
+                break;
+            }
+        }
+        let (estimates, covariances) = (0..net.depth())
+            .map(|l| match state.estimate(l) {
+                Some(b) => (b.mean.clone(), b.cov.clone()),
+                None => (
+                    Mat::zeros(net.rows()[l], net.dim()),
+                    DMat::zeros(net.dim(), net.dim()),
+                ),
+            })
+            .unzip();
+        Ok(Solution {
+            estimates,
+            covariances,
+            history,
+            state,
+            converged,
+        })
+    }
+}
