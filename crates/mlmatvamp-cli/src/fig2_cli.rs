@@ -266,8 +266,12 @@ pub fn fig2(args: &Fig2Args, quiet: bool) -> Result<()> {
     };
     cfg.methods = apply_common(&args.common, &mut cfg.problem, &mut cfg.vamp, &mut cfg.adam);
     apply_se(&args.common, &mut cfg.se);
-    let (result, files) = run_fig2(&cfg, &args.common.out, &mlmatvamp_cli::progress::Bar::new(quiet))
-        .map_err(|e| anyhow!("{e}"))?;
+    let (result, files) = run_fig2(
+        &cfg,
+        &args.common.out,
+        &mlmatvamp_cli::progress::Bar::new(quiet),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
     mlmatvamp_cli::render::save_figures(std::slice::from_ref(&files.figure))
         .map_err(|e| anyhow!("{e}"))?;
     if !quiet {

@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod fig2_cli;
-use mlmatvamp_cli::{progress, render};
 use fig2_cli::{Fig2Args, TwoLayerArgs};
+use mlmatvamp_cli::{progress, render};
 mod mixed_cli;
 
 /// Multi-Layer Matrix VAMP (Pandit et al., NeurIPS 2020) and its state evolution.
@@ -179,13 +179,9 @@ fn compare(args: &CompareArgs, quiet: bool) -> Result<()> {
         empirical_se: args.empirical_se,
         se: args.se.overrides()?,
     };
-    let report = mlmatvamp::predict::compare(
-        &args.config,
-        &args.out,
-        &opts,
-        &progress::Bar::new(quiet),
-    )
-    .map_err(|e| anyhow!("{e}"))?;
+    let report =
+        mlmatvamp::predict::compare(&args.config, &args.out, &opts, &progress::Bar::new(quiet))
+            .map_err(|e| anyhow!("{e}"))?;
     render::save_figures(&report.figures).map_err(|e| anyhow!("{e}"))?;
     if !quiet {
         println!("{}", mlmatvamp::predict::compare_table(&report.record));
@@ -440,4 +436,3 @@ fn inpaint(args: &InpaintArgs, quiet: bool) -> Result<()> {
     }
     Ok(())
 }
-

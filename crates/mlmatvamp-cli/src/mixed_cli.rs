@@ -80,8 +80,8 @@ pub fn run(args: &MixedArgs, quiet: bool) -> Result<()> {
     if let Some(x) = args.lam_min {
         c.policy.lam_min = x;
     }
-    let report =
-        run_mixed(&c, &args.out, &mlmatvamp_cli::progress::Bar::new(quiet)).map_err(|e| anyhow!("{e}"))?;
+    let report = run_mixed(&c, &args.out, &mlmatvamp_cli::progress::Bar::new(quiet))
+        .map_err(|e| anyhow!("{e}"))?;
     mlmatvamp_cli::render::save_figures(&report.figures).map_err(|e| anyhow!("{e}"))?;
     if !quiet {
         println!(

@@ -8,8 +8,8 @@ use mlmatvamp::apps::inpaint::{
     InpaintTrial, LatentAdamConfig, LatentObjective, Weights,
 };
 use mlmatvamp::config;
+use mlmatvamp::factor::monte_carlo::sample_rows;
 use mlmatvamp::prelude::*;
-use mlmatvamp::se::mc::sample_rows;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -264,7 +264,7 @@ fn relu_layers_run_from_configs() {
         let text = RELU_CONFIG.replace("ESTIMATOR", est);
         let p = config::from_toml_str(&text, std::path::Path::new("."), None).unwrap();
         assert!(p.teacher);
-        let desc = p.network.layer(2).describe();
+        let desc = p.network.layer(2).unwrap().describe();
         assert!(
             desc.contains("relu") && desc.contains(&est.to_uppercase()),
             "{desc}"

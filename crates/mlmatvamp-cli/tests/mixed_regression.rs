@@ -433,7 +433,7 @@ fn symmetric_start_is_a_fixed_point_up_to_rounding() {
     })
     .unwrap();
     let col_diff = |st: &State| {
-        let f = &st.est_plus[0].as_ref().unwrap().mean;
+        let f = &st.estimate_plus(0).unwrap().mean;
         let m = f.norm_max().max(f64::MIN_POSITIVE);
         (0..f.nrows())
             .map(|i| (f[(i, 0)] - f[(i, 1)]).abs())
@@ -554,7 +554,8 @@ fn ml_mat_vamp_solves_mixed_regression_and_matches_the_state_evolution() {
 #[test]
 fn run_configuration_solves_the_example() {
     // examples/mixed/mixed.toml: teacher mode with the [init] random start.
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mixed/mixed.toml");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mixed/mixed.toml");
     let problem = mlmatvamp::config::load(&path).unwrap();
     let truth = problem.truth.clone().unwrap();
     let solver = Solver::new(problem.solver.clone()).unwrap();

@@ -101,26 +101,24 @@ fn se_writes_the_documented_predictions() {
         let vars = it["variables"].as_array().unwrap();
         assert_eq!(vars.len(), 2);
         for v in vars {
-            let e = m(&v["error_cov"]);
+            let e = m(&v["se_error_cov"]);
             assert_eq!((e.len(), e[0].len()), (2, 2));
-            let per_entry = v["mse_per_entry"].as_f64().unwrap();
+            let per_entry = v["se_mse_per_entry"].as_f64().unwrap();
             assert!((per_entry - (e[0][0] + e[1][1]) / 2.0).abs() < 1e-12 * per_entry.max(1e-300));
-            assert!(per_entry > 0.0 && v["nmse"].as_f64().unwrap() > 0.0);
-            for key in [
-                "predicted_cov",
-                "k_plus",
-                "psi_minus",
-                "t_minus",
-                "gamma_plus",
-            ] {
+            assert!(per_entry > 0.0 && v["se_nmse"].as_f64().unwrap() > 0.0);
+            for key in ["cov", "k_plus", "psi_minus", "t_minus", "gamma_plus"] {
                 assert!(v[key].is_array(), "{key}");
             }
         }
     }
     // The prior MSE per entry at iteration 0 is E|z|²/d = ρ tr Σ_0 / d = 0.3 (up to MC error and
     // the 1e-6 initial precision), and the estimate improves.
-    let first = iters[0]["variables"][0]["mse_per_entry"].as_f64().unwrap();
-    let last = iters[4]["variables"][0]["mse_per_entry"].as_f64().unwrap();
+    let first = iters[0]["variables"][0]["se_mse_per_entry"]
+        .as_f64()
+        .unwrap();
+    let last = iters[4]["variables"][0]["se_mse_per_entry"]
+        .as_f64()
+        .unwrap();
     assert!((first - 0.3).abs() < 0.05, "{first}");
     assert!(last < 0.5 * first, "{first} -> {last}");
 

@@ -79,10 +79,7 @@ fn fused_vamp(
         let cov = (&cov + cov.transpose()) * (0.5 / ntr as f64);
         let f1 = &v * ft;
         let z1 = to_dmat(x) * &f1;
-        let belief = Belief {
-            mean: common::to_mat(&z1),
-            cov: cov.clone(),
-        };
+        let belief = Belief::new(common::to_mat(&z1), cov.clone());
         let to_output = policy
             .extrinsic(&belief, &to_input, prev_to_output.as_ref(), "input", k)
             .unwrap()
@@ -159,14 +156,14 @@ fn three_factor_network_matches_fused_input_estimator() {
         let mut engine: Vec<(Message, DMat, DMat, DMat, Message)> = Vec::new();
         let run = cfg
             .run_with(&trial, &start, &mut |_, state| {
-                let f1 = state.est_minus[0].as_ref().unwrap();
-                let z1 = state.est_plus[1].as_ref().unwrap();
+                let f1 = state.estimate_minus(0).unwrap();
+                let z1 = state.estimate_plus(1).unwrap();
                 engine.push((
-                    state.minus[1].clone(),
+                    state.minus(1).unwrap().clone(),
                     to_dmat(&f1.mean),
                     to_dmat(&z1.mean),
                     z1.cov.clone(),
-                    state.plus[1].clone().unwrap(),
+                    state.plus(1).cloned().unwrap(),
                 ));
             })
             .unwrap();
@@ -232,7 +229,7 @@ fn the_output_starts_from_the_initial_message() {
         };
         let mut seen = None;
         cfg.run_with(&trial, &start, &mut |_, state| {
-            seen = Some(state.est_minus[1].as_ref().unwrap().clone());
+            seen = Some(state.estimate_minus(1).unwrap().clone());
         })
         .unwrap();
         let out = TwoLayerOutput::new(
@@ -310,10 +307,7 @@ fn per_iteration_metrics_are_recorded() {
     let mut iterates: Vec<(VampIteration, Mat<f64>)> = Vec::new();
     let run = cfg
         .run_with(&trial, &start, &mut |rec, state| {
-            iterates.push((
-                rec.clone(),
-                state.est_minus[0].as_ref().unwrap().mean.clone(),
-            ))
+            iterates.push((rec.clone(), state.estimate_minus(0).unwrap().mean.clone()))
         })
         .unwrap();
     assert_eq!(run.history.len(), 4);
@@ -624,7 +618,9 @@ fn fig2_options_are_validated() {
         ),
     ];
     for (cfg, want) in bad {
-        let err = run_fig2(&cfg, &dir, &mlmatvamp::observe::Silent).unwrap_err().to_string();
+        let err = run_fig2(&cfg, &dir, &mlmatvamp::observe::Silent)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(want), "{err}");
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -96,10 +96,11 @@ mod parts {
     #[divan::bench(sample_count = 30)]
     fn linear_forward(bencher: Bencher) {
         let (net, state, _) = setup();
-        let plus0 = state.plus[0].as_ref().expect("message");
+        let plus0 = state.plus(0).expect("message");
         bencher.bench(|| {
             net.layer(1)
-                .forward(&state.minus[1], plus0)
+                .expect("layer 1")
+                .forward(state.minus(1).unwrap(), plus0)
                 .expect("forward")
         });
     }
@@ -107,10 +108,11 @@ mod parts {
     #[divan::bench(sample_count = 30)]
     fn linear_backward(bencher: Bencher) {
         let (net, state, _) = setup();
-        let plus0 = state.plus[0].as_ref().expect("message");
+        let plus0 = state.plus(0).expect("message");
         bencher.bench(|| {
             net.layer(1)
-                .backward(&state.minus[1], plus0)
+                .expect("layer 1")
+                .backward(state.minus(1).unwrap(), plus0)
                 .expect("backward")
         });
     }
@@ -118,14 +120,14 @@ mod parts {
     #[divan::bench(sample_count = 30)]
     fn output_denoise(bencher: Bencher) {
         let (net, state, _) = setup();
-        let plus1 = state.plus[1].as_ref().expect("message");
+        let plus1 = state.plus(1).expect("message");
         bencher.bench(|| net.output().denoise(plus1).expect("output"));
     }
 
     #[divan::bench(sample_count = 30)]
     fn message_rule_on_z1(bencher: Bencher) {
         let (net, state, solver) = setup();
-        let plus1 = state.plus[1].as_ref().expect("message");
+        let plus1 = state.plus(1).expect("message");
         let belief = net.output().denoise(plus1).expect("output");
         bencher.bench(|| {
             solver

@@ -55,7 +55,7 @@ fn main() -> mlmatvamp::Result<()> {
     })?;
     let mut errors = Vec::new();
     let solution = solver.run_from(&net, start.state(&net)?, None, &mut |_, state| {
-        if let Some(b) = &state.est_plus[0] {
+        if let Some(b) = state.estimate_plus(0) {
             errors.push(parameter_error(b.mean.as_ref(), trial.f.as_ref()).unwrap_or(f64::NAN));
         }
         Control::Continue

@@ -455,27 +455,8 @@ impl Resolver {
             ArraySource::Law(spec) => {
                 let label = format!("{desc} ({} law, key `{key}`)", spec.law.name());
                 let (rows, cols) = spec.check(&label, implied)?;
-                let mut rng = stream(self.seed, key);
-                let data =
-                    match spec.law {
-                        Law::Gaussian => {
-                            crate::denoise::standard_normal(rows, cols, &mut rng)
-                                * faer::Scale(spec.gaussian_variance(cols).sqrt())
-                        }
-                        Law::Bernoulli => {
-                            use rand::RngExt;
-                            let p = spec.observed.unwrap_or(1.0);
-                            Mat::from_fn(rows, cols, |_, _| {
-                                if rng.random::<f64>() < p {
-                                    1.0
-                                } else {
-                                    0.0
-                                }
-                            })
-                        }
-                    };
                 Ok(Array {
-                    data,
+                    data: draw_law(spec, rows, cols, self.seed, key),
                     vector: false,
                     label,
                 })
@@ -731,7 +712,10 @@ impl Problem {
     /// `run` and `compare` both solve through here, so they cannot disagree on the start.
     pub fn solve(
         &self,
-        callback: &mut dyn FnMut(&crate::solver::IterationRecord, &crate::solver::State) -> crate::solver::Control,
+        callback: &mut dyn FnMut(
+            &crate::solver::IterationRecord,
+            &crate::solver::State,
+        ) -> crate::solver::Control,
     ) -> Result<crate::solver::Solution> {
         let solver = crate::solver::Solver::new(self.solver.clone())?;
         solver.run_from(
@@ -906,11 +890,68 @@ impl TeacherLaw {
 /// A hidden layer with its arrays loaded and checked, before any SVD.
 pub(crate) enum Prepared {
     Linear {
-        weight: Mat<f64>,
+        weight: Weight,
         bias: Option<Mat<f64>>,
         noise: Option<Spd>,
     },
     RowWise(Arc<dyn Layer>),
+}
+
+/// The weight of a linear layer: a matrix, or a law that is drawn only when the algorithm needs
+/// the matrix (the state evolution needs only its singular-value law).
+pub(crate) enum Weight {
+    /// A given (or inline) matrix, checked finite.
+    Matrix(Mat<f64>),
+    /// `{ law = …, rows = …, cols = … }`, checked; drawn from the stream of `key`.
+    Law {
+        spec: Box<LawSpec>,
+        key: String,
+        label: String,
+        rows: usize,
+        cols: usize,
+    },
+}
+
+impl Weight {
+    /// The matrix: the given one, or the law drawn from its own stream of `seed`.
+    fn into_matrix(self, seed: u64) -> Mat<f64> {
+        match self {
+            Weight::Matrix(m) => m,
+            Weight::Law {
+                spec,
+                key,
+                rows,
+                cols,
+                ..
+            } => draw_law(&spec, rows, cols, seed, &key),
+        }
+    }
+}
+
+/// Draws a law array from the stream of `key` under `seed` (each key has its own stream).
+fn draw_law(spec: &LawSpec, rows: usize, cols: usize, seed: u64, key: &str) -> Mat<f64> {
+    let mut rng = stream(seed, key);
+    match spec.law {
+        Law::Gaussian => {
+            crate::rng::standard_normal(rows, cols, &mut rng)
+                * faer::Scale(spec.gaussian_variance(cols).sqrt())
+        }
+        Law::Bernoulli => {
+            use rand::RngExt;
+            let p = spec.observed.unwrap_or(1.0);
+            Mat::from_fn(
+                rows,
+                cols,
+                |_, _| {
+                    if rng.random::<f64>() < p {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                },
+            )
+        }
+    }
 }
 
 impl LayerConfig {
@@ -940,30 +981,45 @@ impl LayerConfig {
                 bias,
                 noise_precision,
             } => {
-                let w = res
-                    .resolve(
-                        weight,
-                        &format!("layer[{l}].weight"),
-                        &format!("weight of layer {l}"),
-                    )?
-                    .finite()?;
-                let (r, c) = (w.data.nrows(), w.data.ncols());
+                let key = format!("layer[{l}].weight");
+                let desc = format!("weight of layer {l}");
+                // A law is checked here and drawn only when the algorithm needs the matrix.
+                let (w, label, (r, c), got) = match weight {
+                    ArraySource::Law(spec) => {
+                        let label = format!("{desc} ({} law, key `{key}`)", spec.law.name());
+                        let shape = spec.check(&label, None)?;
+                        let w = Weight::Law {
+                            spec: Box::new(spec.clone()),
+                            key,
+                            label: label.clone(),
+                            rows: shape.0,
+                            cols: shape.1,
+                        };
+                        (w, label, shape, format!("{} x {}", shape.0, shape.1))
+                    }
+                    other => {
+                        let a = res.resolve(other, &key, &desc)?.finite()?;
+                        let shape = (a.data.nrows(), a.data.ncols());
+                        let got = a.got();
+                        (Weight::Matrix(a.data), a.label, shape, got)
+                    }
+                };
                 if c != n_in {
-                    let hint = if r == n_in && c != n_in {
+                    let hint = if r == n_in {
                         " (is it transposed?)"
                     } else {
                         ""
                     };
                     return Err(Error::shape(
-                        &w.label,
+                        &label,
                         format!("n_{l} x {n_in} (n_{} = {n_in} rows of Z_{})", l - 1, l - 1),
-                        format!("{}{hint}", w.got()),
+                        format!("{got}{hint}"),
                     ));
                 }
                 let n_out = r;
                 if n_out as u64 * d as u64 > io::MAX_ENTRIES {
                     return Err(Error::invalid(
-                        &w.label,
+                        &label,
                         format!("n_{l} x d = {n_out} x {d} is too large"),
                     ));
                 }
@@ -983,7 +1039,7 @@ impl LayerConfig {
                 let noise = noise(noise_precision)?;
                 Ok((
                     Prepared::Linear {
-                        weight: w.data,
+                        weight: w,
                         bias,
                         noise,
                     },
@@ -1057,14 +1113,20 @@ pub(crate) fn broadcast_bias(b: Array, n: usize, d: usize) -> Result<Mat<f64>> {
     }
 }
 
+/// A built output channel and what the state evolution needs beyond it.
+pub(crate) struct BuiltOutput {
+    /// The channel (holding `y`, or a zero placeholder in teacher mode).
+    pub channel: Arc<dyn OutputChannel>,
+    /// Teacher mode: no `y` was given.
+    pub teacher: bool,
+    /// An AWGN mask given as a Bernoulli law: its observed fraction and the output's noise
+    /// precision (the state evolution uses the law, not the drawn mask).
+    pub mask_law: Option<(f64, Spd)>,
+}
+
 impl OutputConfig {
-    /// Builds the channel for `n` rows; returns it and whether it is a teacher template.
-    pub(crate) fn build(
-        &self,
-        n: usize,
-        d: usize,
-        res: &Resolver,
-    ) -> Result<(Arc<dyn OutputChannel>, bool)> {
+    /// Builds the channel for `n` rows (a mask given as a law is drawn, and also kept as a law).
+    pub(crate) fn build(&self, n: usize, d: usize, res: &Resolver) -> Result<BuiltOutput> {
         match self {
             OutputConfig::Awgn {
                 y,
@@ -1078,7 +1140,7 @@ impl OutputConfig {
                         "noise precision of the output",
                     )?
                     .spd(d)?;
-                let mask = match mask {
+                let mask_matrix = match mask {
                     Some(src) => {
                         let m = res.resolve_shaped(
                             src,
@@ -1111,8 +1173,9 @@ impl OutputConfig {
                         let label = a.label.clone();
                         let y = a.matrix(n, d)?;
                         // NaN/Inf are allowed only where the mask marks an entry missing.
-                        let observed =
-                            |i: usize, j: usize| mask.as_ref().is_none_or(|m| m[(i, j)] == 1.0);
+                        let observed = |i: usize, j: usize| {
+                            mask_matrix.as_ref().is_none_or(|m| m[(i, j)] == 1.0)
+                        };
                         for j in 0..d {
                             for i in 0..n {
                                 let v = y[(i, j)];
@@ -1121,7 +1184,7 @@ impl OutputConfig {
                                         what: label,
                                         detail: format!(
                                             "entry ({i}, {j}) (0-based row, column) is {v}{}",
-                                            if mask.is_some() {
+                                            if mask_matrix.is_some() {
                                                 ", but the mask marks it observed"
                                             } else {
                                                 "; mark missing entries with `mask` (0 = missing)"
@@ -1135,7 +1198,17 @@ impl OutputConfig {
                     }
                     None => (Mat::zeros(n, d), true),
                 };
-                Ok((Arc::new(AwgnOutput::new(y, noise, mask)?), teacher))
+                let mask_law = match mask {
+                    Some(ArraySource::Law(law)) if law.law == Law::Bernoulli => {
+                        Some((law.observed.unwrap_or(1.0), noise.clone()))
+                    }
+                    _ => None,
+                };
+                Ok(BuiltOutput {
+                    channel: Arc::new(AwgnOutput::new(y, noise, mask_matrix)?),
+                    teacher,
+                    mask_law,
+                })
             }
             OutputConfig::MixedRegression {
                 y,
@@ -1165,7 +1238,11 @@ impl OutputConfig {
                     weights,
                     estimator.unwrap_or_default(),
                 )?;
-                Ok((Arc::new(channel), teacher))
+                Ok(BuiltOutput {
+                    channel: Arc::new(channel),
+                    teacher,
+                    mask_law: None,
+                })
             }
         }
     }
@@ -1247,8 +1324,18 @@ impl RunConfig {
     }
 
     /// Loads every array, checks it, and builds the network (teacher mode: draws the truth and
-    /// the observation from the model with `seed`).
+    /// the observation from the model with `seed`). The same as [`RunConfig::resolve`] followed
+    /// by [`Resolved::problem`].
     pub fn build(&self, base_dir: &Path, path: Option<&Path>) -> Result<Problem> {
+        self.resolve(base_dir, path)?.problem()
+    }
+
+    /// Phase 1 of every use of a configuration (`run`, `se`, `compare`, the Python package):
+    /// checks the structure and the options, reads and checks every array (laws of weights are
+    /// checked but not drawn), builds the prior, the row-wise layers and the output. No SVD and
+    /// no teacher draw yet: [`Resolved::problem`] does those for the algorithm,
+    /// [`crate::predict::build_se_model`] uses the spectral laws instead for the state evolution.
+    pub fn resolve(&self, base_dir: &Path, path: Option<&Path>) -> Result<Resolved> {
         let start = std::time::Instant::now();
         let d = self.d;
         let solver = self.check_structure(path)?;
@@ -1256,18 +1343,18 @@ impl RunConfig {
             base_dir: base_dir.to_path_buf(),
             seed: self.seed,
         };
-        // Phase 1: read and check every array (cheap), so errors come before any SVD.
         let (prior, n0) = self.prior.build(&res, d, path)?;
         let mut rows = vec![n0];
         let mut prepared = Vec::with_capacity(self.layer.len());
         for (i, layer) in self.layer.iter().enumerate() {
-            let n_in = *rows.last().expect("non-empty");
+            let n_in = rows[rows.len() - 1];
             let (p, n_out) = layer.prepare(i + 1, n_in, d, &res, self.estimator)?;
             rows.push(n_out);
             prepared.push(p);
         }
-        let n_last = *rows.last().expect("non-empty");
-        let (output, teacher) = self.output.build(n_last, d, &res)?;
+        let n_last = rows[rows.len() - 1];
+        let output = self.output.build(n_last, d, &res)?;
+        let teacher = output.teacher;
         if !teacher
             && matches!(
                 self.prior,
@@ -1315,16 +1402,90 @@ impl RunConfig {
                 Some(out)
             }
         };
+        Ok(Resolved {
+            config: self.clone(),
+            path: path.map(Path::to_path_buf),
+            solver,
+            prior,
+            rows,
+            prepared,
+            output,
+            truth,
+            res,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// A configuration after phase 1 ([`RunConfig::resolve`]): every array read and checked, the
+/// prior, row-wise layers and output built; linear layers not yet factorised, laws not yet drawn.
+pub struct Resolved {
+    pub(crate) config: RunConfig,
+    pub(crate) path: Option<PathBuf>,
+    pub(crate) solver: SolverConfig,
+    pub(crate) prior: Arc<dyn InputPrior>,
+    pub(crate) rows: Vec<usize>,
+    pub(crate) prepared: Vec<Prepared>,
+    pub(crate) output: BuiltOutput,
+    pub(crate) truth: Option<Vec<Mat<f64>>>,
+    pub(crate) res: Resolver,
+    pub(crate) seconds: f64,
+}
+
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolved")
+            .field("path", &self.path)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Resolved {
+    /// The typed configuration.
+    pub fn config(&self) -> &RunConfig {
+        &self.config
+    }
+    /// The row counts `n_0 … n_{L−1}`.
+    pub fn rows(&self) -> &[usize] {
+        &self.rows
+    }
+    /// Whether the observation is drawn from the model (no `y` in `[output]`).
+    pub fn is_teacher(&self) -> bool {
+        self.output.teacher
+    }
+
+    /// Phase 2 for the algorithm: draws law weights, factorises the linear layers (SVD), builds
+    /// the network and, in teacher mode, draws the truth and the observation from `seed`.
+    pub fn problem(self) -> Result<Problem> {
+        let start = std::time::Instant::now();
+        let Resolved {
+            config,
+            path,
+            solver,
+            prior,
+            rows,
+            prepared,
+            output,
+            truth,
+            res,
+            seconds,
+        } = self;
+        let d = config.d;
+        let n0 = rows[0];
+        let teacher = output.teacher;
+        let output = output.channel;
         // Phase 2: the SVDs of the linear layers.
         let mut layers: Vec<Arc<dyn Layer>> = Vec::with_capacity(prepared.len());
         let mut infos = Vec::with_capacity(prepared.len());
-        for (i, (p, cfg)) in prepared.into_iter().zip(&self.layer).enumerate() {
+        for (i, (p, cfg)) in prepared.into_iter().zip(&config.layer).enumerate() {
             let (layer, svd): (Arc<dyn Layer>, Option<f64>) = match p {
                 Prepared::Linear {
                     weight,
                     bias,
                     noise,
                 } => {
+                    let weight = weight.into_matrix(res.seed);
                     let lin = LinearLayer::new(weight.as_ref(), bias, noise, d)?;
                     let s = lin.svd_seconds();
                     (Arc::new(lin), Some(s))
@@ -1343,21 +1504,21 @@ impl RunConfig {
         }
         let network = Network::new(prior, n0, layers, output)?;
         let (network, truth) = if teacher {
-            let (truth, net) = network.sample(&mut stream(self.seed, "teacher"))?;
+            let (truth, net) = network.sample(&mut stream(config.seed, "teacher"))?;
             (net, Some(truth))
         } else {
             (network, truth)
         };
         Ok(Problem {
-            path: path.map(Path::to_path_buf),
-            config: self.clone(),
+            path,
+            config,
             raw: serde_json::Value::Null,
             network,
             solver,
             truth,
             teacher,
             layers: infos,
-            setup_seconds: start.elapsed().as_secs_f64(),
+            setup_seconds: seconds + start.elapsed().as_secs_f64(),
         })
     }
 }

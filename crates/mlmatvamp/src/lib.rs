@@ -46,12 +46,13 @@ pub mod rng;
 pub mod rows;
 pub mod spd;
 // Messages, factors, Algorithm 1, the state evolution (the paper's order).
-pub mod message;
 pub mod denoise;
+pub mod factor;
+pub mod message;
 pub mod network;
 pub mod schedule;
-pub mod solver;
 pub mod se;
+pub mod solver;
 // Applications (paper Section 2).
 pub mod apps;
 // Configuration and array files, and the drivers that write result files (feature `io`).
@@ -73,13 +74,19 @@ pub use rng::rng_from_seed;
 pub mod prelude {
     pub use crate::denoise::{
         standard_normal, Activation, ActivationLayer, AwgnOutput, BernoulliGaussianPrior,
-        Estimator, GaussianPrior, HessianKind, InputPrior, Layer, LayerKind, LinearLayer,
-        MmseMethod, OutputChannel, Rng, TwoLayerEstimator, TwoLayerOutput,
+        Estimator, GaussianPrior, HessianKind, LinearLayer, MmseMethod, Rng, TwoLayerEstimator,
+        TwoLayerOutput,
     };
     pub use crate::denoise::{GroupLassoPrior, MismatchedPrior};
     pub use crate::error::{Error, Result};
+    pub use crate::factor::{
+        Factor, InputPrior, Layer, LayerDenoiser, LayerKind, LayerSampler, LayerSe, LayerShape,
+        OutputChannel, OutputDenoiser, OutputLaw, OutputSe, OutputShape, PriorDenoiser,
+        PriorSampler, PriorSe,
+    };
     pub use crate::message::{Belief, Message, MessagePolicy};
     pub use crate::network::Network;
+    pub use crate::network::SeNetwork;
     pub use crate::rng_from_seed;
     pub use crate::solver::{Control, Solution, Solver, SolverConfig, State};
     pub use crate::spd::{DMat, Spd};

@@ -61,6 +61,25 @@ pub struct Belief {
     pub mean: Mat<f64>,
     /// The average posterior row covariance `Σ̄` (`d x d`, symmetric positive semi-definite).
     pub cov: DMat,
+    /// Warnings about this estimate (e.g. rows where a quadrature was unreliable). The solver
+    /// moves them into the iteration's history record; the library never prints them.
+    pub warnings: Vec<String>,
+}
+
+impl Belief {
+    /// A belief `(Ẑ, Σ̄)` without warnings.
+    pub fn new(mean: Mat<f64>, cov: DMat) -> Self {
+        Belief {
+            mean,
+            cov,
+            warnings: Vec::new(),
+        }
+    }
+    /// The same belief with a warning attached.
+    pub fn with_warning(mut self, warning: impl Into<String>) -> Self {
+        self.warnings.push(warning.into());
+        self
+    }
 }
 
 /// How extrinsic messages are formed from beliefs (spec §2.2–2.4): clipping bounds and damping.

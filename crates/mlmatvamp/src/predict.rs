@@ -26,25 +26,23 @@
 //! let model = load_se_model(Path::new("examples/se/mmv.toml"), &SeOverrides::default())?;
 //! let (iterations, seconds) = model.run()?;
 //! let last = &iterations.last().unwrap().variables[0];
-//! println!("Z_0: predicted MSE per entry {:.3e} ({seconds:.2} s)", last.mse_per_entry);
+//! println!("Z_0: predicted MSE per entry {:.3e} ({seconds:.2} s)", last.se_mse_per_entry);
 //! # Ok(())
 //! # }
 //! ```
 
-use crate::config::{
-    broadcast_bias, config_error, ArraySource, Law, LayerConfig, OutputConfig, Prepared, Resolver,
-    RunConfig,
-};
-use crate::denoise::{InputPrior, Layer, OutputChannel};
+use crate::config::{config_error, Law, Prepared, RunConfig, Weight};
+use crate::denoise::mask_law::AwgnMaskLaw;
 use crate::error::{Error, Result};
 use crate::experiments::{self, Meta, TrialOutcome};
-use crate::io;
-use crate::network::Network;
+use crate::factor::{LayerSe, OutputSe};
 use crate::figure::{Figure, FigureFile, Panel, Series};
+use crate::io;
 use crate::observe::{Observer, Progress};
 use crate::rows::cross_moment;
-use crate::se::awgn::AwgnMaskLaw;
-use crate::se::{LinearSpec, PsiMode, SeConfig, SeIteration, SpectralLinearLayer, StateEvolution};
+use crate::se::{
+    LinearSpec, PsiMode, SeConfig, SeIteration, SeNetwork, SpectralLinearLayer, StateEvolution,
+};
 use crate::solver::{Control, Solver};
 use crate::spd::{DMat, Spd};
 use serde::Serialize;
@@ -96,7 +94,7 @@ pub struct SeModel {
     /// The configuration as parsed TOML, converted to JSON.
     pub raw: serde_json::Value,
     /// The network as the SE sees it (law layers and outputs are SE-only).
-    pub network: Network,
+    pub network: SeNetwork,
     /// The effective SE options.
     pub se: SeConfig,
     /// One entry per hidden layer.
@@ -170,84 +168,6 @@ fn gcd(mut a: usize, mut b: usize) -> usize {
     a.max(1)
 }
 
-/// A linear layer known through a spectrum, shown with the layer's real shape.
-struct LawLinear {
-    inner: SpectralLinearLayer,
-    n_out: usize,
-    n_in: usize,
-    what: String,
-}
-
-impl Layer for LawLinear {
-    fn describe(&self) -> String {
-        format!(
-            "linear layer {} x {} ({}{})",
-            self.n_out,
-            self.n_in,
-            self.what,
-            if self.inner.spec.noise.is_some() {
-                ", noisy"
-            } else {
-                ", noiseless"
-            }
-        )
-    }
-    fn kind(&self) -> crate::denoise::LayerKind {
-        crate::denoise::LayerKind::Linear
-    }
-    fn dim(&self) -> usize {
-        self.inner.spec.d
-    }
-    fn input_rows(&self) -> Option<usize> {
-        Some(self.n_in)
-    }
-    fn output_rows(&self, _n_in: usize) -> usize {
-        self.n_out
-    }
-    fn forward(
-        &self,
-        minus: &crate::message::Message,
-        plus: &crate::message::Message,
-    ) -> Result<crate::message::Belief> {
-        self.inner.forward(minus, plus)
-    }
-    fn backward(
-        &self,
-        minus: &crate::message::Message,
-        plus: &crate::message::Message,
-    ) -> Result<crate::message::Belief> {
-        self.inner.backward(minus, plus)
-    }
-    fn sample(
-        &self,
-        z_prev: faer::MatRef<'_, f64>,
-        rng: &mut crate::denoise::Rng,
-    ) -> Result<faer::Mat<f64>> {
-        self.inner.sample(z_prev, rng)
-    }
-    fn singular_values(&self) -> Option<&[f64]> {
-        Some(&self.inner.spec.singular_values)
-    }
-    fn se_forward(
-        &self,
-        minus: &crate::se::SeBackward,
-        plus_in: &crate::se::SeForward,
-        ctx: &crate::se::SeContext<'_>,
-        prev: Option<&Spd>,
-    ) -> Result<crate::se::SeStep<crate::se::SeForward>> {
-        self.inner.spec.se_forward(minus, plus_in, ctx, prev)
-    }
-    fn se_backward(
-        &self,
-        minus: &crate::se::SeBackward,
-        plus_in: &crate::se::SeForward,
-        ctx: &crate::se::SeContext<'_>,
-        prev: Option<&Spd>,
-    ) -> Result<crate::se::SeStep<crate::se::SeBackward>> {
-        self.inner.spec.se_backward(minus, plus_in, ctx, prev)
-    }
-}
-
 /// The effective SE options of a configuration: `[se]` overridden by `overrides`; the
 /// iterations, `gamma_init` and policy of the solver.
 pub fn se_config(
@@ -283,7 +203,11 @@ pub fn se_config(
     Ok(se)
 }
 
-/// Builds the state-evolution model of a configuration (see the module documentation).
+/// Builds the state-evolution model of a configuration (see the module documentation): phase 1
+/// is the algorithm's own ([`RunConfig::resolve`]), so `run`, `se` and `compare` read and check
+/// a configuration through the same code; then every linear layer becomes a
+/// [`SpectralLinearLayer`] (the law's quantiles, or the given weight's singular values) and an
+/// AWGN mask given as a law becomes an [`AwgnMaskLaw`].
 pub fn build_se_model(
     config: &RunConfig,
     base_dir: &Path,
@@ -292,129 +216,79 @@ pub fn build_se_model(
 ) -> Result<SeModel> {
     let start = Instant::now();
     let se = se_config(config, path, overrides)?;
+    let resolved = config.resolve(base_dir, path)?;
     let d = config.d;
-    let res = Resolver {
-        base_dir: base_dir.to_path_buf(),
-        seed: config.seed,
-    };
-    let (prior, n0): (Arc<dyn InputPrior>, usize) = config.prior.build(&res, d, path)?;
-    let mut rows = vec![n0];
-    let mut layers: Vec<Arc<dyn Layer>> = Vec::with_capacity(config.layer.len());
+    let rows = resolved.rows.clone();
+    let mut layers: Vec<Arc<dyn LayerSe>> = Vec::with_capacity(config.layer.len());
     let mut infos = Vec::with_capacity(config.layer.len());
-    for (i, lc) in config.layer.iter().enumerate() {
+    for (i, (p, lc)) in resolved.prepared.into_iter().zip(&config.layer).enumerate() {
         let l = i + 1;
-        let n_in = *rows.last().expect("non-empty");
-        let (layer, spectrum): (Arc<dyn Layer>, Option<String>) = match lc {
-            LayerConfig::Linear {
-                weight: ArraySource::Law(law),
+        let (n_in, n_out) = (rows[i], rows[i + 1]);
+        let (layer, spectrum): (Arc<dyn LayerSe>, Option<String>) = match p {
+            Prepared::Linear {
+                weight,
                 bias,
-                noise_precision,
+                noise,
             } => {
-                let label = format!(
-                    "weight of layer {l} ({} law, key `layer[{l}].weight`)",
-                    law.law.name()
-                );
-                let (n_out, cols) = law.check(&label, None)?;
-                if law.law != Law::Gaussian {
-                    return Err(Error::invalid(
-                        &label,
-                        "a weight law must be `gaussian` (i.i.d. entries)",
-                    ));
-                }
-                if cols != n_in {
-                    return Err(Error::shape(
-                        &label,
-                        format!("n_{l} x {n_in} (n_{} = {n_in} rows of Z_{})", l - 1, l - 1),
-                        format!("{n_out} x {cols}"),
-                    ));
-                }
-                let variance = law.gaussian_variance(cols);
-                if variance <= 0.0 {
-                    return Err(Error::invalid(
-                        &label,
-                        format!("the state evolution needs a positive variance, got {variance}"),
-                    ));
-                }
-                let noise = noise_precision
-                    .as_ref()
-                    .map(|s| {
-                        res.resolve(
-                            s,
-                            &format!("layer[{l}].noise_precision"),
-                            &format!("noise precision of layer {l}"),
-                        )?
-                        .spd(d)
-                    })
-                    .transpose()?;
-                let bias_moment = bias
-                    .as_ref()
-                    .map(|src| {
-                        let b = res
-                            .resolve(
-                                src,
-                                &format!("layer[{l}].bias"),
-                                &format!("bias of layer {l}"),
-                            )?
-                            .finite()?;
-                        let b = broadcast_bias(b, n_out, d)?;
-                        Ok::<_, Error>(cross_moment(b.as_ref(), b.as_ref()))
-                    })
-                    .transpose()?;
-                let spec = gaussian_law_spec(n_out, cols, variance, d, noise, bias_moment)?;
-                let what = format!("Marchenko-Pastur law of i.i.d. N(0, {variance:.4e}) entries");
-                let points = spec.singular_values.len();
-                (
-                    Arc::new(LawLinear {
-                        inner: SpectralLinearLayer { spec },
-                        n_out,
-                        n_in,
-                        what: what.clone(),
-                    }),
-                    Some(format!("{what}, {points} quantiles")),
-                )
-            }
-            other => match other.prepare(l, n_in, d, &res, config.estimator)? {
-                (
-                    Prepared::Linear {
-                        weight,
-                        bias,
-                        noise,
-                    },
-                    n_out,
-                ) => {
-                    let s = weight.singular_values().map_err(|e| Error::Numerical {
-                        what: format!("singular values of the weight of layer {l}"),
-                        detail: format!("{e:?}"),
-                    })?;
-                    let bias_moment = match &bias {
-                        Some(b) => cross_moment(b.as_ref(), b.as_ref()),
-                        None => DMat::zeros(d, d),
-                    };
-                    let spec = LinearSpec {
-                        n_out,
-                        n_in,
-                        d,
-                        singular_values: s,
-                        noise,
-                        bias_moment,
-                    };
-                    (
-                        Arc::new(LawLinear {
-                            inner: SpectralLinearLayer { spec },
+                let bias_moment = bias.as_ref().map(|b| cross_moment(b.as_ref(), b.as_ref()));
+                match weight {
+                    Weight::Law {
+                        spec: law,
+                        label,
+                        cols,
+                        ..
+                    } => {
+                        if law.law != Law::Gaussian {
+                            return Err(Error::invalid(
+                                &label,
+                                "a weight law must be `gaussian` (i.i.d. entries)",
+                            ));
+                        }
+                        let variance = law.gaussian_variance(cols);
+                        if variance <= 0.0 {
+                            return Err(Error::invalid(
+                                &label,
+                                format!(
+                                    "the state evolution needs a positive variance, got {variance}"
+                                ),
+                            ));
+                        }
+                        let spec = gaussian_law_spec(n_out, n_in, variance, d, noise, bias_moment)?;
+                        let what =
+                            format!("Marchenko-Pastur law of i.i.d. N(0, {variance:.4e}) entries");
+                        let points = spec.singular_values.len();
+                        (
+                            Arc::new(SpectralLinearLayer::new(spec).shown_as(
+                                n_out,
+                                n_in,
+                                what.clone(),
+                            )),
+                            Some(format!("{what}, {points} quantiles")),
+                        )
+                    }
+                    Weight::Matrix(weight) => {
+                        let s = weight.singular_values().map_err(|e| Error::Numerical {
+                            what: format!("singular values of the weight of layer {l}"),
+                            detail: format!("{e:?}"),
+                        })?;
+                        let spec = LinearSpec {
                             n_out,
                             n_in,
-                            what: "singular values of the given weight".into(),
-                        }),
-                        Some(format!(
-                            "singular values of the given weight ({})",
-                            n_out.min(n_in)
-                        )),
-                    )
+                            d,
+                            singular_values: s,
+                            noise,
+                            bias_moment: bias_moment.unwrap_or_else(|| DMat::zeros(d, d)),
+                        };
+                        let what = "singular values of the given weight";
+                        (
+                            Arc::new(SpectralLinearLayer::new(spec).shown_as(n_out, n_in, what)),
+                            Some(format!("{what} ({})", n_out.min(n_in))),
+                        )
+                    }
                 }
-                (Prepared::RowWise(layer), _) => (layer, None),
-            },
+            }
+            Prepared::RowWise(layer) => (layer, None),
         };
-        let n_out = layer.output_rows(n_in);
         infos.push(SeLayerInfo {
             layer: l,
             kind: lc.kind_name().to_string(),
@@ -424,41 +298,14 @@ pub fn build_se_model(
             spectrum_points: layer.singular_values().map(<[f64]>::len),
             spectrum,
         });
-        rows.push(n_out);
         layers.push(layer);
     }
-    let n_last = *rows.last().expect("non-empty");
-    let output: Arc<dyn OutputChannel> = match &config.output {
-        OutputConfig::Awgn {
-            noise_precision,
-            mask: Some(ArraySource::Law(law)),
-            ..
-        } if law.law == Law::Bernoulli => {
-            let label = "mask of the output (bernoulli law, key `output.mask`)";
-            let shape = law.check(label, Some((n_last, d)))?;
-            if shape != (n_last, d) {
-                return Err(Error::shape(
-                    label,
-                    format!("{n_last} x {d} (the shape of y)"),
-                    format!("{} x {}", shape.0, shape.1),
-                ));
-            }
-            let noise = res
-                .resolve(
-                    noise_precision,
-                    "output.noise_precision",
-                    "noise precision of the output",
-                )?
-                .spd(d)?;
-            Arc::new(AwgnMaskLaw::new(
-                n_last,
-                noise,
-                law.observed.unwrap_or(1.0),
-            )?)
-        }
-        other => other.build(n_last, d, &res)?.0,
+    let n_last = rows[rows.len() - 1];
+    let output: Arc<dyn OutputSe> = match resolved.output.mask_law {
+        Some((observed, noise)) => Arc::new(AwgnMaskLaw::new(n_last, noise, observed)?),
+        None => resolved.output.channel,
     };
-    let network = Network::new(prior, n0, layers, output)?;
+    let network = SeNetwork::new(resolved.prior, rows[0], layers, output)?;
     Ok(SeModel {
         path: path.map(Path::to_path_buf),
         config: config.clone(),
@@ -504,7 +351,7 @@ impl SeModel {
             d: net.dim(),
             rows: net.rows().to_vec(),
             layers: self.layers.clone(),
-            output: net.output().describe(),
+            output: net.chain().output_description().to_string(),
         }
     }
 
@@ -604,7 +451,7 @@ pub fn se_table(record: &SeRecord) -> String {
     for it in &record.iterations {
         s += &format!("{:>4}", it.iteration);
         for v in &it.variables {
-            s += &format!("  {:>12.4e}  {:>10.4e}", v.mse_per_entry, v.nmse);
+            s += &format!("  {:>12.4e}  {:>10.4e}", v.se_mse_per_entry, v.se_nmse);
         }
         s += "\n";
     }
@@ -940,11 +787,11 @@ pub fn compare(
             rows.push(CompareRow {
                 iteration: k,
                 variable: l,
-                mse_rel_gap: (v.mse_per_entry - sim.mean) / sim.mean,
-                se_mse_per_entry: v.mse_per_entry,
+                mse_rel_gap: (v.se_mse_per_entry - sim.mean) / sim.mean,
+                se_mse_per_entry: v.se_mse_per_entry,
                 sim_mse_per_entry: sim,
-                nmse_rel_gap: (v.nmse - sim_n.mean) / sim_n.mean,
-                se_nmse: v.nmse,
+                nmse_rel_gap: (v.se_nmse - sim_n.mean) / sim_n.mean,
+                se_nmse: v.se_nmse,
                 sim_nmse: sim_n,
                 empirical_se_mse_per_entry: emp,
             });

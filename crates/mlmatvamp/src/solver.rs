@@ -66,24 +66,31 @@ impl SolverConfig {
 
 /// All messages and estimates of Algorithm 1 at the end of an iteration.
 ///
-/// Index `l` runs over the variables `Z_0 … Z_{L−1}`.
+/// Index `l` runs over the variables `Z_0 … Z_{L−1}`. A state is made for one network by
+/// [`State::new`] and only changed through checked setters, so its messages always have the
+/// network's shapes.
 #[derive(Clone, Debug)]
 pub struct State {
-    /// Forward messages `(R⁺_l, Γ⁺_l)` (`None` before the first forward pass).
-    pub plus: Vec<Option<Message>>,
-    /// Backward messages `(R⁻_l, Γ⁻_l)`.
-    pub minus: Vec<Message>,
-    /// Forward-pass beliefs `(Ẑ⁺_l, Σ̄)` from `G⁺_l`.
-    pub est_plus: Vec<Option<Belief>>,
-    /// Backward-pass beliefs `(Ẑ⁻_l, Σ̄)` from `G⁻_{l+1}`.
-    pub est_minus: Vec<Option<Belief>>,
-    /// Completed iterations.
-    pub iteration: usize,
+    plus: Vec<Option<Message>>,
+    minus: Vec<Message>,
+    est_plus: Vec<Option<Belief>>,
+    est_minus: Vec<Option<Belief>>,
+    rows: Vec<usize>,
+    d: usize,
+    iteration: usize,
+    /// Warnings of the denoisers in the current iteration (moved into its record).
+    warnings: Vec<String>,
 }
 
 impl State {
     /// Algorithm 1, line 1: `R⁻_{0l} = 0`, `Γ⁻_{0l} = gamma_init · I`.
     pub fn new(network: &Network, gamma_init: f64) -> Result<Self> {
+        if !(gamma_init > 0.0 && gamma_init.is_finite()) {
+            return Err(Error::invalid(
+                "gamma_init",
+                format!("must be positive and finite, got {gamma_init}"),
+            ));
+        }
         let d = network.dim();
         let minus = network
             .rows()
@@ -96,19 +103,111 @@ impl State {
             minus,
             est_plus: vec![None; l],
             est_minus: vec![None; l],
+            rows: network.rows().to_vec(),
+            d,
             iteration: 0,
+            warnings: Vec::new(),
         })
+    }
+
+    /// The number of variables `L`.
+    pub fn depth(&self) -> usize {
+        self.rows.len()
+    }
+    /// Completed iterations.
+    pub fn iteration(&self) -> usize {
+        self.iteration
+    }
+    /// Sets the iteration counter (the index `k` the next pass uses).
+    pub fn set_iteration(&mut self, k: usize) {
+        self.iteration = k;
+    }
+    /// The denoisers' warnings since the last [`State::clear_warnings`] (each names where it
+    /// arose); [`Solver::run`] clears them at the start of every iteration and records them.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+    /// Forgets the collected warnings (call before a hand-driven iteration).
+    pub fn clear_warnings(&mut self) {
+        self.warnings.clear();
+    }
+    /// The forward message `(R⁺_l, Γ⁺_l)` (`None` before the first forward pass, or past the depth).
+    pub fn plus(&self, l: usize) -> Option<&Message> {
+        self.plus.get(l)?.as_ref()
+    }
+    /// The backward message `(R⁻_l, Γ⁻_l)` (`None` past the depth).
+    pub fn minus(&self, l: usize) -> Option<&Message> {
+        self.minus.get(l)
+    }
+    /// All backward messages `Z_0 … Z_{L−1}`.
+    pub fn minus_all(&self) -> &[Message] {
+        &self.minus
+    }
+    /// The forward-pass belief `(Ẑ⁺_l, Σ̄)` from `G⁺_l`.
+    pub fn estimate_plus(&self, l: usize) -> Option<&Belief> {
+        self.est_plus.get(l)?.as_ref()
+    }
+    /// The backward-pass belief `(Ẑ⁻_l, Σ̄)` from `G⁻_{l+1}`.
+    pub fn estimate_minus(&self, l: usize) -> Option<&Belief> {
+        self.est_minus.get(l)?.as_ref()
+    }
+
+    fn check_message(&self, what: &str, l: usize, msg: &Message) -> Result<()> {
+        let n = *self.rows.get(l).ok_or_else(|| {
+            Error::invalid(
+                "variable index",
+                format!(
+                    "variables are numbered 0 … {}, got {l}",
+                    self.rows.len() - 1
+                ),
+            )
+        })?;
+        msg.check(&format!("{what} about Z_{l}"), n, self.d)?;
+        crate::rows::check_finite(
+            &format!("mean of the {what} about Z_{l}"),
+            msg.mean.as_ref(),
+        )
+    }
+    /// Replaces the backward message about `Z_l` (a custom start); it must be `n_l x d` and finite.
+    pub fn set_minus(&mut self, l: usize, msg: Message) -> Result<()> {
+        self.check_message("backward message", l, &msg)?;
+        self.minus[l] = msg;
+        Ok(())
+    }
+    /// Replaces the forward message about `Z_l` (e.g. a warm start of one layer); it must be
+    /// `n_l x d` and finite.
+    pub fn set_plus(&mut self, l: usize, msg: Message) -> Result<()> {
+        self.check_message("forward message", l, &msg)?;
+        self.plus[l] = Some(msg);
+        Ok(())
     }
 
     /// The primary estimate of `Z_l`: the one produced by the row-wise (non-Gaussian) factor
     /// next to it, as tracked by Theorem 1 — `Ẑ⁺_l` for even `l` (prior or nonlinear layer `l`),
-    /// `Ẑ⁻_l` for odd `l` (nonlinear layer `l+1` or the output).
+    /// `Ẑ⁻_l` for odd `l` (nonlinear layer `l+1` or the output). `None` before it is computed or
+    /// past the depth.
     pub fn estimate(&self, l: usize) -> Option<&Belief> {
         if l % 2 == 0 {
-            self.est_plus[l].as_ref()
+            self.estimate_plus(l)
         } else {
-            self.est_minus[l].as_ref()
+            self.estimate_minus(l)
         }
+    }
+
+    /// Checks that this state belongs to `net` (same depth, rows and `d`).
+    fn check_network(&self, net: &Network) -> Result<()> {
+        if self.rows != net.rows() || self.d != net.dim() {
+            return Err(Error::shape(
+                "solver state",
+                format!(
+                    "a state of this network (rows {:?}, d = {})",
+                    net.rows(),
+                    net.dim()
+                ),
+                format!("rows {:?}, d = {}", self.rows, self.d),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -152,6 +251,10 @@ pub struct IterationRecord {
     pub seconds: f64,
     /// One record per variable `Z_0 … Z_{L−1}`.
     pub variables: Vec<VariableRecord>,
+    /// Warnings of the denoisers in this iteration, each naming where it arose (omitted from
+    /// JSON when there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The result of [`Solver::run`].
@@ -178,44 +281,13 @@ pub struct Solver {
     pub config: SolverConfig,
 }
 
-/// Where a forward output about `Z_l` comes from (for error messages).
-pub fn location_forward(net: &Network, l: usize) -> String {
-    if l == 0 {
-        format!(
-            "forward message on Z_0 out of the prior ({})",
-            net.prior().describe()
-        )
-    } else {
-        format!(
-            "forward message on Z_{l} out of layer {l} ({})",
-            net.layer(l).describe()
-        )
-    }
-}
-
-/// Where a backward output about `Z_l` comes from (for error messages).
-pub fn location_backward(net: &Network, l: usize) -> String {
-    if l + 1 == net.depth() {
-        format!(
-            "backward message on Z_{l} out of the output ({})",
-            net.output().describe()
-        )
-    } else {
-        format!(
-            "backward message on Z_{l} out of layer {} ({})",
-            l + 1,
-            net.layer(l + 1).describe()
-        )
-    }
-}
-
 /// The "empirical SE" of the reference code (spec §6.5), a diagnostic: every message, as soon as
 /// it is produced, is replaced by a synthetic one with the same linear-Gaussian statistics
 /// relative to the truth, `R ← Z⁰ A + N(0, R_err)` with `A = lstsq(Z⁰, R)` and
 /// `R_err = (1/n)(Z⁰A − R)^T(Z⁰A − R)` (fresh noise every time). Needs the ground truth.
 struct Surrogate<'a> {
     truth: &'a [Mat<f64>],
-    rng: crate::denoise::Rng,
+    rng: crate::rng::Rng,
 }
 
 impl Surrogate<'_> {
@@ -235,7 +307,7 @@ impl Surrogate<'_> {
         let sqrt = &e.eigenvectors
             * DMat::from_diagonal(&e.eigenvalues.map(|v| v.max(0.0).sqrt()))
             * e.eigenvectors.transpose();
-        let noise = crate::denoise::standard_normal(z.nrows(), d, &mut self.rng);
+        let noise = crate::rng::standard_normal(z.nrows(), d, &mut self.rng);
         msg.mean = &fit + &crate::rows::mul_small(noise.as_ref(), &sqrt);
         Ok(())
     }
@@ -249,6 +321,7 @@ struct AlgorithmStep<'a, 'b, 't> {
     est_plus: &'b mut [Option<Belief>],
     est_minus: &'b mut [Option<Belief>],
     surrogate: Option<&'b mut Surrogate<'t>>,
+    warnings: &'b mut Vec<String>,
 }
 
 impl AlgorithmStep<'_, '_, '_> {
@@ -261,6 +334,13 @@ impl AlgorithmStep<'_, '_, '_> {
                 iteration: k,
                 detail: other.to_string(),
             },
+        }
+    }
+    /// Moves a belief's warnings into the iteration's list, prefixed by where they arose.
+    fn keep_warnings(&mut self, loc: &str, belief: &Belief) {
+        for w in &belief.warnings {
+            self.warnings
+                .push(format!("iteration {}, {loc}: {w}", self.k));
         }
     }
     fn finish(&mut self, l: usize, mut msg: Message) -> Result<Message> {
@@ -276,13 +356,14 @@ impl Schedule for AlgorithmStep<'_, '_, '_> {
     type Bwd = Message;
 
     fn prior(&mut self, minus: &Message, prev: Option<&Message>) -> Result<Message> {
-        let loc = location_forward(self.net, 0);
+        let loc = self.net.chain().location_forward(0);
         let belief = self
             .net
             .prior()
             .denoise(minus)
             .map_err(self.wrap(loc.clone()))?;
         let ext = self.policy.extrinsic(&belief, minus, prev, &loc, self.k)?;
+        self.keep_warnings(&loc, &belief);
         self.est_plus[0] = Some(belief);
         self.finish(0, ext.message)
     }
@@ -294,21 +375,22 @@ impl Schedule for AlgorithmStep<'_, '_, '_> {
         plus_in: &Message,
         prev: Option<&Message>,
     ) -> Result<Message> {
-        let loc = location_forward(self.net, l);
+        let loc = self.net.chain().location_forward(l);
         let belief = self
             .net
-            .layer(l)
+            .layer(l)?
             .forward(minus, plus_in)
             .map_err(self.wrap(loc.clone()))?;
         // Lines 10–12: the message is about Z_l and subtracts R⁻_{kl} Γ⁻_{kl}.
         let ext = self.policy.extrinsic(&belief, minus, prev, &loc, self.k)?;
+        self.keep_warnings(&loc, &belief);
         self.est_plus[l] = Some(belief);
         self.finish(l, ext.message)
     }
 
     fn output(&mut self, plus: &Message, prev: &Message) -> Result<Message> {
         let last = self.net.depth() - 1;
-        let loc = location_backward(self.net, last);
+        let loc = self.net.chain().location_backward(last);
         let belief = self
             .net
             .output()
@@ -318,6 +400,7 @@ impl Schedule for AlgorithmStep<'_, '_, '_> {
         let ext = self
             .policy
             .extrinsic(&belief, plus, Some(prev), &loc, self.k)?;
+        self.keep_warnings(&loc, &belief);
         self.est_minus[last] = Some(belief);
         self.finish(last, ext.message)
     }
@@ -329,16 +412,17 @@ impl Schedule for AlgorithmStep<'_, '_, '_> {
         plus_in: &Message,
         prev: &Message,
     ) -> Result<Message> {
-        let loc = location_backward(self.net, l - 1);
+        let loc = self.net.chain().location_backward(l - 1);
         let belief = self
             .net
-            .layer(l)
+            .layer(l)?
             .backward(minus, plus_in)
             .map_err(self.wrap(loc.clone()))?;
         // Lines 21–23 (corrected): about Z_{l−1}, subtract R⁺_{k,l−1} Γ⁺_{k,l−1}.
         let ext = self
             .policy
             .extrinsic(&belief, plus_in, Some(prev), &loc, self.k)?;
+        self.keep_warnings(&loc, &belief);
         self.est_minus[l - 1] = Some(belief);
         self.finish(l - 1, ext.message)
     }
@@ -358,12 +442,15 @@ impl Solver {
         forward: bool,
         surrogate: Option<&mut Surrogate<'_>>,
     ) -> Result<()> {
+        state.check_network(net)?;
         let State {
             plus,
             minus,
             est_plus,
             est_minus,
             iteration,
+            warnings,
+            ..
         } = state;
         let mut step = AlgorithmStep {
             net,
@@ -372,6 +459,7 @@ impl Solver {
             est_plus,
             est_minus,
             surrogate,
+            warnings,
         };
         if forward {
             schedule::forward_pass(&mut step, plus, minus)
@@ -390,9 +478,25 @@ impl Solver {
         self.pass(net, state, false, None)
     }
 
-    /// Summarises the state after an iteration (with the truth, when supplied).
+    /// Summarises the state after an iteration (with the truth, when supplied). An error if the
+    /// state does not belong to `net`, or the truth or the previous estimates do not have its
+    /// shapes.
     pub fn record(
         &self,
+        net: &Network,
+        state: &State,
+        previous: Option<&[Mat<f64>]>,
+        truth: Option<&[Mat<f64>]>,
+        seconds: f64,
+    ) -> Result<IterationRecord> {
+        state.check_network(net)?;
+        check_truth(net, truth, "truth")?;
+        check_truth(net, previous, "previous estimates")?;
+        Ok(Self::record_checked(net, state, previous, truth, seconds))
+    }
+
+    /// [`Solver::record`] after its checks.
+    fn record_checked(
         net: &Network,
         state: &State,
         previous: Option<&[Mat<f64>]>,
@@ -427,8 +531,8 @@ impl Solver {
                 rows: net.rows()[l],
                 cov: primary.map(|b| dmat_to_rows(&b.cov)).unwrap_or_default(),
                 predicted_mse: tr(primary),
-                predicted_mse_plus: tr(state.est_plus[l].as_ref()),
-                predicted_mse_minus: tr(state.est_minus[l].as_ref()),
+                predicted_mse_plus: tr(state.estimate_plus(l)),
+                predicted_mse_minus: tr(state.estimate_minus(l)),
                 gamma_plus: state.plus[l]
                     .as_ref()
                     .map(|m| dmat_to_rows(m.precision.matrix()))
@@ -437,14 +541,15 @@ impl Solver {
                 change,
                 mse,
                 error_cov,
-                mse_plus: mse_of(state.est_plus[l].as_ref()),
-                mse_minus: mse_of(state.est_minus[l].as_ref()),
+                mse_plus: mse_of(state.estimate_plus(l)),
+                mse_minus: mse_of(state.estimate_minus(l)),
             });
         }
         IterationRecord {
             iteration: state.iteration,
             seconds,
             variables,
+            warnings: state.warnings.clone(),
         }
     }
 
@@ -494,30 +599,8 @@ impl Solver {
             truth,
             rng: crate::rng_from_seed(seed),
         };
-        self.check_truth(net, Some(truth))?;
+        check_truth(net, Some(truth), "truth")?;
         self.run_impl(net, state, Some(truth), callback, Some(&mut surrogate))
-    }
-
-    fn check_truth(&self, net: &Network, truth: Option<&[Mat<f64>]>) -> Result<()> {
-        if let Some(t) = truth {
-            if t.len() != net.depth() {
-                return Err(Error::shape(
-                    "truth",
-                    format!("{} matrices Z_0 … Z_{{L-1}}", net.depth()),
-                    format!("{} matrices", t.len()),
-                ));
-            }
-            for (l, z) in t.iter().enumerate() {
-                check_shape(
-                    &format!("truth Z_{l}"),
-                    z.as_ref(),
-                    net.rows()[l],
-                    net.dim(),
-                )?;
-                crate::rows::check_finite(&format!("truth Z_{l}"), z.as_ref())?;
-            }
-        }
-        Ok(())
     }
 
     fn run_impl(
@@ -529,15 +612,17 @@ impl Solver {
         mut surrogate: Option<&mut Surrogate<'_>>,
     ) -> Result<Solution> {
         self.config.validate()?;
-        self.check_truth(net, truth)?;
+        check_truth(net, truth, "truth")?;
+        state.check_network(net)?;
         let mut history = Vec::new();
         let mut previous: Option<Vec<Mat<f64>>> = None;
         let mut converged = false;
         for _ in 0..self.config.iterations {
             let start = Instant::now();
+            state.warnings.clear();
             self.pass(net, &mut state, true, surrogate.as_deref_mut())?;
             self.pass(net, &mut state, false, surrogate.as_deref_mut())?;
-            let rec = self.record(
+            let rec = Self::record_checked(
                 net,
                 &state,
                 previous.as_deref(),
@@ -552,11 +637,9 @@ impl Solver {
                 .filter_map(|v| v.change)
                 .fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.max(c))));
             history.push(rec);
-            previous = Some(
-                (0..net.depth())
-                    .map(|l| state.estimate(l).expect("ran").mean.clone())
-                    .collect(),
-            );
+            previous = (0..net.depth())
+                .map(|l| state.estimate(l).map(|b| b.mean.clone()))
+                .collect();
             if let (Some(tol), Some(ch)) = (self.config.tolerance, max_change) {
                 if ch < tol {
                     converged = true;
@@ -584,4 +667,27 @@ impl Solver {
             converged,
         })
     }
+}
+
+/// Checks a list of `Z_0 … Z_{L−1}`-shaped matrices (`what`: "truth") against the network.
+fn check_truth(net: &Network, truth: Option<&[Mat<f64>]>, what: &str) -> Result<()> {
+    if let Some(t) = truth {
+        if t.len() != net.depth() {
+            return Err(Error::shape(
+                what,
+                format!("{} matrices Z_0 … Z_{{L-1}}", net.depth()),
+                format!("{} matrices", t.len()),
+            ));
+        }
+        for (l, z) in t.iter().enumerate() {
+            check_shape(
+                &format!("{what} Z_{l}"),
+                z.as_ref(),
+                net.rows()[l],
+                net.dim(),
+            )?;
+            crate::rows::check_finite(&format!("{what} Z_{l}"), z.as_ref())?;
+        }
+    }
+    Ok(())
 }

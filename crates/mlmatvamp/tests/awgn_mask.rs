@@ -185,8 +185,8 @@ fn masked_case(c: &Case, seed: u64) -> f64 {
     println!("stopped after {} iterations", sol.history.len());
     let mut worst = 0.0f64;
     for (l, exact) in [(0, &z0), (1, &z1)] {
-        for b in [&sol.state.est_plus[l], &sol.state.est_minus[l]] {
-            let e = rel_err(&to_dmat(&b.as_ref().unwrap().mean), exact);
+        for b in [sol.state.estimate_plus(l), sol.state.estimate_minus(l)] {
+            let e = rel_err(&to_dmat(&b.unwrap().mean), exact);
             println!("Z_{l}: relative error vs the dense posterior mean {e:.3e}");
             worst = worst.max(e);
         }
@@ -196,7 +196,7 @@ fn masked_case(c: &Case, seed: u64) -> f64 {
     let (_, z1_wrong) = exact_means(c, &y_full, &observed, true);
     let gap = rel_err(&z1_wrong, &z1);
     let solver_gap = rel_err(
-        &to_dmat(&sol.state.est_minus[1].as_ref().unwrap().mean),
+        &to_dmat(&sol.state.estimate_minus(1).unwrap().mean),
         &z1_wrong,
     );
     println!(
@@ -239,8 +239,8 @@ fn fully_observed_output_and_gaussian_prior_messages_are_exact() {
     })
     .unwrap()
     .run_with(&net, None, &mut |_, s| {
-        let out_msg = &s.minus[1];
-        let prior_msg = s.plus[0].as_ref().unwrap();
+        let out_msg = s.minus(1).unwrap();
+        let prior_msg = s.plus(0).unwrap();
         let errs = [
             rel_err(&to_dmat(&out_msg.mean), &yd),
             rel_err(out_msg.precision.matrix(), &c.out_noise),

@@ -122,12 +122,9 @@ fn compare(m: &Model, seed: u64, iterations: usize) -> (f64, f64) {
     let mut worst_off = 0.0f64;
     for k in 0..iterations {
         let f = &full[k];
-        for l in 0..f.minus.len() {
-            let beliefs = [
-                f.est_plus[l].as_ref().unwrap(),
-                f.est_minus[l].as_ref().unwrap(),
-            ];
-            let msgs = [f.plus[l].as_ref().unwrap(), &f.minus[l]];
+        for l in 0..f.depth() {
+            let beliefs = [f.estimate_plus(l).unwrap(), f.estimate_minus(l).unwrap()];
+            let msgs = [f.plus(l).unwrap(), f.minus(l).unwrap()];
             for b in &beliefs {
                 worst_off = worst_off.max(off_diagonal_ratio(&b.cov));
             }
@@ -136,11 +133,8 @@ fn compare(m: &Model, seed: u64, iterations: usize) -> (f64, f64) {
             }
             for (j, single) in singles.iter().enumerate() {
                 let s = &single[k];
-                let sb = [
-                    s.est_plus[l].as_ref().unwrap(),
-                    s.est_minus[l].as_ref().unwrap(),
-                ];
-                let sm = [s.plus[l].as_ref().unwrap(), &s.minus[l]];
+                let sb = [s.estimate_plus(l).unwrap(), s.estimate_minus(l).unwrap()];
+                let sm = [s.plus(l).unwrap(), s.minus(l).unwrap()];
                 for (b, c) in beliefs.iter().zip(&sb) {
                     worst = worst.max(rel_col(&b.mean, j, &c.mean));
                     worst = worst.max(rel_entry(b.cov[(j, j)], c.cov[(0, 0)]));
@@ -157,7 +151,7 @@ fn compare(m: &Model, seed: u64, iterations: usize) -> (f64, f64) {
     }
     // Not vacuous: the three columns behave differently.
     let last = full.last().unwrap();
-    let g = last.minus[0].precision.matrix();
+    let g = last.minus(0).unwrap().precision.matrix();
     assert!(
         (g[(0, 0)] - g[(1, 1)]).abs() > 1e-3 * g[(0, 0)]
             && (g[(1, 1)] - g[(2, 2)]).abs() > 1e-3 * g[(1, 1)],

@@ -207,23 +207,14 @@ fn message_whose_precision_does_not_match_its_mean() {
     let (_, s) = msg_of(act.forward(&message(20, D), &bad));
     assert_contains(&s, &["precision", "expected 3 x 3", "got 2 x 2"]);
     // The message rule itself.
-    let belief = Belief {
-        mean: Mat::zeros(20, D),
-        cov: DMat::identity(D, D),
-    };
+    let belief = Belief::new(Mat::zeros(20, D), DMat::identity(D, D));
     let (_, s) = msg_of(MessagePolicy::default().extrinsic(&belief, &bad, None, "here", 0));
     assert_contains(&s, &["precision", "expected 3 x 3", "got 2 x 2"]);
     let good = message(20, D);
-    let short = Belief {
-        mean: Mat::zeros(19, D),
-        cov: DMat::identity(D, D),
-    };
+    let short = Belief::new(Mat::zeros(19, D), DMat::identity(D, D));
     let (_, s) = msg_of(MessagePolicy::default().extrinsic(&short, &good, None, "here", 0));
     assert_contains(&s, &["estimate (here)", "expected 20 x 3", "got 19 x 3"]);
-    let small_cov = Belief {
-        mean: Mat::zeros(20, D),
-        cov: DMat::identity(2, 2),
-    };
+    let small_cov = Belief::new(Mat::zeros(20, D), DMat::identity(2, 2));
     let (_, s) = msg_of(MessagePolicy::default().extrinsic(&small_cov, &good, None, "here", 0));
     assert_contains(
         &s,
@@ -457,16 +448,22 @@ struct FailingOutput {
     calls: AtomicUsize,
 }
 
-impl OutputChannel for FailingOutput {
+impl Factor for FailingOutput {
     fn describe(&self) -> String {
         "failing test output".into()
     }
     fn dim(&self) -> usize {
         self.y.ncols()
     }
+}
+
+impl OutputShape for FailingOutput {
     fn rows(&self) -> usize {
         self.y.nrows()
     }
+}
+
+impl OutputDenoiser for FailingOutput {
     fn observation(&self) -> MatRef<'_, f64> {
         self.y.as_ref()
     }
@@ -490,12 +487,17 @@ impl OutputChannel for FailingOutput {
         if call >= 2 {
             mean[(3, 1)] = f64::NAN;
         }
-        Ok(Belief { mean, cov: sigma })
+        Ok(Belief::new(mean, sigma))
     }
+}
+
+impl OutputLaw for FailingOutput {
     fn resample(&self, _z: MatRef<'_, f64>, _rng: &mut Rng) -> Result<Box<dyn OutputChannel>> {
         Err(Error::invalid("failing test output", "cannot resample"))
     }
 }
+
+impl mlmatvamp::factor::MonteCarloSe for FailingOutput {}
 
 #[test]
 fn nan_from_a_custom_output_gives_diverged_at_iteration_2() {

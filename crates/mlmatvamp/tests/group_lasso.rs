@@ -538,7 +538,7 @@ noise_precision = [[300.0, 0.0, 0.0], [0.0, 300.0, 0.0], [0.0, 0.0, 300.0]]
     // The estimate solves the group lasso of this network.
     let out_y = problem.network.output().observation().to_owned();
     let noise = Spd::scaled_identity(3, 300.0).unwrap();
-    let lin = problem.network.layer(1);
+    let lin = problem.network.layer(1).unwrap();
     let x = {
         // Recover X from the layer by mapping the identity (Z_1 = X Z_0, noiseless).
         let mut x = Mat::<f64>::zeros(90, 120);

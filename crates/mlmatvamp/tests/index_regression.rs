@@ -36,7 +36,12 @@ fn extrinsic_mean(z: &Mat<f64>, lambda: &DMat, incoming: &Message, g: &Spd) -> M
 }
 
 /// One iteration of Algorithm 1 (spec §2.3) written out by hand.
-fn iterate(net: &Network, policy: &MessagePolicy, state: &mut State, idx: Indices) -> Result<()> {
+fn iterate(
+    net: &Network,
+    policy: &MessagePolicy,
+    state: &mut HandState,
+    idx: Indices,
+) -> Result<()> {
     let k = state.iteration;
     let last = net.depth() - 1;
     // Lines 4–7.
@@ -47,7 +52,7 @@ fn iterate(net: &Network, policy: &MessagePolicy, state: &mut State, idx: Indice
     // Lines 8–13.
     for l in 1..=last {
         let plus_prev = state.plus[l - 1].clone().unwrap();
-        let b = net.layer(l).forward(&state.minus[l], &plus_prev)?;
+        let b = net.layer(l)?.forward(&state.minus[l], &plus_prev)?;
         let ext = policy.extrinsic(&b, &state.minus[l], state.plus[l].as_ref(), "forward", k)?;
         state.plus[l] = Some(ext.message);
         state.est_plus[l] = Some(b);
@@ -73,7 +78,7 @@ fn iterate(net: &Network, policy: &MessagePolicy, state: &mut State, idx: Indice
     // Lines 19–24. The precision (line 22) is the same in both versions.
     for l in (1..=last).rev() {
         let plus_prev = state.plus[l - 1].clone().unwrap();
-        let b = net.layer(l).backward(&state.minus[l], &plus_prev)?;
+        let b = net.layer(l)?.backward(&state.minus[l], &plus_prev)?;
         let ext = policy.extrinsic(&b, &plus_prev, Some(&state.minus[l - 1]), "backward", k)?;
         let msg = match idx {
             Indices::Corrected => ext.message,
@@ -137,8 +142,8 @@ fn hand_run(
     policy: &MessagePolicy,
     idx: Indices,
     gamma_init: f64,
-) -> (Vec<State>, Option<Error>) {
-    let mut state = State::new(net, gamma_init).unwrap();
+) -> (Vec<HandState>, Option<Error>) {
+    let mut state = HandState::new(net, gamma_init);
     let mut out = vec![];
     for _ in 0..ITERATIONS {
         if let Err(e) = iterate(net, policy, &mut state, idx) {
@@ -149,21 +154,21 @@ fn hand_run(
     (out, None)
 }
 
-fn state_diff(a: &State, b: &State) -> f64 {
+fn state_diff(a: &State, b: &HandState) -> f64 {
     let mut worst = 0.0f64;
-    for l in 0..a.minus.len() {
+    for l in 0..a.depth() {
         for (x, y) in [
-            (&a.est_plus[l], &b.est_plus[l]),
-            (&a.est_minus[l], &b.est_minus[l]),
+            (a.estimate_plus(l), b.estimate_plus(l)),
+            (a.estimate_minus(l), b.estimate_minus(l)),
         ] {
-            let (x, y) = (x.as_ref().unwrap(), y.as_ref().unwrap());
+            let (x, y) = (x.unwrap(), y.unwrap());
             worst = worst
                 .max(rel_err_mat(&x.mean, &y.mean))
                 .max(rel_err(&x.cov, &y.cov));
         }
         for (x, y) in [
-            (a.plus[l].as_ref().unwrap(), b.plus[l].as_ref().unwrap()),
-            (&a.minus[l], &b.minus[l]),
+            (a.plus(l).unwrap(), b.plus(l).unwrap()),
+            (a.minus(l).unwrap(), b.minus(l).unwrap()),
         ] {
             worst = worst
                 .max(rel_err_mat(&x.mean, &y.mean))

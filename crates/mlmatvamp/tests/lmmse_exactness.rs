@@ -224,8 +224,8 @@ fn run_case(case: &Case, seed: u64, iterations: usize) -> f64 {
     let mut worst_cov = 0.0f64;
     for (l, (mean, cov)) in exact.iter().enumerate() {
         for b in [
-            sol.state.est_plus[l].as_ref().unwrap(),
-            sol.state.est_minus[l].as_ref().unwrap(),
+            sol.state.estimate_plus(l).unwrap(),
+            sol.state.estimate_minus(l).unwrap(),
         ] {
             let est = DMatrix::from_fn(mean.nrows(), mean.ncols(), |i, j| b.mean[(i, j)]);
             let rel = (&est - mean).norm() / mean.norm();

@@ -120,18 +120,18 @@ fn compare(m: &Model, n_last: usize, seed: u64, iterations: usize) -> f64 {
     let mut worst = 0.0f64;
     for (k, (sa, sb)) in a.iter().zip(&b).enumerate() {
         let mut worst_k = 0.0f64;
-        for l in 0..sa.minus.len() {
+        for l in 0..sa.depth() {
             for (ba, bb) in [
-                (&sa.est_plus[l], &sb.est_plus[l]),
-                (&sa.est_minus[l], &sb.est_minus[l]),
+                (sa.estimate_plus(l), sb.estimate_plus(l)),
+                (sa.estimate_minus(l), sb.estimate_minus(l)),
             ] {
-                let (ba, bb) = (ba.as_ref().unwrap(), bb.as_ref().unwrap());
+                let (ba, bb) = (ba.unwrap(), bb.unwrap());
                 worst_k = worst_k.max(rel_err(&to_dmat(&bb.mean), &(to_dmat(&ba.mean) * &q)));
                 worst_k = worst_k.max(rel_err(&bb.cov, &sim(&ba.cov)));
             }
             for (ma, mb) in [
-                (sa.plus[l].as_ref().unwrap(), sb.plus[l].as_ref().unwrap()),
-                (&sa.minus[l], &sb.minus[l]),
+                (sa.plus(l).unwrap(), sb.plus(l).unwrap()),
+                (sa.minus(l).unwrap(), sb.minus(l).unwrap()),
             ] {
                 worst_k = worst_k.max(rel_err(&to_dmat(&mb.mean), &(to_dmat(&ma.mean) * &q)));
                 worst_k = worst_k.max(rel_err(mb.precision.matrix(), &sim(ma.precision.matrix())));
@@ -145,15 +145,15 @@ fn compare(m: &Model, n_last: usize, seed: u64, iterations: usize) -> f64 {
     // Not vacuous: the rotation changes the iterates (Q is far from ±I and the precisions are
     // not multiples of the identity).
     let last = a.last().unwrap();
-    let g = last.plus[0].as_ref().unwrap().precision.matrix();
+    let g = last.plus(0).unwrap().precision.matrix();
     assert!(
         rel_err(&sim(g), g) > 0.1,
         "Γ⁺_0 is (nearly) rotation invariant"
     );
     assert!(
         rel_err(
-            &(to_dmat(&last.est_plus[0].as_ref().unwrap().mean) * &q),
-            &to_dmat(&last.est_plus[0].as_ref().unwrap().mean)
+            &(to_dmat(&last.estimate_plus(0).unwrap().mean) * &q),
+            &to_dmat(&last.estimate_plus(0).unwrap().mean)
         ) > 0.1
     );
     worst

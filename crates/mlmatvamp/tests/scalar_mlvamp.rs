@@ -277,10 +277,10 @@ fn compare(p: &Problem, iterations: usize) -> f64 {
     for (k, (s, t)) in lib.iter().zip(&scalar).enumerate() {
         let mut worst_k = 0.0f64;
         for l in 0..2 {
-            let bp = s.est_plus[l].as_ref().unwrap();
-            let bm = s.est_minus[l].as_ref().unwrap();
-            let mp = s.plus[l].as_ref().unwrap();
-            let mm = &s.minus[l];
+            let bp = s.estimate_plus(l).unwrap();
+            let bm = s.estimate_minus(l).unwrap();
+            let mp = s.plus(l).unwrap();
+            let mm = s.minus(l).unwrap();
             let errs = [
                 rel_v(&vec_of(&bp.mean), &t.est_plus[l].0),
                 rel(bp.cov[(0, 0)], t.est_plus[l].1),

@@ -23,12 +23,13 @@ mod common;
 
 use common::*;
 use faer::Mat;
+use mlmatvamp::denoise::mask_law::AwgnMaskLaw;
+use mlmatvamp::factor::monte_carlo as mc;
 use mlmatvamp::message::MessagePolicy;
 use mlmatvamp::predict::gaussian_law_spec;
 use mlmatvamp::prelude::*;
-use mlmatvamp::se::awgn::AwgnMaskLaw;
 use mlmatvamp::se::{
-    mc, LinearSpec, PsiMode, SeBackward, SeConfig, SeContext, SeForward, SeIteration,
+    LinearSpec, PsiMode, SeBackward, SeConfig, SeContext, SeForward, SeIteration,
     SpectralLinearLayer, StateEvolution,
 };
 use std::sync::Arc;
@@ -62,7 +63,7 @@ fn noise() -> Spd {
 /// The four identities of one variable at one iteration, as (name, deviation, scale) triples.
 fn identity_deviations(it: &SeIteration, l: usize) -> Vec<(&'static str, DMat, DMat)> {
     let v = &it.variables[l];
-    let d = v.error_cov.len();
+    let d = v.se_error_cov.len();
     let k = m(&v.k_plus);
     let k_ab = k.view((0, d), (d, d)).into_owned();
     let k_bb = k.view((d, d), (d, d)).into_owned();
@@ -75,9 +76,9 @@ fn identity_deviations(it: &SeIteration, l: usize) -> Vec<(&'static str, DMat, D
         ("K+_BB - (Gamma+)^-1", &k_bb - &gp_inv, gp_inv.clone()),
         ("K+_AB + K+_BB", &k_ab + &k_bb, k_bb.clone()),
         (
-            "error_cov - predicted_cov",
-            m(&v.error_cov) - m(&v.predicted_cov),
-            m(&v.predicted_cov),
+            "se_error_cov - cov",
+            m(&v.se_error_cov) - m(&v.cov),
+            m(&v.cov),
         ),
     ]
 }
@@ -86,6 +87,13 @@ fn gaussian_network(layer: Arc<dyn Layer>, n0: usize, n1: usize) -> Network {
     let prior = Arc::new(GaussianPrior::new(vec![0.0; 3], sigma0()).unwrap());
     let out = Arc::new(AwgnOutput::new(Mat::zeros(n1, 3), noise(), None).unwrap());
     Network::new(prior, n0, vec![layer], out).unwrap()
+}
+
+/// [`gaussian_network`] with a layer that has only its SE step.
+fn gaussian_se_network(layer: Arc<dyn LayerSe>, n0: usize, n1: usize) -> SeNetwork {
+    let prior = Arc::new(GaussianPrior::new(vec![0.0; 3], sigma0()).unwrap());
+    let out = Arc::new(AwgnOutput::new(Mat::zeros(n1, 3), noise(), None).unwrap());
+    SeNetwork::new(prior, n0, vec![layer], out).unwrap()
 }
 
 fn se(iterations: usize, n_mc: usize, seed: u64, psi_mode: PsiMode) -> StateEvolution {
@@ -115,7 +123,7 @@ fn linear_gaussian_identities_are_exact() {
     ];
     for (n1, n0, nz, b) in cases {
         let spec = LinearSpec::marchenko_pastur(n1, n0, 1.0 / n0 as f64, 3, nz, b).unwrap();
-        let net = gaussian_network(Arc::new(SpectralLinearLayer { spec }), n0, n1);
+        let net = gaussian_se_network(Arc::new(SpectralLinearLayer::new(spec)), n0, n1);
         let (iters, _) = se(4, 1000, 3, PsiMode::General).run(&net, None).unwrap();
         let mut checked = 0;
         for it in &iters[1..] {
@@ -166,7 +174,7 @@ fn se_with_actual_singular_values_reproduces_the_algorithm() {
     for (rec, it) in sol.history.iter().zip(&iters) {
         for l in 0..2 {
             let alg = m(&rec.variables[l].cov);
-            let pred = m(&it.variables[l].predicted_cov);
+            let pred = m(&it.variables[l].cov);
             assert!(
                 rel(&pred, &alg) < 1e-10,
                 "iteration {}, Z_{l}: SE E[Σ] vs algorithm Σ̄: {:e}",
@@ -183,7 +191,7 @@ fn se_with_actual_singular_values_reproduces_the_algorithm() {
                 // SE mse = tr E = tr E[Σ] (matched), and the empirical error agrees with it within
                 // 5 standard deviations of (1/n)||Ẑ − Z||² (≈ sqrt(2/(n d)) relative for Gaussian
                 // errors).
-                let se_mse = it.variables[l].mse;
+                let se_mse = it.variables[l].se_mse;
                 let emp = rec.variables[l].mse.unwrap();
                 let n = net.rows()[l] as f64;
                 let tol = 5.0 * (2.0 / (3.0 * n)).sqrt();
@@ -205,11 +213,11 @@ fn marchenko_pastur_se_is_the_large_system_limit() {
     let mp_mse = |n0: usize| {
         let n1 = 3 * n0 / 5;
         let spec = LinearSpec::marchenko_pastur(n1, n0, 1.0 / n0 as f64, 3, None, None).unwrap();
-        let net = gaussian_network(Arc::new(SpectralLinearLayer { spec }), n0, n1);
+        let net = gaussian_se_network(Arc::new(SpectralLinearLayer::new(spec)), n0, n1);
         let (iters, _) = se(iterations, 1000, 0, PsiMode::General)
             .run(&net, None)
             .unwrap();
-        iters.last().unwrap().variables[0].mse
+        iters.last().unwrap().variables[0].se_mse
     };
     let alg_mse = |n0: usize, seed: u64| {
         let n1 = 3 * n0 / 5;
@@ -248,9 +256,9 @@ fn reduced_law_discretisation_matches_the_full_quantile_set() {
     let run = |spec: LinearSpec| {
         // The SE uses the shape only through its ratios; the network needs consistent rows.
         let (a, b) = (spec.n_in, spec.n_out);
-        let net = gaussian_network(Arc::new(SpectralLinearLayer { spec }), a, b);
+        let net = gaussian_se_network(Arc::new(SpectralLinearLayer::new(spec)), a, b);
         let (iters, _) = se(3, 1000, 0, PsiMode::General).run(&net, None).unwrap();
-        (iters[2].variables[0].mse, iters[2].variables[1].mse)
+        (iters[2].variables[0].se_mse, iters[2].variables[1].se_mse)
     };
     let full = run(LinearSpec::marchenko_pastur(n1, n0, 1.0 / n0 as f64, 3, None, None).unwrap());
     let reduced = gaussian_law_spec(n1, n0, 1.0 / n0 as f64, 3, None, None).unwrap();
@@ -262,12 +270,18 @@ fn reduced_law_discretisation_matches_the_full_quantile_set() {
 }
 
 /// The MMV network of spec §8.2.8 with an MP-law design.
-fn mmv_network(n0: usize) -> Network {
+fn mmv_network(n0: usize) -> SeNetwork {
     let n1 = 3 * n0 / 5;
     let prior = Arc::new(BernoulliGaussianPrior::new(0.2, vec![0.0; 3], sigma0()).unwrap());
     let spec = LinearSpec::marchenko_pastur(n1, n0, 1.0 / n0 as f64, 3, None, None).unwrap();
     let out = Arc::new(AwgnOutput::new(Mat::zeros(n1, 3), noise(), None).unwrap());
-    Network::new(prior, n0, vec![Arc::new(SpectralLinearLayer { spec })], out).unwrap()
+    SeNetwork::new(
+        prior,
+        n0,
+        vec![Arc::new(SpectralLinearLayer::new(spec))],
+        out,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -350,11 +364,11 @@ fn mmv_identities_hold_within_monte_carlo_error() {
     for l in 0..2 {
         let gen: Vec<f64> = all
             .iter()
-            .map(|it| it[iterations - 1].variables[l].mse)
+            .map(|it| it[iterations - 1].variables[l].se_mse)
             .collect();
         let mean = gen.iter().sum::<f64>() / runs as f64;
         let sd = (gen.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (runs - 1) as f64).sqrt();
-        let id = ident[iterations - 1].variables[l].mse;
+        let id = ident[iterations - 1].variables[l].se_mse;
         // One identity-mode run against the general runs: within 3 sd of a single run.
         assert!(
             (id - mean).abs() <= 3.0 * sd * (1.0 + 1.0 / runs as f64).sqrt() + 1e-10 * mean.abs(),

@@ -69,10 +69,10 @@ fn mmv_state_evolution_matches_simulation() {
         .unwrap()
         .run(&model, None)
         .unwrap();
-    let law = Arc::new(SpectralLinearLayer {
-        spec: LinearSpec::marchenko_pastur(n1, N0, 1.0 / N0 as f64, d, None, None).unwrap(),
-    });
-    let law_net = Network::new(prior, N0, vec![law], model.output().clone()).unwrap();
+    let law = Arc::new(SpectralLinearLayer::new(
+        LinearSpec::marchenko_pastur(n1, N0, 1.0 / N0 as f64, d, None, None).unwrap(),
+    ));
+    let law_net = SeNetwork::new(prior, N0, vec![law], model.output().clone()).unwrap();
     let (se_law, _) = StateEvolution::new(se_cfg)
         .unwrap()
         .run(&law_net, None)
@@ -83,8 +83,8 @@ fn mmv_state_evolution_matches_simulation() {
         let mean = v.iter().sum::<f64>() / v.len() as f64;
         let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt();
         let stderr = sd / (v.len() as f64).sqrt() / mean;
-        let a = se_actual[k].variables[0].nmse;
-        let l = se_law[k].variables[0].nmse;
+        let a = se_actual[k].variables[0].se_nmse;
+        let l = se_law[k].variables[0].se_nmse;
         let gap = (a - mean) / mean;
         println!(
             "k = {k}: simulation {mean:.4} (± {:.2}%), SE {a:.4} ({:+.2}%), SE from the MP law {l:.4} ({:+.2}%)",
@@ -107,8 +107,10 @@ fn mmv_state_evolution_matches_simulation() {
         );
     }
     // The error decreases from the uninformed start, so the comparison is not vacuous.
-    assert!(se_actual[ITERS - 1].variables[0].nmse < 0.5 * se_actual[1].variables[0].nmse + 0.2);
-    assert!(se_actual[ITERS - 1].variables[0].nmse < 0.3);
+    assert!(
+        se_actual[ITERS - 1].variables[0].se_nmse < 0.5 * se_actual[1].variables[0].se_nmse + 0.2
+    );
+    assert!(se_actual[ITERS - 1].variables[0].se_nmse < 0.3);
 }
 
 /// The exact (quadrature) Bernoulli–Gaussian prior step agrees with its Monte-Carlo version
@@ -118,11 +120,11 @@ fn bernoulli_gaussian_quadrature_step_matches_monte_carlo() {
     let d = 3;
     let n1 = 600;
     let prior = Arc::new(BernoulliGaussianPrior::new(0.2, vec![0.1, 0.0, -0.2], slab()).unwrap());
-    let law = Arc::new(SpectralLinearLayer {
-        spec: LinearSpec::marchenko_pastur(n1, 1000, 1e-3, d, None, None).unwrap(),
-    });
+    let law = Arc::new(SpectralLinearLayer::new(
+        LinearSpec::marchenko_pastur(n1, 1000, 1e-3, d, None, None).unwrap(),
+    ));
     let out = Arc::new(AwgnOutput::new(Mat::zeros(n1, d), noise(), None).unwrap());
-    let net = Network::new(prior, 1000, vec![law], out).unwrap();
+    let net = SeNetwork::new(prior, 1000, vec![law], out).unwrap();
     let cfg = SeConfig {
         iterations: 4,
         n_mc: 200_000,
@@ -137,14 +139,14 @@ fn bernoulli_gaussian_quadrature_step_matches_monte_carlo() {
     let (mc, _) = se.run(&net, Some(&metric)).unwrap();
     let (mc2, _) = se.run(&net, Some(&metric)).unwrap();
     for k in 0..4 {
-        let (e, m) = (exact[k].variables[0].mse, mc[k].variables[0].mse);
+        let (e, m) = (exact[k].variables[0].se_mse, mc[k].variables[0].se_mse);
         println!(
             "k = {k}: quadrature {e:.5}, Monte Carlo {m:.5} ({:+.2}%)",
             100.0 * (m - e) / e
         );
         assert!(((m - e) / e).abs() < 0.02, "iteration {k}: {e} vs {m}");
         assert_eq!(
-            m, mc2[k].variables[0].mse,
+            m, mc2[k].variables[0].se_mse,
             "Monte-Carlo SE must be reproducible from its seed"
         );
         let metric = mc[k].variables[0].metric.unwrap();

@@ -26,6 +26,7 @@
 //!   into the output, per missingness pattern ([`predicted_missing_nmse`]).
 
 use super::adam::AdamStep;
+use crate::denoise::mask_law::observed_precision;
 use crate::denoise::{
     standard_normal, Activation, ActivationLayer, AwgnOutput, Estimator, GaussianPrior, InputPrior,
     Layer, LinearLayer, OutputChannel, ReluMmseMethod, Rng,
@@ -34,7 +35,6 @@ use crate::error::{Error, Result};
 use crate::network::Network;
 use crate::rng_from_seed;
 use crate::rows::{check_finite, check_shape, shape_str};
-use crate::se::awgn::observed_precision;
 use crate::se::{SeConfig, StateEvolution};
 use crate::solver::{Control, Solver, SolverConfig};
 use crate::spd::{dmat_from_rows, DMat, Spd};
@@ -495,7 +495,7 @@ pub fn run_se(trial: &InpaintTrial, se: &SeConfig, mmse: ReluMmseMethod) -> Resu
         curve
             .missing_nmse
             .push(predicted_missing_nmse(&k, &g, &noise_cov, &patterns)?);
-        curve.z0_nmse.push(it.variables[0].nmse);
+        curve.z0_nmse.push(it.variables[0].se_nmse);
         curve.seconds.push(0.0);
     }
     Ok(curve)

@@ -22,7 +22,7 @@
 //!   start the state evolution from the algorithm's own iterate.
 
 use crate::denoise::{
-    standard_normal, Estimator, GaussianPrior, LinearLayer, MixedRegressionOutput, OutputChannel,
+    standard_normal, Estimator, GaussianPrior, LinearLayer, MixedRegressionOutput, OutputDenoiser,
 };
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -31,7 +31,7 @@ use crate::rng_from_seed;
 use crate::rows::{check_finite, check_shape, cross_moment, mul_small, shape_str};
 use crate::se::{clamp_psd, SeBackward, SeState};
 use crate::solver::State;
-use crate::spd::{psd_inverse, sym, DMat};
+use crate::spd::{psd_inverse, sym, DMat, Spd};
 use faer::linalg::solvers::Solve;
 use faer::{Mat, MatRef, Side};
 use serde::{Deserialize, Serialize};
@@ -362,9 +362,15 @@ impl RandomStart {
         self.validate()?;
         let mut state = State::new(net, self.precision)?;
         let mut rng = rng_from_seed(self.seed);
-        for msg in state.minus.iter_mut() {
-            let (n, d) = (msg.rows(), msg.dim());
-            msg.mean = standard_normal(n, d, &mut rng) * faer::Scale(self.scale);
+        for (l, &n) in net.rows().iter().enumerate() {
+            let d = net.dim();
+            state.set_minus(
+                l,
+                Message {
+                    mean: standard_normal(n, d, &mut rng) * faer::Scale(self.scale),
+                    precision: Spd::scaled_identity(d, self.precision)?,
+                },
+            )?;
         }
         Ok(state)
     }
@@ -399,26 +405,20 @@ pub fn fit_message_law(truth: MatRef<'_, f64>, msg: &Message) -> Result<SeBackwa
 /// in `state` (fitted against `truth` with [`fit_message_law`]): the SE then continues from the
 /// algorithm's iterate `state.iteration`.
 pub fn se_state_from(state: &State, truth: &[Mat<f64>]) -> Result<SeState> {
-    if truth.len() != state.minus.len() {
+    if truth.len() != state.depth() {
         return Err(Error::shape(
             "truth",
-            format!("{} matrices", state.minus.len()),
+            format!("{} matrices", state.depth()),
             format!("{} matrices", truth.len()),
         ));
     }
     let minus = state
-        .minus
+        .minus_all()
         .iter()
         .zip(truth)
         .map(|(m, z)| fit_message_law(z.as_ref(), m))
         .collect::<Result<Vec<_>>>()?;
-    let l = minus.len();
-    Ok(SeState {
-        plus: vec![None; l],
-        minus,
-        est_plus: vec![None; l],
-        est_minus: vec![None; l],
-    })
+    SeState::from_minus(minus)
 }
 
 /// Relabels the truth's columns in a state-evolution state so that the backward message on
@@ -434,10 +434,10 @@ pub fn se_state_from(state: &State, truth: &[Mat<f64>]) -> Result<SeState> {
 /// order one and the Monte-Carlo regression of `e⁻` on `z` (spec §6.2 (O)) becomes noisy; aligned,
 /// `e⁻` is small and so is its sampling noise.
 pub fn align_se_labels(state: &mut SeState, variable: usize, weights: &[f64]) -> Result<bool> {
-    let law = state.minus.get(variable).ok_or_else(|| {
+    let law = state.minus(variable).ok_or_else(|| {
         Error::invalid(
             "variable",
-            format!("the SE state has {} variables", state.minus.len()),
+            format!("the SE state has {} variables", state.depth()),
         )
     })?;
     let d = law.psi.nrows();
@@ -469,13 +469,15 @@ pub fn align_se_labels(state: &mut SeState, variable: usize, weights: &[f64]) ->
     }
     // P with P[perm[k], k] = 1: (zP)_k = z_{perm[k]}; Ψ' = PᵀΨ has rows Ψ'_{k·} = Ψ_{perm[k]·}.
     let perm = best.0;
-    for m in state.minus.iter_mut() {
+    for l in 0..state.depth() {
+        let mut m = state.minus_all()[l].clone();
         let old = m.psi.clone();
         for k in 0..d {
             for j in 0..d {
                 m.psi[(k, j)] = old[(perm[k], j)];
             }
         }
+        state.set_minus(l, m)?;
     }
     Ok(true)
 }

@@ -19,9 +19,10 @@ use crate::denoise::{
     gaussian_rows, standard_normal, AwgnOutput, BernoulliGaussianPrior, InputPrior, LinearLayer,
 };
 use crate::error::{Error, Result};
+use crate::factor::{PriorSampler, PriorSe};
 use crate::network::Network;
 use crate::rows::{check_finite, check_shape, mul_small, shape_str};
-use crate::se::{LinearSpec, SpectralLinearLayer};
+use crate::se::{LinearSpec, SeNetwork, SpectralLinearLayer};
 use crate::solver::Control;
 use crate::spd::{dmat_from_rows, DMat, Spd};
 use faer::{Mat, MatRef};
@@ -150,15 +151,15 @@ impl MmvConfig {
     /// The network of the state evolution: the given prior (its `sample` is the data law),
     /// a noiseless linear layer known through the Marchenko–Pastur law of `X`
     /// (`n_1 x n_0`, entry variance `1/n_0`), and the AWGN output.
-    pub fn se_network(&self, prior: Arc<dyn InputPrior>) -> Result<Network> {
+    pub fn se_network(&self, prior: Arc<dyn PriorSe>) -> Result<SeNetwork> {
         self.validate()?;
         let (n0, n1, d) = (self.n0, self.n1(), self.d);
         let spec = LinearSpec::marchenko_pastur(n1, n0, 1.0 / n0 as f64, d, None, None)?;
         let out = AwgnOutput::new(Mat::zeros(n1, d), self.noise_precision()?, None)?;
-        Network::new(
+        SeNetwork::new(
             prior,
             n0,
-            vec![Arc::new(SpectralLinearLayer { spec })],
+            vec![Arc::new(SpectralLinearLayer::new(spec))],
             Arc::new(out),
         )
     }

@@ -27,7 +27,7 @@
 //! estimator" VAMP of spec §3.4 (checked to 1e-10 in `tests/two_layer_network.rs`).
 //!
 //! **Metrics per iteration (spec §7.2, §7.4).** After each backward pass, `F̂_1` is the linear
-//! layer's backward estimate `Ẑ⁻_0` (`state.est_minus[0]`, the fused input estimator's `F̂_1`).
+//! layer's backward estimate `Ẑ⁻_0` (`state.estimate_minus(0)`, the fused input estimator's `F̂_1`).
 //! Its normalized test MSE on the held-out samples and its analytic test error from the
 //! `2d x 2d` matrix `K` of eq. (17) are both recorded, with the engine's per-variable record
 //! (message precisions `Γ±`, predicted and empirical MSEs).
@@ -195,7 +195,7 @@ pub fn initial_state(solver: &Solver, net: &Network, first: &Message) -> Result<
     crate::rows::check_finite("initial message on Z_1", first.mean.as_ref())?;
     let mut state = State::new(net, solver.config.gamma_init)?;
     solver.forward_pass(net, &mut state)?;
-    state.plus[1] = Some(first.clone());
+    state.set_plus(1, first.clone())?;
     Ok(state)
 }
 
@@ -265,12 +265,13 @@ impl VampConfig {
             let start = Instant::now();
             // Reference order (spec §7.2): output, then the input estimator (G⁻_1 gives F̂_1) …
             let pass = if k == 0 { &undamped } else { &solver };
-            state.iteration = k;
+            state.clear_warnings();
+            state.set_iteration(k);
             pass.backward_pass(&net, &mut state)?;
             // … then the input estimator's message to the output (G⁺_0, G⁺_1).
-            state.iteration = k + 1;
+            state.set_iteration(k + 1);
             pass.forward_pass(&net, &mut state)?;
-            let f1_belief = state.est_minus[0].as_ref().ok_or_else(|| {
+            let f1_belief = state.estimate_minus(0).ok_or_else(|| {
                 Error::invalid("two-layer ML-Mat-VAMP", "no estimate of F_1 after the pass")
             })?;
             let f1_hat = f1_belief.mean.as_ref();
@@ -289,7 +290,7 @@ impl VampConfig {
                 previous.as_deref(),
                 Some(&truth),
                 start.elapsed().as_secs_f64(),
-            );
+            )?;
             engine.iteration = k;
             let rec = VampIteration {
                 iteration: k,
@@ -306,8 +307,8 @@ impl VampConfig {
                 .map(|l| state.estimate(l).map(|b| b.mean.clone()))
                 .collect::<Option<Vec<_>>>();
         }
-        let f1 = state.est_minus[0]
-            .as_ref()
+        let f1 = state
+            .estimate_minus(0)
             .map(|b| b.mean.clone())
             .unwrap_or_else(|| init.f1.clone());
         Ok(VampRun {
@@ -351,15 +352,20 @@ pub fn state_evolution(
     se: &crate::se::SeConfig,
 ) -> Result<Vec<SeTwoLayerIteration>> {
     use crate::apps::two_layer::{normalized_test_error, Init};
-    use crate::se::{LinearSpec, SeForward, SpectralLinearLayer, StateEvolution};
+    use crate::se::{LinearSpec, SeForward, SeNetwork, SpectralLinearLayer, StateEvolution};
     config.validate()?;
     let (nin, d) = (trial.f1.nrows(), trial.f1.ncols());
     let ntr = trial.x_train.nrows();
     let w1var = trial.w1var;
     let prior = Arc::new(GaussianPrior::isotropic(d, w1var)?);
-    let layer = Arc::new(SpectralLinearLayer {
-        spec: LinearSpec::marchenko_pastur(ntr, nin, 1.0 / nin as f64, d, None, None)?,
-    });
+    let layer = Arc::new(SpectralLinearLayer::new(LinearSpec::marchenko_pastur(
+        ntr,
+        nin,
+        1.0 / nin as f64,
+        d,
+        None,
+        None,
+    )?));
     let output = Arc::new(TwoLayerOutput::new(
         Mat::zeros(ntr, trial.f2.ncols()),
         to_dmat(trial.f2.as_ref()),
@@ -367,12 +373,7 @@ pub fn state_evolution(
         trial.yvar,
         config.estimator,
     )?);
-    let net = Network::new(
-        prior as Arc<dyn InputPrior>,
-        nin,
-        vec![layer as Arc<dyn Layer>],
-        output as Arc<dyn OutputChannel>,
-    )?;
+    let net = SeNetwork::new(prior, nin, vec![layer], output)?;
     let se_cfg = crate::se::SeConfig {
         iterations: config.iterations,
         policy: config.policy.clone(),
@@ -409,17 +410,20 @@ pub fn state_evolution(
     k0.view_mut((d, d), (d, d)).copy_from(&(&eye * ee));
     let mut state = runner.initial_state(&net)?;
     undamped.forward_pass(&net, &mut state, 0, false)?;
-    state.plus[1] = Some(SeForward {
-        k: k0,
-        gamma: first_precision.clone(),
-    });
+    state.set_plus(
+        1,
+        SeForward {
+            k: k0,
+            gamma: first_precision.clone(),
+        },
+    )?;
     let mut out = Vec::with_capacity(config.iterations);
     for k in 0..config.iterations {
         let pass = if k == 0 { &undamped } else { &runner };
         pass.backward_pass(&net, &mut state, k, false)?;
         pass.forward_pass(&net, &mut state, k + 1, false)?;
-        let est = state.est_minus[0]
-            .as_ref()
+        let est = state
+            .estimate_minus(0)
             .ok_or_else(|| Error::invalid("state evolution", "no estimate of F_1"))?;
         let test_error = normalized_test_error(
             &est.joint,

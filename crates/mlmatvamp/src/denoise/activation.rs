@@ -5,8 +5,9 @@
 //! * sigmoid hidden layers are not implemented (an error says so).
 
 use super::relu::{ReluMmseMethod, ReluPlan, ReluRow, ReluRules, MAX_RELU_DIM};
-use super::{gaussian_rows, Estimator, Layer, LayerKind, Rng};
+use super::{gaussian_rows, Estimator, Rng};
 use crate::error::{Error, Result};
+use crate::factor::{Factor, LayerDenoiser, LayerKind, LayerSampler, LayerShape, MonteCarloSe};
 use crate::message::{Belief, Message};
 use crate::rows::{check_finite, mul_small_sum, par_map_rows, read_row};
 use crate::spd::{sym, DMat, Spd};
@@ -212,10 +213,7 @@ impl ActivationLayer {
             &(&p_eff * &svv),
         );
         if !want_u {
-            return Ok(Belief {
-                mean: v_hat,
-                cov: svv,
-            });
+            return Ok(Belief::new(v_hat, svv));
         }
         match (&self.noise, a) {
             (Some(nz), Some(a)) => {
@@ -227,12 +225,9 @@ impl ActivationLayer {
                     &(gm * &a),
                 );
                 let cov = sym(&(&a + &a * nz.matrix() * &svv * nz.matrix() * &a));
-                Ok(Belief { mean, cov })
+                Ok(Belief::new(mean, cov))
             }
-            _ => Ok(Belief {
-                mean: v_hat,
-                cov: svv,
-            }),
+            _ => Ok(Belief::new(v_hat, svv)),
         }
     }
 }
@@ -338,26 +333,20 @@ impl ActivationLayer {
                     &(minus.precision.matrix() * &a),
                 );
                 let cov = sym(&(&a + na.transpose() * &m.relu_cov * &na));
-                Ok(Belief { mean, cov })
+                Ok(Belief::new(mean, cov))
             }
-            _ => Ok(Belief {
-                mean: m.relu_mean,
-                cov: m.relu_cov,
-            }),
+            _ => Ok(Belief::new(m.relu_mean, m.relu_cov)),
         }
     }
 
     /// `G⁻` of the relu layer (spec §4.7): `v̂` and `Σ̄_vv`.
     fn relu_backward(&self, minus: &Message, plus: &Message) -> Result<Belief> {
         let m = self.relu_moments(minus, plus)?;
-        Ok(Belief {
-            mean: m.v_mean,
-            cov: m.v_cov,
-        })
+        Ok(Belief::new(m.v_mean, m.v_cov))
     }
 }
 
-impl Layer for ActivationLayer {
+impl Factor for ActivationLayer {
     fn describe(&self) -> String {
         format!(
             "{} activation layer{}{}",
@@ -374,18 +363,27 @@ impl Layer for ActivationLayer {
             }
         )
     }
-    fn kind(&self) -> LayerKind {
-        LayerKind::RowWise
-    }
+
     fn dim(&self) -> usize {
         self.d
     }
+}
+
+impl LayerShape for ActivationLayer {
+    fn kind(&self) -> LayerKind {
+        LayerKind::RowWise
+    }
+
     fn input_rows(&self) -> Option<usize> {
         None
     }
+
     fn output_rows(&self, n_in: usize) -> usize {
         n_in
     }
+}
+
+impl LayerDenoiser for ActivationLayer {
     fn forward(&self, minus: &Message, plus: &Message) -> Result<Belief> {
         match self.activation {
             Activation::Identity => self.identity(minus, plus, true),
@@ -393,6 +391,7 @@ impl Layer for ActivationLayer {
             other => Err(unsupported(other)),
         }
     }
+
     fn backward(&self, minus: &Message, plus: &Message) -> Result<Belief> {
         match self.activation {
             Activation::Identity => self.identity(minus, plus, false),
@@ -400,6 +399,9 @@ impl Layer for ActivationLayer {
             other => Err(unsupported(other)),
         }
     }
+}
+
+impl LayerSampler for ActivationLayer {
     fn sample(&self, z_prev: MatRef<'_, f64>, rng: &mut Rng) -> Result<Mat<f64>> {
         check_finite("input of activation layer", z_prev)?;
         let act = self.activation;
@@ -413,6 +415,9 @@ impl Layer for ActivationLayer {
         Ok(z)
     }
 }
+
+/// No closed form: the Monte-Carlo SE step over this factor's sampler and denoiser.
+impl MonteCarloSe for ActivationLayer {}
 
 fn unsupported(a: Activation) -> Error {
     Error::invalid(

@@ -1,11 +1,12 @@
 //! Gaussian input prior with full mean and covariance (spec §5.1).
 
-use super::{gaussian_rows, InputPrior, Rng};
+use super::{gaussian_rows, Rng};
 use crate::error::{Error, Result};
+use crate::factor::affine::{Affine, Blocks};
+use crate::factor::law::{SeBackward, SeContext, SeEstimate, SeForward, SeStep};
+use crate::factor::{Factor, PriorDenoiser, PriorSampler, PriorSe};
 use crate::message::{Belief, Message};
 use crate::rows::mul_small;
-use crate::se::affine::{Affine, Blocks};
-use crate::se::{SeBackward, SeContext, SeEstimate, SeForward, SeStep};
 use crate::spd::{sym, DMat, Spd};
 use faer::Mat;
 
@@ -57,13 +58,17 @@ impl GaussianPrior {
     }
 }
 
-impl InputPrior for GaussianPrior {
+impl Factor for GaussianPrior {
     fn describe(&self) -> String {
         format!("gaussian prior (d = {})", self.mean.len())
     }
+
     fn dim(&self) -> usize {
         self.mean.len()
     }
+}
+
+impl PriorDenoiser for GaussianPrior {
     fn denoise(&self, incoming: &Message) -> Result<Belief> {
         let d = self.dim();
         incoming.check("backward message R⁻ into the prior", incoming.rows(), d)?;
@@ -82,8 +87,23 @@ impl InputPrior for GaussianPrior {
                 mean[(i, j)] += c;
             }
         }
-        Ok(Belief { mean, cov })
+        Ok(Belief::new(mean, cov))
     }
+}
+
+impl PriorSampler for GaussianPrior {
+    fn sample(&self, n: usize, rng: &mut Rng) -> Result<Mat<f64>> {
+        let mut z = gaussian_rows(n, self.cov.cholesky_lower(), rng);
+        for j in 0..self.dim() {
+            for i in 0..n {
+                z[(i, j)] += self.mean[j];
+            }
+        }
+        Ok(z)
+    }
+}
+
+impl PriorSe for GaussianPrior {
     /// Analytic SE step (spec §6.2 (P)): with `z = μ_0 + z̃`, `z̃ ~ N(0, Σ_0)`, `r⁻ = zΨ⁻ + c`,
     /// everything is affine in the Gaussian blocks `(z̃, c)`, so `K⁺` is exact.
     fn se_forward(
@@ -127,14 +147,5 @@ impl InputPrior for GaussianPrior {
                 samples: None,
             },
         })
-    }
-    fn sample(&self, n: usize, rng: &mut Rng) -> Result<Mat<f64>> {
-        let mut z = gaussian_rows(n, self.cov.cholesky_lower(), rng);
-        for j in 0..self.dim() {
-            for i in 0..n {
-                z[(i, j)] += self.mean[j];
-            }
-        }
-        Ok(z)
     }
 }

@@ -5,11 +5,13 @@
 //! and `n_{l−1} − r` input-only rows (spec §3.1). Every call then costs a few thin products
 //! `O(n r d)` plus `O(r d²)` in a basis shared by all paired rows (spec §3.3).
 
-use super::{gaussian_rows, Layer, LayerKind, Rng};
+use super::spectral::LinearSpec;
+use super::{gaussian_rows, Rng};
 use crate::error::{Error, Result};
+use crate::factor::law::{SeBackward, SeContext, SeForward, SeStep};
+use crate::factor::{Factor, LayerDenoiser, LayerKind, LayerSampler, LayerSe, LayerShape};
 use crate::message::{Belief, Message};
 use crate::rows::{check_finite, check_shape, mul_small, shape_str};
-use crate::se::{LinearSpec, SeBackward, SeContext, SeForward, SeStep};
 use crate::spd::{sym, DMat, Spd};
 use faer::{Mat, MatRef};
 use nalgebra::SymmetricEigen;
@@ -254,7 +256,7 @@ impl LinearLayer {
     }
 }
 
-impl Layer for LinearLayer {
+impl Factor for LinearLayer {
     fn describe(&self) -> String {
         format!(
             "linear layer {} x {}{}{}",
@@ -272,42 +274,27 @@ impl Layer for LinearLayer {
             }
         )
     }
-    fn kind(&self) -> LayerKind {
-        LayerKind::Linear
-    }
+
     fn dim(&self) -> usize {
         self.d
     }
+}
+
+impl LayerShape for LinearLayer {
+    fn kind(&self) -> LayerKind {
+        LayerKind::Linear
+    }
+
     fn input_rows(&self) -> Option<usize> {
         Some(self.n_in)
     }
+
     fn output_rows(&self, _n_in: usize) -> usize {
         self.n_out
     }
-    fn singular_values(&self) -> Option<&[f64]> {
-        Some(&self.s)
-    }
-    /// Closed form given the singular values (spec §6.2 (Lin)).
-    fn se_forward(
-        &self,
-        minus: &SeBackward,
-        plus_in: &SeForward,
-        ctx: &SeContext<'_>,
-        prev: Option<&Spd>,
-    ) -> Result<SeStep<SeForward>> {
-        self.spec().se_forward(minus, plus_in, ctx, prev)
-    }
-    /// Closed form given the singular values (spec §6.2 (Lin)).
-    fn se_backward(
-        &self,
-        minus: &SeBackward,
-        plus_in: &SeForward,
-        ctx: &SeContext<'_>,
-        prev: Option<&Spd>,
-    ) -> Result<SeStep<SeBackward>> {
-        self.spec().se_backward(minus, plus_in, ctx, prev)
-    }
+}
 
+impl LayerDenoiser for LinearLayer {
     /// `G⁺_l` (spec §3.1–3.3): `û = ((s v̂ + b) N + r⁻Γ⁻)(N + Γ⁻)^{-1}` on paired rows (noiseless:
     /// `û = s v̂ + b`), `û = (bN + r⁻Γ⁻)(N + Γ⁻)^{-1}` on output-only rows (noiseless: `b`).
     fn forward(&self, minus: &Message, plus: &Message) -> Result<Belief> {
@@ -362,7 +349,7 @@ impl Layer for LinearLayer {
             crate::rows::matmul(self.u.as_ref(), u_hat.as_ref())
         };
         let cov = sym(&((sum_uu + comp_cov * n_comp as f64) / self.n_out as f64));
-        Ok(Belief { mean, cov })
+        Ok(Belief::new(mean, cov))
     }
 
     /// `G⁻_l` (spec §3.1–3.3): `v̂` on paired rows, `v̂ = r⁺` on input-only rows.
@@ -378,9 +365,11 @@ impl Layer for LinearLayer {
         };
         let sum_vv = self.basis_sum(&rot, |s2, mj| 1.0 / (1.0 + s2 * mj));
         let cov = sym(&((sum_vv + plus.precision.inverse() * n_comp as f64) / self.n_in as f64));
-        Ok(Belief { mean, cov })
+        Ok(Belief::new(mean, cov))
     }
+}
 
+impl LayerSampler for LinearLayer {
     fn sample(&self, z_prev: MatRef<'_, f64>, rng: &mut Rng) -> Result<Mat<f64>> {
         check_shape("input of linear layer", z_prev, self.n_in, self.d)?;
         let mut z = self.apply(z_prev);
@@ -392,5 +381,33 @@ impl Layer for LinearLayer {
             z += &gaussian_rows(self.n_out, cov.cholesky_lower(), rng);
         }
         Ok(z)
+    }
+}
+
+impl LayerSe for LinearLayer {
+    fn singular_values(&self) -> Option<&[f64]> {
+        Some(&self.s)
+    }
+
+    /// Closed form given the singular values (spec §6.2 (Lin)).
+    fn se_forward(
+        &self,
+        minus: &SeBackward,
+        plus_in: &SeForward,
+        ctx: &SeContext<'_>,
+        prev: Option<&Spd>,
+    ) -> Result<SeStep<SeForward>> {
+        self.spec().se_forward(minus, plus_in, ctx, prev)
+    }
+
+    /// Closed form given the singular values (spec §6.2 (Lin)).
+    fn se_backward(
+        &self,
+        minus: &SeBackward,
+        plus_in: &SeForward,
+        ctx: &SeContext<'_>,
+        prev: Option<&Spd>,
+    ) -> Result<SeStep<SeBackward>> {
+        self.spec().se_backward(minus, plus_in, ctx, prev)
     }
 }

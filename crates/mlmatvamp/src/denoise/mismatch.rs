@@ -6,8 +6,9 @@
 //! `denoise`), so that one network description gives the teacher, the algorithm and the SE of
 //! a mismatched estimator, e.g. the group lasso (MAP) on row-sparse Bernoulli–Gaussian data.
 
-use super::{InputPrior, Rng};
+use super::Rng;
 use crate::error::{Error, Result};
+use crate::factor::{Factor, InputPrior, MonteCarloSe, PriorDenoiser, PriorSampler};
 use crate::message::{Belief, Message};
 use faer::Mat;
 use std::sync::Arc;
@@ -58,7 +59,7 @@ impl MismatchedPrior {
     }
 }
 
-impl InputPrior for MismatchedPrior {
+impl Factor for MismatchedPrior {
     fn describe(&self) -> String {
         format!(
             "estimator: {}; data: {}",
@@ -66,13 +67,23 @@ impl InputPrior for MismatchedPrior {
             self.data.describe()
         )
     }
+
     fn dim(&self) -> usize {
         self.estimator.dim()
     }
+}
+
+impl PriorDenoiser for MismatchedPrior {
     fn denoise(&self, incoming: &Message) -> Result<Belief> {
         self.estimator.denoise(incoming)
     }
+}
+
+impl PriorSampler for MismatchedPrior {
     fn sample(&self, n: usize, rng: &mut Rng) -> Result<Mat<f64>> {
         self.data.sample(n, rng)
     }
 }
+
+/// No closed form: the Monte-Carlo SE step over this factor's sampler and denoiser.
+impl MonteCarloSe for MismatchedPrior {}

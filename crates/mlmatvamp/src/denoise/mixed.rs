@@ -31,8 +31,9 @@
 //!   symmetric: the all-symmetric start is a fixed point at which every column of `F̂` is the same.
 //!   Start from asymmetric messages, e.g. [`crate::apps::mixed::RandomStart`].
 
-use super::{Estimator, OutputChannel, Rng};
+use super::{Estimator, Rng};
 use crate::error::{Error, Result};
+use crate::factor::{Factor, MonteCarloSe, OutputChannel, OutputDenoiser, OutputLaw, OutputShape};
 use crate::message::{Belief, Message};
 use crate::rows::{check_finite, par_map_rows, shape_str};
 use crate::spd::{sym, DMat};
@@ -248,7 +249,7 @@ impl MixedRegressionOutput {
     }
 }
 
-impl OutputChannel for MixedRegressionOutput {
+impl Factor for MixedRegressionOutput {
     fn describe(&self) -> String {
         format!(
             "mixed linear regression output {} x 1 ({} components, σ² = {:.3e}, {})",
@@ -261,12 +262,19 @@ impl OutputChannel for MixedRegressionOutput {
             }
         )
     }
+
     fn dim(&self) -> usize {
         self.weights.len()
     }
+}
+
+impl OutputShape for MixedRegressionOutput {
     fn rows(&self) -> usize {
         self.y.nrows()
     }
+}
+
+impl OutputDenoiser for MixedRegressionOutput {
     fn observation(&self) -> MatRef<'_, f64> {
         self.y.as_ref()
     }
@@ -366,14 +374,16 @@ impl OutputChannel for MixedRegressionOutput {
                 detail: format!("estimate entry ({i}, {j}) is {x}"),
             });
         }
-        Ok(Belief {
-            mean,
-            cov: sym(&cov),
-        })
+        Ok(Belief::new(mean, sym(&cov)))
     }
+}
 
+impl OutputLaw for MixedRegressionOutput {
     /// Draws `q_i ~ π` and `y_i = z_{i q_i} + N(0, σ²)` for every row of `z` (any number of rows).
     fn resample(&self, z: MatRef<'_, f64>, rng: &mut Rng) -> Result<Box<dyn OutputChannel>> {
         Ok(Box::new(self.draw(z, rng)?))
     }
 }
+
+/// No closed form: the Monte-Carlo SE step over this factor's sampler and denoiser.
+impl MonteCarloSe for MixedRegressionOutput {}

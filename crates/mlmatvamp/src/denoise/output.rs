@@ -1,10 +1,11 @@
 //! Output channels `p(Y | Z_{L−1})`.
 
-use super::{gaussian_rows, OutputChannel, Rng};
+use super::{gaussian_rows, Rng};
+use crate::denoise::mask_law::observed_precision;
 use crate::error::{Error, Result};
+use crate::factor::{Factor, OutputChannel, OutputDenoiser, OutputLaw, OutputSe, OutputShape};
 use crate::message::{Belief, Message};
 use crate::rows::{check_shape, shape_str};
-use crate::se::awgn::observed_precision;
 use crate::spd::{sym, DMat, Spd};
 use faer::{Mat, MatRef};
 use rand::RngExt;
@@ -137,7 +138,7 @@ impl AwgnOutput {
     }
 }
 
-impl OutputChannel for AwgnOutput {
+impl Factor for AwgnOutput {
     fn describe(&self) -> String {
         let missing = self.mask.as_ref().map_or(0, |m| {
             m.col_iter()
@@ -151,15 +152,23 @@ impl OutputChannel for AwgnOutput {
             missing
         )
     }
+
     fn dim(&self) -> usize {
         self.d
     }
+}
+
+impl OutputShape for AwgnOutput {
     fn rows(&self) -> usize {
         self.y.nrows()
     }
+}
+
+impl OutputDenoiser for AwgnOutput {
     fn observation(&self) -> MatRef<'_, f64> {
         self.y.as_ref()
     }
+
     fn denoise(&self, plus: &Message) -> Result<Belief> {
         let (n, d) = (self.y.nrows(), self.d);
         plus.check("forward message R⁺ into the output", n, d)?;
@@ -192,11 +201,11 @@ impl OutputChannel for AwgnOutput {
         for (c, (_, _, sigma)) in counts.iter().zip(&per_pattern) {
             cov += sigma * (*c as f64 / n as f64);
         }
-        Ok(Belief {
-            mean,
-            cov: sym(&cov),
-        })
+        Ok(Belief::new(mean, sym(&cov)))
     }
+}
+
+impl OutputLaw for AwgnOutput {
     fn resample(&self, z: MatRef<'_, f64>, rng: &mut Rng) -> Result<Box<dyn OutputChannel>> {
         let (n, d) = (z.nrows(), self.d);
         if z.ncols() != d {
@@ -232,17 +241,26 @@ impl OutputChannel for AwgnOutput {
         };
         Ok(Box::new(AwgnOutput::new(y, self.noise.clone(), mask)?))
     }
+}
+
+impl OutputSe for AwgnOutput {
     /// Closed form (spec §6.2 (O)): the denoiser is affine in the Gaussian row-model blocks, with
     /// the missingness patterns at their frequencies in this channel ([`crate::se::awgn`]).
     fn se_backward(
         &self,
-        plus: &crate::se::SeForward,
-        ctx: &crate::se::SeContext<'_>,
+        plus: &crate::factor::law::SeForward,
+        ctx: &crate::factor::law::SeContext<'_>,
         prev: Option<&Spd>,
-    ) -> Result<crate::se::SeStep<crate::se::SeBackward>> {
+    ) -> Result<crate::factor::law::SeStep<crate::factor::law::SeBackward>> {
         if ctx.want_samples {
-            return crate::se::mc::output_backward(self, plus, ctx, prev);
+            return crate::factor::monte_carlo::output_backward(self, plus, ctx, prev);
         }
-        crate::se::awgn::awgn_backward(&self.noise, &self.pattern_frequencies(), plus, ctx, prev)
+        crate::denoise::mask_law::awgn_backward(
+            &self.noise,
+            &self.pattern_frequencies(),
+            plus,
+            ctx,
+            prev,
+        )
     }
 }

@@ -1,11 +1,12 @@
 //! Row-sparse priors for multi-task / multiple-measurement-vector regression (spec §5.2–5.3).
 
 use super::quadrature;
-use super::{gaussian_rows, InputPrior, Rng};
+use super::{gaussian_rows, Rng};
 use crate::error::{Error, Result};
+use crate::factor::law::{SeBackward, SeContext, SeEstimate, SeForward, SeStep};
+use crate::factor::{Factor, MonteCarloSe, PriorDenoiser, PriorSampler, PriorSe};
 use crate::message::{Belief, Message};
 use crate::rows::{check_finite, par_map_rows, read_row};
-use crate::se::{SeBackward, SeContext, SeEstimate, SeForward, SeStep};
 use crate::spd::{sym, DMat, Spd};
 use faer::Mat;
 use rand::RngExt;
@@ -168,7 +169,7 @@ fn bg_nodes(d: usize) -> usize {
     }
 }
 
-impl InputPrior for BernoulliGaussianPrior {
+impl Factor for BernoulliGaussianPrior {
     fn describe(&self) -> String {
         format!(
             "row-sparse Bernoulli-Gaussian prior (rho = {}, d = {})",
@@ -176,9 +177,13 @@ impl InputPrior for BernoulliGaussianPrior {
             self.mean.len()
         )
     }
+
     fn dim(&self) -> usize {
         self.mean.len()
     }
+}
+
+impl PriorDenoiser for BernoulliGaussianPrior {
     /// Spec §5.2: with `C_1 = (Σ_0^{-1} + Γ)^{-1}` and `m_1 = (rΓ + μ_0Σ_0^{-1}) C_1`,
     /// `LLR = log(ρ/(1−ρ)) + log N(r; μ_0, Σ_0 + Γ^{-1}) − log N(r; 0, Γ^{-1})`,
     /// `π = logistic(LLR)`, `ẑ = π m_1`, `Σ_i = π C_1 + π(1−π) m_1^T m_1`.
@@ -202,12 +207,25 @@ impl InputPrior for BernoulliGaussianPrior {
         })?;
         let n = r.nrows().max(1) as f64;
         let cov = DMat::from_fn(d, d, |a, b| out.acc[a * d + b] / n);
-        Ok(Belief {
-            mean: out.rows,
-            cov: sym(&cov),
-        })
+        Ok(Belief::new(out.rows, sym(&cov)))
     }
+}
 
+impl PriorSampler for BernoulliGaussianPrior {
+    fn sample(&self, n: usize, rng: &mut Rng) -> Result<Mat<f64>> {
+        let d = self.dim();
+        let mut z = gaussian_rows(n, self.cov.cholesky_lower(), rng);
+        for i in 0..n {
+            let on = rng.random::<f64>() < self.rho;
+            for j in 0..d {
+                z[(i, j)] = if on { z[(i, j)] + self.mean[j] } else { 0.0 };
+            }
+        }
+        Ok(z)
+    }
+}
+
+impl PriorSe for BernoulliGaussianPrior {
     /// Exact SE step (spec §6.2 (P)) by quadrature instead of Monte Carlo: given the indicator,
     /// `(z, r⁻ = zΨ⁻ + c)` is jointly Gaussian, so every expectation is an integral over `r`
     /// alone, with `E[z | r] = μ_0 + (r − m_r) S^+ Ψ^T Σ_0`, `S = Ψ^T Σ_0 Ψ + T⁻` for the slab
@@ -221,7 +239,7 @@ impl InputPrior for BernoulliGaussianPrior {
     ) -> Result<SeStep<SeForward>> {
         let d = self.dim();
         if d > BG_QUADRATURE_MAX_D || ctx.want_samples {
-            return crate::se::mc::prior_forward(self, minus, ctx, prev);
+            return crate::factor::monte_carlo::prior_forward(self, minus, ctx, prev);
         }
         let den = BgRowDenoiser::new(self, &minus.gamma)?;
         let (x, w) = quadrature::gauss_hermite(bg_nodes(d))?;
@@ -361,18 +379,6 @@ impl InputPrior for BernoulliGaussianPrior {
                 samples: None,
             },
         })
-    }
-
-    fn sample(&self, n: usize, rng: &mut Rng) -> Result<Mat<f64>> {
-        let d = self.dim();
-        let mut z = gaussian_rows(n, self.cov.cholesky_lower(), rng);
-        for i in 0..n {
-            let on = rng.random::<f64>() < self.rho;
-            for j in 0..d {
-                z[(i, j)] = if on { z[(i, j)] + self.mean[j] } else { 0.0 };
-            }
-        }
-        Ok(z)
     }
 }
 
@@ -595,16 +601,20 @@ impl GroupLassoPrior {
     }
 }
 
-impl InputPrior for GroupLassoPrior {
+impl Factor for GroupLassoPrior {
     fn describe(&self) -> String {
         format!(
             "group-lasso prior exp(-lambda ||z||_2) (lambda = {}, d = {}, MAP)",
             self.lambda, self.d
         )
     }
+
     fn dim(&self) -> usize {
         self.d
     }
+}
+
+impl PriorDenoiser for GroupLassoPrior {
     /// Spec §5.3, row by row (see [`GroupLassoPrior`]); `Σ̄ = ⟨Σ_i⟩` over all rows.
     fn denoise(&self, incoming: &Message) -> Result<Belief> {
         let d = self.d;
@@ -623,11 +633,14 @@ impl InputPrior for GroupLassoPrior {
         })?;
         let n = r.nrows().max(1) as f64;
         let rot = DMat::from_row_slice(d, d, &out.acc) / n;
-        Ok(Belief {
-            mean: out.rows,
-            cov: sym(&(&eig.q * rot * eig.q.transpose())),
-        })
+        Ok(Belief::new(
+            out.rows,
+            sym(&(&eig.q * rot * eig.q.transpose())),
+        ))
     }
+}
+
+impl PriorSampler for GroupLassoPrior {
     /// `‖z‖₂ ~ Gamma(d, 1/λ)`, direction uniform on the sphere: the density `∝ exp(−λ‖z‖₂)`.
     fn sample(&self, n: usize, rng: &mut Rng) -> Result<Mat<f64>> {
         let d = self.d;
@@ -645,3 +658,6 @@ impl InputPrior for GroupLassoPrior {
         Ok(z)
     }
 }
+
+/// No closed form: the Monte-Carlo SE step over this factor's sampler and denoiser.
+impl MonteCarloSe for GroupLassoPrior {}

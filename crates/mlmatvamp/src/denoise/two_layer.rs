@@ -24,8 +24,9 @@
 use super::activation::Activation;
 use super::newton::{self, HessianKind, NewtonOptions, NewtonWorkspace, RowObjective};
 use super::quadrature::{self, Moments, PointSet};
-use super::{standard_normal, Estimator, OutputChannel, Rng};
+use super::{standard_normal, Estimator, Rng};
 use crate::error::{Error, Result};
+use crate::factor::{Factor, MonteCarloSe, OutputChannel, OutputDenoiser, OutputLaw, OutputShape};
 use crate::message::{Belief, Message};
 use crate::rows::{check_finite, check_shape, mul_small_sum, par_map_rows, read_row, shape_str};
 use crate::spd::{check_finite_dmat, sym, DMat, Spd};
@@ -424,7 +425,7 @@ impl TwoLayerOutput {
         let a = g * &sigma;
         let b = self.f2.transpose() * &sigma * (1.0 / self.noise_var);
         let mean = mul_small_sum(plus.mean.as_ref(), &a, self.y.as_ref(), &b);
-        Ok(Belief { mean, cov: sigma })
+        Ok(Belief::new(mean, sigma))
     }
 
     /// `G⁻_2` with per-call diagnostics (Newton convergence, effective sample sizes).
@@ -508,7 +509,7 @@ impl TwoLayerOutput {
             diag.min_ess = Some(ess_min);
             diag.mean_ess = Some(ess_sum / n as f64);
         }
-        Ok((Belief { mean, cov }, diag))
+        Ok((Belief::new(mean, cov), diag))
     }
 
     /// One MAP row (spec §4.1–4.2): writes `v̂` into `rs.v` and `Σ_i` into `rs.sigma`.
@@ -691,7 +692,7 @@ impl RowScratch {
     }
 }
 
-impl OutputChannel for TwoLayerOutput {
+impl Factor for TwoLayerOutput {
     fn describe(&self) -> String {
         format!(
             "two-layer network output {} x {} ({} activation, d = {}, noise variance {:.4e}, {})",
@@ -703,29 +704,48 @@ impl OutputChannel for TwoLayerOutput {
             self.estimator.describe()
         )
     }
+
     fn dim(&self) -> usize {
         self.f2.nrows()
     }
+}
+
+impl OutputShape for TwoLayerOutput {
     fn rows(&self) -> usize {
         self.y.nrows()
     }
+}
+
+impl OutputDenoiser for TwoLayerOutput {
     fn observation(&self) -> MatRef<'_, f64> {
         self.y.as_ref()
     }
-    /// `G⁻_2`; see [`TwoLayerOutput::denoise_with_diagnostics`]. Prints a warning to standard
-    /// error if some rows have an importance-sampling ESS below [`LOW_ESS`] (spec §4.3.3).
+
+    /// `G⁻_2`; see [`TwoLayerOutput::denoise_with_diagnostics`]. Attaches a warning to the
+    /// belief (which the solver records in the history) if some rows have an importance-sampling
+    /// ESS below [`LOW_ESS`] (spec §4.3.3), or took a gradient-descent fallback step in the MAP
+    /// Newton solve.
     fn denoise(&self, plus: &Message) -> Result<Belief> {
-        let (belief, diag) = self.denoise_with_diagnostics(plus)?;
+        let (mut belief, diag) = self.denoise_with_diagnostics(plus)?;
         if diag.low_ess_rows > 0 {
-            eprintln!(
-                "warning: two-layer output MMSE: {} of {} rows have an importance-sampling effective sample size below {LOW_ESS} (min {:.1}); use more points",
+            belief = belief.with_warning(format!(
+                "two-layer output MMSE: {} of {} rows have an importance-sampling effective sample size below {LOW_ESS} (min {:.1}); use more points",
                 diag.low_ess_rows,
                 diag.rows,
                 diag.min_ess.unwrap_or(f64::NAN)
-            );
+            ));
+        }
+        if diag.gradient_fallback_rows > 0 {
+            belief = belief.with_warning(format!(
+                "two-layer output MAP: {} of {} rows took a gradient-descent fallback step (Hessian not positive definite)",
+                diag.gradient_fallback_rows, diag.rows
+            ));
         }
         Ok(belief)
     }
+}
+
+impl OutputLaw for TwoLayerOutput {
     /// Draws `y = σ(z)F_2 + N(0, yvar I)` for every row of `z` (eq. 9).
     fn resample(&self, z: MatRef<'_, f64>, rng: &mut Rng) -> Result<Box<dyn OutputChannel>> {
         let d = self.f2.nrows();
@@ -756,6 +776,9 @@ impl OutputChannel for TwoLayerOutput {
         }))
     }
 }
+
+/// No closed form: the Monte-Carlo SE step over this factor's sampler and denoiser.
+impl MonteCarloSe for TwoLayerOutput {}
 
 /// The negative log-belief of one row of the two-layer output (spec §4.4), with its gradient
 /// and exact or Gauss–Newton Hessian. Obtained from [`TwoLayerOutput::row_objective`].

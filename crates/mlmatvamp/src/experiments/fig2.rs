@@ -26,7 +26,9 @@
 //! or a non-finite final value is counted in `failed` with its error message, and left out of
 //! the median and quartiles: it is never replaced by a number.
 
-use super::{prepare_out_dir, run_trials, Observer, Progress, trial_seed, write_csv_rows, Meta, Summary};
+use super::{
+    prepare_out_dir, run_trials, trial_seed, write_csv_rows, Meta, Observer, Progress, Summary,
+};
 use crate::apps::adam::AdamConfig;
 use crate::apps::two_layer::{Init, InitialEstimate, TwoLayerConfig, TwoLayerTrial};
 use crate::apps::two_layer_vamp::{VampConfig, VampIteration};

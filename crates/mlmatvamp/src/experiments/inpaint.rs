@@ -13,16 +13,18 @@
 //! median per-iteration curves), `inpaint.csv` (one row per point and method) and
 //! `inpaint.png` / `inpaint.svg`.
 
-use super::{prepare_out_dir, run_trials, Observer, Progress, trial_seed, write_csv_rows, Meta, Summary};
+use super::{
+    prepare_out_dir, run_trials, trial_seed, write_csv_rows, Meta, Observer, Progress, Summary,
+};
 use crate::apps::inpaint::{
     latent_adam, run_se, run_vamp, time_to_reach, AdamCurve, Curve, InpaintConfig, InpaintTrial,
     LatentAdamConfig, Weights,
 };
 use crate::denoise::{Estimator, ReluMmseMethod};
 use crate::error::{Error, Result};
+use crate::figure::{Figure, FigureFile, Panel, Series};
 use crate::io::write_json;
 use crate::message::MessagePolicy;
-use crate::figure::{Figure, FigureFile, Panel, Series};
 use crate::se::SeConfig;
 use crate::solver::SolverConfig;
 use serde::{Deserialize, Serialize};

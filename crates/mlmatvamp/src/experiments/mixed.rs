@@ -49,17 +49,20 @@
 //! medians; the SE prediction per iteration; the timings), `mixed.csv` (one row per `n/p` and
 //! method) and `mixed.png` / `mixed.svg`.
 
-use super::{prepare_out_dir, run_trials, Observer, Progress, trial_seed, write_csv_rows, Meta, Summary};
+use super::{
+    prepare_out_dir, run_trials, trial_seed, write_csv_rows, Meta, Observer, Progress, Summary,
+};
 use crate::apps::mixed::{
     align_se_labels, alternating_minimisation, parameter_error, parameter_error_from_moments,
     AltMinConfig, MixedConfig, RandomStart,
 };
 use crate::denoise::{Estimator, GaussianPrior, MixedRegressionOutput};
 use crate::error::{Error, Result};
-use crate::message::MessagePolicy;
-use crate::network::Network;
 use crate::figure::{Figure, FigureFile, Panel, Series};
-use crate::se::{LinearSpec, SeBackward, SeConfig, SeState, SpectralLinearLayer, StateEvolution};
+use crate::message::MessagePolicy;
+use crate::se::{
+    LinearSpec, SeBackward, SeConfig, SeNetwork, SeState, SpectralLinearLayer, StateEvolution,
+};
 use crate::solver::{Control, Solver, SolverConfig};
 use crate::spd::{DMat, Spd};
 use faer::Mat;
@@ -229,8 +232,8 @@ pub fn run_vamp(
     let mut failure = None;
     Solver::new(solver.clone())?.run_from(&net, state, None, &mut |rec, st| {
         elapsed += rec.seconds;
-        match st.est_plus[0]
-            .as_ref()
+        match st
+            .estimate_plus(0)
             .ok_or_else(|| Error::invalid("solver state", "no estimate of Z_0"))
             .and_then(|b| parameter_error(b.mean.as_ref(), trial.f.as_ref()))
         {
@@ -294,7 +297,7 @@ pub fn run_altmin(
 /// The network the state evolution runs on at one ratio: the `N(0, I)` prior, the linear layer
 /// `n x p` from the Marchenko–Pastur law of an i.i.d. `N(0, 1/p)` design, the mixed regression
 /// output (MMSE) as a template (the SE draws its own observations).
-pub fn se_network(problem: &MixedConfig) -> Result<Network> {
+pub fn se_network(problem: &MixedConfig) -> Result<SeNetwork> {
     let (n, p, d) = (problem.n, problem.p, problem.d);
     let spec = LinearSpec::marchenko_pastur(n, p, 1.0 / p as f64, d, None, None)?;
     let output = MixedRegressionOutput::new(
@@ -304,10 +307,10 @@ pub fn se_network(problem: &MixedConfig) -> Result<Network> {
         problem.weights.clone(),
         Estimator::Mmse,
     )?;
-    Network::new(
+    SeNetwork::new(
         Arc::new(GaussianPrior::isotropic(d, 1.0)?),
         p,
-        vec![Arc::new(SpectralLinearLayer { spec })],
+        vec![Arc::new(SpectralLinearLayer::new(spec))],
         Arc::new(output),
     )
 }
@@ -325,12 +328,7 @@ pub fn se_start(problem: &MixedConfig, start: &RandomStart) -> Result<SeState> {
         })
     };
     let minus = vec![law(0.0)?, law(start.scale / (problem.n as f64).sqrt())?];
-    Ok(SeState {
-        plus: vec![None; 2],
-        minus,
-        est_plus: vec![None; 2],
-        est_minus: vec![None; 2],
-    })
+    SeState::from_minus(minus)
 }
 
 /// The SE's predicted parameter error of `Ẑ⁺_0` after each of `iterations` iterations.

@@ -39,16 +39,18 @@
 //! curves, the `λ` search, the timings and every trial), `mmv.csv` (one row per ratio) and
 //! `mmv.png`/`.svg`.
 
-use super::{prepare_out_dir, run_trials, Observer, Progress, trial_seed, write_csv_rows, Meta, Summary};
+use super::{
+    prepare_out_dir, run_trials, trial_seed, write_csv_rows, Meta, Observer, Progress, Summary,
+};
 use crate::apps::mmv::{
     fista_group_lasso, group_lasso_kkt_residual, FistaConfig, GroupLassoProblem, MmvConfig,
     MmvTrial,
 };
 use crate::denoise::{GroupLassoPrior, InputPrior, MismatchedPrior};
 use crate::error::{Error, Result};
+use crate::figure::{Figure, FigureFile, Panel, Series};
 use crate::message::MessagePolicy;
 use crate::network::Network;
-use crate::figure::{Figure, FigureFile, Panel, Series};
 use crate::se::{SeConfig, StateEvolution};
 use crate::solver::{Control, IterationRecord, Solution, Solver, SolverConfig, State};
 use crate::spd::Spd;
@@ -400,16 +402,18 @@ pub fn se_curve(
     let d = problem.d;
     let mut curve = Vec::with_capacity(iterations);
     for k in 0..iterations {
-        let old = state.minus.clone();
+        let old = state.minus_all().to_vec();
         se.step(&net, &mut state, k)?;
         if k > 0 && damping > 0.0 {
-            for (m, o) in state.minus.iter_mut().zip(&old) {
+            for (l, o) in old.iter().enumerate() {
+                let mut m = state.minus_all()[l].clone();
                 m.psi = &m.psi * (1.0 - damping) + &o.psi * damping;
                 m.t = &m.t * (1.0 - damping) + &o.t * damping;
                 m.gamma = Spd::from_symmetric(
                     "damped SE precision",
                     m.gamma.matrix() * (1.0 - damping) + o.gamma.matrix() * damping,
                 )?;
+                state.set_minus(l, m)?;
             }
         }
         let e = state

@@ -1,126 +1,39 @@
 //! State evolution (SE): the deterministic recursion that predicts ML-Mat-VAMP's error in the
-//! large-system limit (Theorem 1), as derived in spec §6.2.
+//! large-system limit (Theorem 1), derived in `docs/state-evolution.md`.
 //!
 //! The SE follows Algorithm 1's schedule exactly ([`crate::schedule`]) with laws in place of
-//! messages:
+//! messages ([`crate::factor::law`]):
 //! * forward, about `Z_l`: the `2d x 2d` second moment `K⁺ = E[[z, e⁺]^T [z, e⁺]]` of the true
 //!   row `z` and the message error `e⁺ = r⁺ − z`, and the precision `Γ̄⁺` ([`SeForward`]);
 //! * backward, about `Z_l`: `r⁻ = z Ψ⁻ + c`, `c ~ N(0, T⁻)` independent, and `Γ̄⁻`
 //!   ([`SeBackward`]).
 //!
-//! Each factor kind implements its own SE step next to its denoiser: linear layers in closed form
-//! over their singular values ([`crate::denoise::linear`]), the Gaussian prior analytically
-//! ([`crate::denoise::gaussian`]), the AWGN output (with missing entries) in closed form
-//! ([`awgn`]), every other prior, row-wise layer and output by seeded Monte Carlo over its row
-//! model, through the default trait methods that call the kind's own `sample` and denoiser
-//! ([`mc`]). The message rule, clipping and damping are the algorithm's
+//! It runs on an [`SeNetwork`], whose factors need only their SE step
+//! ([`crate::factor::PriorSe`], [`crate::factor::LayerSe`], [`crate::factor::OutputSe`]); every
+//! [`crate::network::Network`] is one. Each factor kind implements its own SE step next to its
+//! denoiser: linear layers in closed form over their singular values
+//! ([`crate::denoise::spectral`]), the Gaussian prior analytically ([`crate::denoise::gaussian`]),
+//! the AWGN output (with missing entries) in closed form ([`crate::denoise::mask_law`]), every
+//! other prior, row-wise layer and output by seeded Monte Carlo over its own sampler and denoiser
+//! ([`crate::factor::monte_carlo`]). The message rule, clipping and damping are the algorithm's
 //! ([`crate::message::MessagePolicy::precision_update`]).
 
-pub mod affine;
-pub mod awgn;
-pub mod laws;
-pub mod mc;
+pub use crate::denoise::spectral::{
+    marchenko_pastur_singular_values, LinearSpec, SpectralLinearLayer,
+};
+pub use crate::factor::law::{
+    backward_law, clamp_psd, joint_moment, PsiMode, SeBackward, SeContext, SeEstimate, SeForward,
+    SeStep,
+};
+pub use crate::network::SeNetwork;
 
 use crate::error::{Error, Result};
+use crate::factor::monte_carlo::sample_rows;
 use crate::message::MessagePolicy;
-use crate::network::Network;
-use crate::rows::{cross_moment, mul_small};
 use crate::schedule::{self, Schedule};
-use crate::solver::{location_backward, location_forward};
-use crate::spd::{dmat_to_rows, psd_inverse, sym, DMat, Spd};
-use faer::{Mat, MatRef};
+use crate::spd::{dmat_to_rows, DMat, Spd};
+use faer::MatRef;
 use serde::{Deserialize, Serialize};
-
-pub use laws::{marchenko_pastur_singular_values, LinearSpec, SpectralLinearLayer};
-
-/// How backward messages are modelled (spec §6.3).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PsiMode {
-    /// `r⁻ = z Ψ⁻ + c` with a general `Ψ⁻` fitted by regression (needed for MAP or mismatched
-    /// denoisers, whose backward messages stay correlated with the truth).
-    #[default]
-    General,
-    /// The paper's stated structure `r⁻ = z + c`, `c ~ N(0, τ⁻)`, `τ⁻ = E[e⁻^T e⁻]`.
-    Identity,
-}
-
-/// The law of a forward message about `Z_l`.
-#[derive(Clone, Debug)]
-pub struct SeForward {
-    /// `K⁺ = E[[z, e⁺]^T [z, e⁺]]` (`2d x 2d`; second moments, not covariances).
-    pub k: DMat,
-    /// The limit precision `Γ̄⁺`.
-    pub gamma: Spd,
-}
-
-/// The law of a backward message about `Z_l`: `r⁻ = z Ψ⁻ + c`, `c ~ N(0, T⁻)`.
-#[derive(Clone, Debug)]
-pub struct SeBackward {
-    /// `Ψ⁻` (`d x d`).
-    pub psi: DMat,
-    /// `T⁻` (`d x d`, positive semi-definite).
-    pub t: DMat,
-    /// The limit precision `Γ̄⁻`.
-    pub gamma: Spd,
-}
-
-/// What an SE step predicts about the estimate its denoiser produces.
-#[derive(Clone, Debug)]
-pub struct SeEstimate {
-    /// `E[(ẑ − z)^T (ẑ − z)]` (`d x d`): the predicted empirical error covariance.
-    pub error_cov: DMat,
-    /// `E[[z, ẑ]^T [z, ẑ]]` (`2d x 2d`): any quadratic row-wise metric follows from it.
-    pub joint: DMat,
-    /// `E[Σ]`: the algorithm's predicted average posterior covariance (its `Λ^{-1}`).
-    pub predicted_cov: DMat,
-    /// Monte-Carlo rows `(z, ẑ)` when the step was sampled (for non-quadratic metrics).
-    pub samples: Option<(Mat<f64>, Mat<f64>)>,
-}
-
-/// One SE step's output.
-#[derive(Clone, Debug)]
-pub struct SeStep<T> {
-    /// The outgoing law.
-    pub out: T,
-    /// The prediction about the step's estimate.
-    pub estimate: SeEstimate,
-}
-
-/// Context of one SE step.
-#[derive(Clone, Debug)]
-pub struct SeContext<'a> {
-    /// The message rule (the algorithm's).
-    pub policy: &'a MessagePolicy,
-    /// Monte-Carlo rows.
-    pub n_mc: usize,
-    /// Backward-message model.
-    pub psi_mode: PsiMode,
-    /// Seed of this step's Monte Carlo (derived from the run seed, iteration, layer, direction).
-    pub seed: u64,
-    /// Iteration `k`.
-    pub iteration: usize,
-    /// Where in the network (for error messages).
-    pub location: String,
-    /// Whether the caller needs Monte-Carlo rows of `(z, ẑ)` (a non-quadratic metric): steps
-    /// that have an exact quadrature for non-Gaussian rows then use Monte Carlo instead.
-    pub want_samples: bool,
-}
-
-impl SeContext<'_> {
-    /// The step's RNG.
-    pub fn rng(&self) -> crate::denoise::Rng {
-        crate::rng_from_seed(self.seed)
-    }
-    /// A divergence error at this step.
-    pub fn diverged(&self, detail: impl Into<String>) -> Error {
-        Error::Diverged {
-            location: format!("state evolution, {}", self.location),
-            iteration: self.iteration,
-            detail: detail.into(),
-        }
-    }
-}
 
 /// Options of the state evolution.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -193,27 +106,38 @@ impl SeConfig {
 }
 
 /// Per-iteration SE prediction for one variable `Z_l`.
+///
+/// Field names match the solver's history ([`crate::solver::VariableRecord`]): a field with the
+/// same name is the same quantity — its large-system limit. The SE's predictions of the
+/// *empirical* error (the history's `mse`, `error_cov`, …, which need the truth) carry the prefix
+/// `se_`. The schemas of both are documented in `docs/outputs.md`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SeVariableRecord {
     /// `l`.
     pub variable: usize,
-    /// Predicted MSE per entry of the primary estimate, `tr(E)/d`.
-    pub mse_per_entry: f64,
-    /// Predicted MSE per row, `tr(E)` (comparable with the solver history's `mse`).
-    pub mse: f64,
-    /// Predicted `d x d` error covariance `E` of the primary estimate.
-    pub error_cov: Vec<Vec<f64>>,
+    /// Predicted empirical MSE per entry of the primary estimate, `tr(E)/d`.
+    pub se_mse_per_entry: f64,
+    /// Predicted empirical MSE per row, `tr(E)` (predicts the history's `mse`).
+    pub se_mse: f64,
+    /// Predicted empirical `d x d` error covariance `E` (predicts the history's `error_cov`).
+    pub se_error_cov: Vec<Vec<f64>>,
     /// Predicted normalized MSE `tr(E) / E||z||²`.
-    pub nmse: f64,
-    /// The algorithm's predicted covariance `E[Σ]` of the primary estimate (its own error bar).
-    pub predicted_cov: Vec<Vec<f64>>,
-    /// Predicted MSE per row of the forward-pass estimate `Ẑ⁺_l`.
-    pub mse_plus: f64,
-    /// Predicted MSE per row of the backward-pass estimate `Ẑ⁻_l`.
-    pub mse_minus: f64,
-    /// `Γ̄⁺_l`.
+    pub se_nmse: f64,
+    /// Predicted empirical MSE per row of the forward-pass estimate `Ẑ⁺_l` (the history's
+    /// `mse_plus`).
+    pub se_mse_plus: f64,
+    /// Predicted empirical MSE per row of the backward-pass estimate `Ẑ⁻_l` (the history's
+    /// `mse_minus`).
+    pub se_mse_minus: f64,
+    /// The limit of the algorithm's own average posterior covariance `Σ̄` of the primary
+    /// estimate (the history's `cov`).
+    pub cov: Vec<Vec<f64>>,
+    /// `tr` of `cov`: the limit of the algorithm's own predicted MSE per row (the history's
+    /// `predicted_mse`).
+    pub predicted_mse: f64,
+    /// `Γ̄⁺_l` (the history's `gamma_plus`).
     pub gamma_plus: Vec<Vec<f64>>,
-    /// `Γ̄⁻_l` (produced this iteration).
+    /// `Γ̄⁻_l`, produced this iteration (the history's `gamma_minus`).
     pub gamma_minus: Vec<Vec<f64>>,
     /// `K⁺_l` (`2d x 2d`).
     pub k_plus: Vec<Vec<f64>>,
@@ -236,27 +160,135 @@ pub struct SeIteration {
     pub variables: Vec<SeVariableRecord>,
 }
 
-/// The state of the recursion after some iterations.
+/// The state of the recursion: the laws of all messages and the predictions about every
+/// estimate. Built by [`StateEvolution::initial_state`] for one network and advanced by
+/// [`StateEvolution::step`]; its fields are private so that it always matches its network.
 #[derive(Clone, Debug)]
 pub struct SeState {
-    /// Forward laws per variable.
-    pub plus: Vec<Option<SeForward>>,
-    /// Backward laws per variable.
-    pub minus: Vec<SeBackward>,
-    /// Predictions about `Ẑ⁺_l`.
-    pub est_plus: Vec<Option<SeEstimate>>,
-    /// Predictions about `Ẑ⁻_l`.
-    pub est_minus: Vec<Option<SeEstimate>>,
+    plus: Vec<Option<SeForward>>,
+    minus: Vec<SeBackward>,
+    est_plus: Vec<Option<SeEstimate>>,
+    est_minus: Vec<Option<SeEstimate>>,
+    d: usize,
+    iterations: usize,
 }
 
 impl SeState {
-    /// The prediction about the primary estimate of `Z_l` (see [`crate::solver::State::estimate`]).
+    /// A state whose backward laws are `minus` (one per variable `Z_0 … Z_{L−1}`, all `d x d`)
+    /// and with no forward law yet: a custom start (e.g. the law of an initialisation, or of an
+    /// algorithm's iterate). Use it with the network it was made for.
+    pub fn from_minus(minus: Vec<SeBackward>) -> Result<Self> {
+        let first = minus
+            .first()
+            .ok_or_else(|| Error::invalid("SE state", "at least one backward law is needed"))?;
+        let d = first.gamma.dim();
+        let l = minus.len();
+        let mut state = SeState {
+            plus: vec![None; l],
+            minus: minus.clone(),
+            est_plus: vec![None; l],
+            est_minus: vec![None; l],
+            d,
+            iterations: 0,
+        };
+        for (i, law) in minus.into_iter().enumerate() {
+            state.set_minus(i, law)?;
+        }
+        Ok(state)
+    }
+    /// All backward laws `Z_0 … Z_{L−1}`.
+    pub fn minus_all(&self) -> &[SeBackward] {
+        &self.minus
+    }
+    /// Replaces the law of the forward message about `Z_l` (e.g. the law of a given first-layer
+    /// message). The law must be `2d x 2d` / `d x d`.
+    pub fn set_plus(&mut self, l: usize, law: SeForward) -> Result<()> {
+        let depth = self.plus.len();
+        let d = self.d;
+        let slot = self.plus.get_mut(l).ok_or_else(|| {
+            Error::invalid(
+                "SE state",
+                format!("variables are numbered 0 … {}, got {l}", depth - 1),
+            )
+        })?;
+        if law.k.nrows() != 2 * d || law.k.ncols() != 2 * d || law.gamma.dim() != d {
+            return Err(Error::shape(
+                format!("forward law about Z_{l}"),
+                format!("K {} x {}, Γ {d} x {d}", 2 * d, 2 * d),
+                format!(
+                    "K {} x {}, Γ {} x {}",
+                    law.k.nrows(),
+                    law.k.ncols(),
+                    law.gamma.dim(),
+                    law.gamma.dim()
+                ),
+            ));
+        }
+        *slot = Some(law);
+        Ok(())
+    }
+    /// The prediction about the primary estimate of `Z_l` (see
+    /// [`crate::solver::State::estimate`]); `None` before the first iteration or past the depth.
     pub fn estimate(&self, l: usize) -> Option<&SeEstimate> {
         if l % 2 == 0 {
-            self.est_plus[l].as_ref()
+            self.est_plus.get(l)?.as_ref()
         } else {
-            self.est_minus[l].as_ref()
+            self.est_minus.get(l)?.as_ref()
         }
+    }
+    /// The prediction about the forward-pass estimate `Ẑ⁺_l`.
+    pub fn estimate_plus(&self, l: usize) -> Option<&SeEstimate> {
+        self.est_plus.get(l)?.as_ref()
+    }
+    /// The prediction about the backward-pass estimate `Ẑ⁻_l`.
+    pub fn estimate_minus(&self, l: usize) -> Option<&SeEstimate> {
+        self.est_minus.get(l)?.as_ref()
+    }
+    /// The law of the forward message about `Z_l` (`None` before the first forward pass).
+    pub fn plus(&self, l: usize) -> Option<&SeForward> {
+        self.plus.get(l)?.as_ref()
+    }
+    /// The law of the backward message about `Z_l`.
+    pub fn minus(&self, l: usize) -> Option<&SeBackward> {
+        self.minus.get(l)
+    }
+    /// Replaces the law of the backward message about `Z_l` (a custom start, e.g. the law of an
+    /// initialisation). The law must be `d x d`.
+    pub fn set_minus(&mut self, l: usize, law: SeBackward) -> Result<()> {
+        let depth = self.minus.len();
+        let slot = self.minus.get_mut(l).ok_or_else(|| {
+            Error::invalid(
+                "SE state",
+                format!("variables are numbered 0 … {}, got {l}", depth - 1),
+            )
+        })?;
+        let d = self.d;
+        let ok = |m: &DMat| m.nrows() == d && m.ncols() == d;
+        if !ok(&law.psi) || !ok(&law.t) || law.gamma.dim() != d {
+            return Err(Error::shape(
+                format!("backward law about Z_{l}"),
+                format!("{d} x {d} matrices"),
+                format!(
+                    "Ψ {} x {}, T {} x {}, Γ {} x {}",
+                    law.psi.nrows(),
+                    law.psi.ncols(),
+                    law.t.nrows(),
+                    law.t.ncols(),
+                    law.gamma.dim(),
+                    law.gamma.dim()
+                ),
+            ));
+        }
+        *slot = law;
+        Ok(())
+    }
+    /// The number of variables `L`.
+    pub fn depth(&self) -> usize {
+        self.minus.len()
+    }
+    /// The number of completed iterations.
+    pub fn iterations(&self) -> usize {
+        self.iterations
     }
 }
 
@@ -266,12 +298,11 @@ pub type RowMetric<'a> = dyn Fn(usize, MatRef<'_, f64>, MatRef<'_, f64>) -> f64 
 /// The state-evolution runner.
 #[derive(Clone, Debug, Default)]
 pub struct StateEvolution {
-    /// Options.
-    pub config: SeConfig,
+    config: SeConfig,
 }
 
 struct SeSteps<'a, 'b> {
-    net: &'a Network,
+    net: &'a SeNetwork,
     config: &'a SeConfig,
     k: usize,
     want_samples: bool,
@@ -292,6 +323,9 @@ impl SeSteps<'_, '_> {
             want_samples: self.want_samples,
         }
     }
+    fn layer(&self, l: usize) -> Result<&std::sync::Arc<dyn crate::factor::LayerSe>> {
+        self.net.layer(l)
+    }
 }
 
 impl Schedule for SeSteps<'_, '_> {
@@ -299,7 +333,7 @@ impl Schedule for SeSteps<'_, '_> {
     type Bwd = SeBackward;
 
     fn prior(&mut self, minus: &SeBackward, prev: Option<&SeForward>) -> Result<SeForward> {
-        let ctx = self.ctx(0, 0, location_forward(self.net, 0));
+        let ctx = self.ctx(0, 0, self.net.chain().location_forward(0));
         let step = self
             .net
             .prior()
@@ -314,17 +348,16 @@ impl Schedule for SeSteps<'_, '_> {
         plus_in: &SeForward,
         prev: Option<&SeForward>,
     ) -> Result<SeForward> {
-        let ctx = self.ctx(l, 0, location_forward(self.net, l));
+        let ctx = self.ctx(l, 0, self.net.chain().location_forward(l));
         let step = self
-            .net
-            .layer(l)
+            .layer(l)?
             .se_forward(minus, plus_in, &ctx, prev.map(|p| &p.gamma))?;
         self.est_plus[l] = Some(step.estimate);
         Ok(step.out)
     }
     fn output(&mut self, plus: &SeForward, prev: &SeBackward) -> Result<SeBackward> {
         let last = self.net.depth() - 1;
-        let ctx = self.ctx(last + 1, 1, location_backward(self.net, last));
+        let ctx = self.ctx(last + 1, 1, self.net.chain().location_backward(last));
         let step = self
             .net
             .output()
@@ -339,10 +372,9 @@ impl Schedule for SeSteps<'_, '_> {
         plus_in: &SeForward,
         prev: &SeBackward,
     ) -> Result<SeBackward> {
-        let ctx = self.ctx(l, 1, location_backward(self.net, l - 1));
+        let ctx = self.ctx(l, 1, self.net.chain().location_backward(l - 1));
         let step = self
-            .net
-            .layer(l)
+            .layer(l)?
             .se_backward(minus, plus_in, &ctx, Some(&prev.gamma))?;
         self.est_minus[l - 1] = Some(step.estimate);
         Ok(step.out)
@@ -356,8 +388,14 @@ impl StateEvolution {
         Ok(StateEvolution { config })
     }
 
+    /// The options.
+    pub fn config(&self) -> &SeConfig {
+        &self.config
+    }
+
     /// The initial state: `R⁻_{0l} = 0` gives `Ψ⁻ = 0`, `T⁻ = 0`, `Γ̄⁻ = gamma_init · I`.
-    pub fn initial_state(&self, net: &Network) -> Result<SeState> {
+    pub fn initial_state<N: AsRef<SeNetwork> + ?Sized>(&self, net: &N) -> Result<SeState> {
+        let net = net.as_ref();
         let d = net.dim();
         let l = net.depth();
         let minus = (0..l)
@@ -374,74 +412,96 @@ impl StateEvolution {
             minus,
             est_plus: vec![None; l],
             est_minus: vec![None; l],
+            d,
+            iterations: 0,
         })
     }
 
-    fn steps<'a, 'b>(
-        &'a self,
-        net: &'a Network,
-        state: &'b mut SeState,
+    fn check_state(net: &SeNetwork, state: &SeState) -> Result<()> {
+        if state.depth() != net.depth() || state.d != net.dim() {
+            return Err(Error::shape(
+                "SE state",
+                format!(
+                    "a state of this network (L = {}, d = {})",
+                    net.depth(),
+                    net.dim()
+                ),
+                format!("L = {}, d = {}", state.depth(), state.d),
+            ));
+        }
+        Ok(())
+    }
+
+    fn pass(
+        &self,
+        net: &SeNetwork,
+        state: &mut SeState,
         k: usize,
         want_samples: bool,
-    ) -> (
-        SeSteps<'a, 'b>,
-        &'b mut Vec<Option<SeForward>>,
-        &'b mut Vec<SeBackward>,
-    ) {
+        forward: bool,
+    ) -> Result<()> {
+        Self::check_state(net, state)?;
         let SeState {
             plus,
             minus,
             est_plus,
             est_minus,
+            ..
         } = state;
-        (
-            SeSteps {
-                net,
-                config: &self.config,
-                k,
-                want_samples,
-                est_plus,
-                est_minus,
-            },
-            plus,
-            minus,
-        )
+        let mut steps = SeSteps {
+            net,
+            config: &self.config,
+            k,
+            want_samples,
+            est_plus,
+            est_minus,
+        };
+        if forward {
+            schedule::forward_pass(&mut steps, plus, minus)
+        } else {
+            schedule::backward_pass(&mut steps, plus, minus)
+        }
     }
 
     /// The forward pass of iteration `k` (Algorithm 1's schedule, [`crate::schedule`]).
-    pub fn forward_pass(
+    pub fn forward_pass<N: AsRef<SeNetwork> + ?Sized>(
         &self,
-        net: &Network,
+        net: &N,
         state: &mut SeState,
         k: usize,
         want_samples: bool,
     ) -> Result<()> {
-        let (mut steps, plus, minus) = self.steps(net, state, k, want_samples);
-        schedule::forward_pass(&mut steps, plus, minus)
+        self.pass(net.as_ref(), state, k, want_samples, true)
     }
 
-    /// The backward pass of iteration `k`.
-    pub fn backward_pass(
+    /// The backward pass of iteration `k` (an error before the first forward pass).
+    pub fn backward_pass<N: AsRef<SeNetwork> + ?Sized>(
         &self,
-        net: &Network,
+        net: &N,
         state: &mut SeState,
         k: usize,
         want_samples: bool,
     ) -> Result<()> {
-        let (mut steps, plus, minus) = self.steps(net, state, k, want_samples);
-        schedule::backward_pass(&mut steps, plus, minus)
+        self.pass(net.as_ref(), state, k, want_samples, false)?;
+        state.iterations = state.iterations.max(k + 1);
+        Ok(())
     }
 
     /// One SE iteration (forward and backward pass) on `state`.
-    pub fn step(&self, net: &Network, state: &mut SeState, k: usize) -> Result<()> {
+    pub fn step<N: AsRef<SeNetwork> + ?Sized>(
+        &self,
+        net: &N,
+        state: &mut SeState,
+        k: usize,
+    ) -> Result<()> {
         self.step_sampled(net, state, k, false)
     }
 
     /// As [`StateEvolution::step`]; with `want_samples`, steps return Monte-Carlo rows of
     /// `(z, ẑ)` for non-quadratic metrics.
-    pub fn step_sampled(
+    pub fn step_sampled<N: AsRef<SeNetwork> + ?Sized>(
         &self,
-        net: &Network,
+        net: &N,
         state: &mut SeState,
         k: usize,
         want_samples: bool,
@@ -453,129 +513,88 @@ impl StateEvolution {
     /// Runs the recursion for `config.iterations` iterations and returns one record per iteration.
     /// `metric`, if given, is evaluated on `(z, ẑ)` rows of every primary estimate (Monte-Carlo
     /// rows, or `n_mc` Gaussian draws from the predicted joint law for closed-form steps).
-    pub fn run(
+    pub fn run<N: AsRef<SeNetwork> + ?Sized>(
         &self,
-        net: &Network,
+        net: &N,
         metric: Option<&RowMetric<'_>>,
     ) -> Result<(Vec<SeIteration>, SeState)> {
         self.config.validate()?;
+        let net = net.as_ref();
         let mut state = self.initial_state(net)?;
         let mut out = Vec::with_capacity(self.config.iterations);
         for k in 0..self.config.iterations {
             let start = std::time::Instant::now();
             self.step_sampled(net, &mut state, k, metric.is_some())?;
-            out.push(self.record(net, &state, k, start.elapsed().as_secs_f64(), metric));
+            out.push(self.record(net, &state, k, start.elapsed().as_secs_f64(), metric)?);
         }
         Ok((out, state))
     }
 
-    /// Summarises `state` after iteration `k` (see [`SeIteration`]).
-    pub fn record(
+    /// Summarises `state` after iteration `k` (see [`SeIteration`]); an error if the state has
+    /// not completed an iteration or does not belong to `net`.
+    pub fn record<N: AsRef<SeNetwork> + ?Sized>(
         &self,
-        net: &Network,
+        net: &N,
         state: &SeState,
         k: usize,
         seconds: f64,
         metric: Option<&RowMetric<'_>>,
-    ) -> SeIteration {
+    ) -> Result<SeIteration> {
+        let net = net.as_ref();
+        Self::check_state(net, state)?;
         let d = net.dim();
+        let not_run = || {
+            Error::invalid(
+                "SE record",
+                "the state has not completed an iteration: run a step first",
+            )
+        };
         let variables = (0..net.depth())
             .map(|l| {
-                let est = state.estimate(l).expect("ran");
+                let est = state.estimate(l).ok_or_else(not_run)?;
+                let plus = state.plus(l).ok_or_else(not_run)?;
+                let minus = &state.minus[l];
                 let tr = est.error_cov.trace();
                 let zz = est.joint.view((0, 0), (d, d)).trace();
                 let metric_value = metric.map(|f| match &est.samples {
                     Some((z, zh)) => f(l, z.as_ref(), zh.as_ref()),
                     None => {
-                        let mut rng = crate::rng_from_seed(crate::rng::splitmix64(self.config.seed
-                            ^ 0xABCD
-                            ^ ((k as u64) << 20)
-                            ^ l as u64));
-                        let rows = mc::sample_rows(self.config.n_mc, &est.joint, &mut rng);
+                        let mut rng = crate::rng_from_seed(crate::rng::splitmix64(
+                            self.config.seed ^ 0xABCD ^ ((k as u64) << 20) ^ l as u64,
+                        ));
+                        let rows = sample_rows(self.config.n_mc, &est.joint, &mut rng);
                         let z = rows.as_ref().subcols(0, d).to_owned();
                         let zh = rows.as_ref().subcols(d, d).to_owned();
                         f(l, z.as_ref(), zh.as_ref())
                     }
                 });
-                let plus = state.plus[l].as_ref().expect("ran");
-                let minus = &state.minus[l];
-                SeVariableRecord {
+                Ok(SeVariableRecord {
                     variable: l,
-                    mse_per_entry: tr / d as f64,
-                    mse: tr,
-                    error_cov: dmat_to_rows(&est.error_cov),
-                    nmse: if zz > 0.0 { tr / zz } else { f64::NAN },
-                    predicted_cov: dmat_to_rows(&est.predicted_cov),
-                    mse_plus: state.est_plus[l]
-                        .as_ref()
+                    se_mse_per_entry: tr / d as f64,
+                    se_mse: tr,
+                    se_error_cov: dmat_to_rows(&est.error_cov),
+                    se_nmse: if zz > 0.0 { tr / zz } else { f64::NAN },
+                    se_mse_plus: state
+                        .estimate_plus(l)
                         .map_or(f64::NAN, |e| e.error_cov.trace()),
-                    mse_minus: state.est_minus[l]
-                        .as_ref()
+                    se_mse_minus: state
+                        .estimate_minus(l)
                         .map_or(f64::NAN, |e| e.error_cov.trace()),
+                    cov: dmat_to_rows(&est.predicted_cov),
+                    predicted_mse: est.predicted_cov.trace(),
                     gamma_plus: dmat_to_rows(plus.gamma.matrix()),
                     gamma_minus: dmat_to_rows(minus.gamma.matrix()),
                     k_plus: dmat_to_rows(&plus.k),
                     psi_minus: dmat_to_rows(&minus.psi),
                     t_minus: dmat_to_rows(&minus.t),
                     metric: metric_value,
-                }
+                })
             })
-            .collect();
-        SeIteration {
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SeIteration {
             iteration: k,
             seconds,
             variables,
-        }
+        })
     }
-}
-
-/// The regression of a backward message error on the true row (spec §6.2 (N), (O)):
-/// `M = E[a^T a]^{-1} E[a^T e⁻]`, `Ψ⁻ = I + M`, `T⁻ = E[e⁻^T e⁻] − M^T E[a^T a] M`; with
-/// [`PsiMode::Identity`], `Ψ⁻ = I`, `T⁻ = E[e⁻^T e⁻]`.
-pub fn backward_law(k_aa: &DMat, ae: &DMat, ee: &DMat, mode: PsiMode, gamma: Spd) -> SeBackward {
-    let d = k_aa.nrows();
-    match mode {
-        PsiMode::Identity => SeBackward {
-            psi: DMat::identity(d, d),
-            t: clamp_psd(&sym(ee)),
-            gamma,
-        },
-        PsiMode::General => {
-            let inv = psd_inverse(k_aa).unwrap_or_else(|| DMat::zeros(d, d));
-            let m = &inv * ae;
-            let t = sym(&(ee - m.transpose() * k_aa * &m));
-            SeBackward {
-                psi: DMat::identity(d, d) + m,
-                t: clamp_psd(&t),
-                gamma,
-            }
-        }
-    }
-}
-
-/// Floors the eigenvalues of a symmetric matrix at 0.
-pub fn clamp_psd(m: &DMat) -> DMat {
-    let e = nalgebra::SymmetricEigen::new(sym(m));
-    if e.eigenvalues.iter().all(|&v| v >= 0.0) {
-        return sym(m);
-    }
-    let q = &e.eigenvectors;
-    sym(&(q * DMat::from_diagonal(&e.eigenvalues.map(|v| v.max(0.0))) * q.transpose()))
-}
-
-/// The joint second moment `E[[x, y]^T [x, y]]` of two `n x d` sample matrices.
-pub fn joint_moment(x: MatRef<'_, f64>, y: MatRef<'_, f64>) -> DMat {
-    let d = x.ncols();
-    let mut j = DMat::zeros(2 * d, 2 * d);
-    j.view_mut((0, 0), (d, d)).copy_from(&cross_moment(x, x));
-    j.view_mut((0, d), (d, d)).copy_from(&cross_moment(x, y));
-    j.view_mut((d, d), (d, d)).copy_from(&cross_moment(y, y));
-    let upper = j.view((0, d), (d, d)).transpose();
-    j.view_mut((d, 0), (d, d)).copy_from(&upper);
-    sym(&j)
-}
-
-/// `x Ψ` for sample rows.
-pub(crate) fn times(x: MatRef<'_, f64>, m: &DMat) -> Mat<f64> {
-    mul_small(x, m)
 }

@@ -2,8 +2,6 @@
 //! faer and nalgebra matrices, and relative errors. Every random draw is seeded by the caller.
 #![allow(dead_code)]
 
-
-
 use faer::Mat;
 use mlmatvamp::prelude::*;
 use nalgebra::DMatrix;
@@ -117,17 +115,17 @@ pub fn off_diagonal_ratio(m: &DMat) -> f64 {
 /// `||Ẑ± − (R⁺Γ⁺ + R⁻Γ⁻)(Γ⁺+Γ⁻)^{-1}||_F / ||·||_F` (both beliefs) and
 /// `||Λ± − (Γ⁺+Γ⁻)||_F / ||Γ⁺+Γ⁻||_F` with `Λ = Σ̄^{-1}` (both beliefs).
 /// Returns `(mean residual, precision residual)` per variable.
-pub fn fixed_point_residuals(state: &State) -> Vec<(f64, f64)> {
-    (0..state.minus.len())
+pub fn fixed_point_residuals(state: &impl Messages) -> Vec<(f64, f64)> {
+    (0..state.depth())
         .map(|l| {
-            let plus = state.plus[l].as_ref().expect("forward message");
-            let minus = &state.minus[l];
+            let plus = state.plus(l).expect("forward message");
+            let minus = state.minus(l).expect("backward message");
             let target = combine(plus, minus);
             let lam = plus.precision.matrix() + minus.precision.matrix();
             let mut mean_res = 0.0f64;
             let mut prec_res = 0.0f64;
-            for b in [&state.est_plus[l], &state.est_minus[l]] {
-                let b = b.as_ref().expect("belief");
+            for b in [state.estimate_plus(l), state.estimate_minus(l)] {
+                let b = b.expect("belief");
                 mean_res = mean_res.max(rel_err(&to_dmat(&b.mean), &target));
                 prec_res = prec_res.max(rel_err(&inverse(&b.cov), &lam));
             }
@@ -138,7 +136,7 @@ pub fn fixed_point_residuals(state: &State) -> Vec<(f64, f64)> {
 
 /// The worst residual of [`fixed_point_residuals`] over all variables (NaN counts as a failure:
 /// it is returned as infinity).
-pub fn worst_fixed_point_residual(state: &State) -> f64 {
+pub fn worst_fixed_point_residual(state: &impl Messages) -> f64 {
     fixed_point_residuals(state)
         .iter()
         .map(|&(a, b)| a.max(b))
@@ -146,4 +144,83 @@ pub fn worst_fixed_point_residual(state: &State) -> f64 {
             0.0f64,
             |m, x| if x.is_nan() { f64::INFINITY } else { m.max(x) },
         )
+}
+
+/// Read access to the messages and beliefs of an iterate: the solver's [`State`], or the plain
+/// vectors of a hand-written loop ([`HandState`]).
+pub trait Messages {
+    /// `L`.
+    fn depth(&self) -> usize;
+    /// `(R⁺_l, Γ⁺_l)`.
+    fn plus(&self, l: usize) -> Option<&Message>;
+    /// `(R⁻_l, Γ⁻_l)`.
+    fn minus(&self, l: usize) -> Option<&Message>;
+    /// `Ẑ⁺_l`.
+    fn estimate_plus(&self, l: usize) -> Option<&Belief>;
+    /// `Ẑ⁻_l`.
+    fn estimate_minus(&self, l: usize) -> Option<&Belief>;
+}
+
+impl Messages for State {
+    fn depth(&self) -> usize {
+        State::depth(self)
+    }
+    fn plus(&self, l: usize) -> Option<&Message> {
+        State::plus(self, l)
+    }
+    fn minus(&self, l: usize) -> Option<&Message> {
+        State::minus(self, l)
+    }
+    fn estimate_plus(&self, l: usize) -> Option<&Belief> {
+        State::estimate_plus(self, l)
+    }
+    fn estimate_minus(&self, l: usize) -> Option<&Belief> {
+        State::estimate_minus(self, l)
+    }
+}
+
+/// The messages of a hand-written Algorithm 1 loop, as plain vectors.
+#[derive(Clone, Debug)]
+pub struct HandState {
+    pub plus: Vec<Option<Message>>,
+    pub minus: Vec<Message>,
+    pub est_plus: Vec<Option<Belief>>,
+    pub est_minus: Vec<Option<Belief>>,
+    pub iteration: usize,
+}
+
+impl HandState {
+    /// Algorithm 1, line 1 for `net`.
+    pub fn new(net: &Network, gamma_init: f64) -> Self {
+        let l = net.depth();
+        HandState {
+            plus: vec![None; l],
+            minus: net
+                .rows()
+                .iter()
+                .map(|&n| Message::zero(n, net.dim(), gamma_init).unwrap())
+                .collect(),
+            est_plus: vec![None; l],
+            est_minus: vec![None; l],
+            iteration: 0,
+        }
+    }
+}
+
+impl Messages for HandState {
+    fn depth(&self) -> usize {
+        self.minus.len()
+    }
+    fn plus(&self, l: usize) -> Option<&Message> {
+        self.plus.get(l)?.as_ref()
+    }
+    fn minus(&self, l: usize) -> Option<&Message> {
+        self.minus.get(l)
+    }
+    fn estimate_plus(&self, l: usize) -> Option<&Belief> {
+        self.est_plus.get(l)?.as_ref()
+    }
+    fn estimate_minus(&self, l: usize) -> Option<&Belief> {
+        self.est_minus.get(l)?.as_ref()
+    }
 }

@@ -1,13 +1,11 @@
 //! Linear layers in the state evolution: the closed-form step (spec §6.2 (Lin)) given the
 //! singular values, from an actual `W` or from a limit law (Marchenko–Pastur).
 
-use super::affine::{Affine, Blocks};
-use super::{backward_law, SeBackward, SeContext, SeEstimate, SeForward, SeStep};
-use crate::denoise::{Layer, LayerKind, Rng};
 use crate::error::{Error, Result};
-use crate::message::{Belief, Message};
+use crate::factor::affine::{Affine, Blocks};
+use crate::factor::law::{backward_law, SeBackward, SeContext, SeEstimate, SeForward, SeStep};
+use crate::factor::{Factor, LayerKind, LayerSe, LayerShape};
 use crate::spd::{sym, DMat, Spd};
-use faer::{Mat, MatRef};
 
 /// What the SE needs of a linear layer `Z_l = W Z_{l−1} + B + Ξ`: its shape, the singular values
 /// of `W`, the noise precision and the second moment `(1/n_l) B^T B` of the bias rows.
@@ -309,28 +307,49 @@ impl LinearSpec {
     }
 }
 
-/// A linear layer known only through its singular-value law (e.g. `weight = { law = "gaussian" }`
-/// in an SE configuration): usable by the state evolution, not by the algorithm.
+/// A linear layer known only through its singular values (e.g. `weight = { law = "gaussian" }`
+/// in an SE configuration, or the actual singular values of a given weight): the state
+/// evolution's closed-form step (spec §6.2 (Lin)) and nothing else. It implements only the SE
+/// capability ([`LayerSe`]); the algorithm and a teacher need a [`super::LinearLayer`].
 #[derive(Clone, Debug)]
 pub struct SpectralLinearLayer {
+    spec: LinearSpec,
+    /// The shape shown to the user `(n_l, n_{l−1})` (the spec may be a reduced discretisation).
+    shape: (usize, usize),
+    /// Where the singular values come from, for the description.
+    source: String,
+}
+
+impl SpectralLinearLayer {
+    /// The layer of a spec (shown with the spec's shape).
+    pub fn new(spec: LinearSpec) -> Self {
+        SpectralLinearLayer {
+            shape: (spec.n_out, spec.n_in),
+            spec,
+            source: "singular-value law".into(),
+        }
+    }
+    /// The same layer shown with the real shape `n_out x n_in` of the layer it stands for (when
+    /// the spec is a reduced discretisation of the same law) and the source of its singular
+    /// values. The state evolution uses the shape only through the spec.
+    pub fn shown_as(mut self, n_out: usize, n_in: usize, source: impl Into<String>) -> Self {
+        self.shape = (n_out, n_in);
+        self.source = source.into();
+        self
+    }
     /// The layer's SE description.
-    pub spec: LinearSpec,
+    pub fn spec(&self) -> &LinearSpec {
+        &self.spec
+    }
 }
 
-fn no_weight() -> Error {
-    Error::invalid(
-        "linear layer",
-        "this layer is described by a law (singular values only); it can be used by the state evolution, \
-         not by the algorithm or for sampling — give an actual weight matrix",
-    )
-}
-
-impl Layer for SpectralLinearLayer {
+impl Factor for SpectralLinearLayer {
     fn describe(&self) -> String {
         format!(
-            "linear layer {} x {} (singular-value law{})",
-            self.spec.n_out,
-            self.spec.n_in,
+            "linear layer {} x {} ({}{})",
+            self.shape.0,
+            self.shape.1,
+            self.source,
             if self.spec.noise.is_some() {
                 ", noisy"
             } else {
@@ -338,30 +357,31 @@ impl Layer for SpectralLinearLayer {
             }
         )
     }
-    fn kind(&self) -> LayerKind {
-        LayerKind::Linear
-    }
+
     fn dim(&self) -> usize {
         self.spec.d
     }
+}
+
+impl LayerShape for SpectralLinearLayer {
+    fn kind(&self) -> LayerKind {
+        LayerKind::Linear
+    }
+
     fn input_rows(&self) -> Option<usize> {
-        Some(self.spec.n_in)
+        Some(self.shape.1)
     }
+
     fn output_rows(&self, _n_in: usize) -> usize {
-        self.spec.n_out
+        self.shape.0
     }
-    fn forward(&self, _minus: &Message, _plus: &Message) -> Result<Belief> {
-        Err(no_weight())
-    }
-    fn backward(&self, _minus: &Message, _plus: &Message) -> Result<Belief> {
-        Err(no_weight())
-    }
-    fn sample(&self, _z_prev: MatRef<'_, f64>, _rng: &mut Rng) -> Result<Mat<f64>> {
-        Err(no_weight())
-    }
+}
+
+impl LayerSe for SpectralLinearLayer {
     fn singular_values(&self) -> Option<&[f64]> {
         Some(&self.spec.singular_values)
     }
+
     fn se_forward(
         &self,
         minus: &SeBackward,
@@ -371,6 +391,7 @@ impl Layer for SpectralLinearLayer {
     ) -> Result<SeStep<SeForward>> {
         self.spec.se_forward(minus, plus_in, ctx, prev)
     }
+
     fn se_backward(
         &self,
         minus: &SeBackward,

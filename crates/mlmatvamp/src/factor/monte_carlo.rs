@@ -3,12 +3,13 @@
 //! model with the kind's own `sample`, runs the kind's own denoiser on them with the SE
 //! precisions, and applies the algorithm's message rule.
 
-use super::{
+use super::law::{
     backward_law, joint_moment, times, SeBackward, SeContext, SeEstimate, SeForward, SeStep,
 };
-use crate::denoise::{standard_normal, InputPrior, Layer, OutputChannel, Rng};
+use super::{LayerDenoiser, LayerSampler, OutputLaw, PriorDenoiser, PriorSampler};
 use crate::error::Result;
 use crate::message::{extrinsic_mean, Message};
+use crate::rng::{standard_normal, Rng};
 use crate::rows::{cross_moment, mul_small};
 use crate::spd::{sym, DMat, Spd};
 use faer::{Mat, MatRef};
@@ -62,7 +63,7 @@ fn forward_rows(law: &SeForward, n: usize, rng: &mut Rng) -> (Mat<f64>, Message)
 }
 
 /// (P): `z ~ p_0`, `r⁻ = zΨ⁻ + c`; `K⁺ = E[[z, e⁺]^T[z, e⁺]]` with `e⁺ = r⁺_out − z`.
-pub fn prior_forward<P: InputPrior + ?Sized>(
+pub fn prior_forward<P: PriorDenoiser + PriorSampler + ?Sized>(
     prior: &P,
     minus: &SeBackward,
     ctx: &SeContext<'_>,
@@ -93,7 +94,7 @@ pub fn prior_forward<P: InputPrior + ?Sized>(
 
 /// (N) forward: `(a, b) ~ N(0, K⁺_{l−1})`, `ã = φ(a, ξ)`, `r⁻ = ãΨ⁻ + c`, `r⁺ = a + b`;
 /// `K⁺_l = E[[ã, e⁺]^T[ã, e⁺]]`.
-pub fn layer_forward<L: Layer + ?Sized>(
+pub fn layer_forward<L: LayerDenoiser + LayerSampler + ?Sized>(
     layer: &L,
     minus: &SeBackward,
     plus_in: &SeForward,
@@ -125,7 +126,7 @@ pub fn layer_forward<L: Layer + ?Sized>(
 }
 
 /// (N) backward: as forward with the updated backward law; `e⁻ = r⁻_out − a` regressed on `a`.
-pub fn layer_backward<L: Layer + ?Sized>(
+pub fn layer_backward<L: LayerDenoiser + LayerSampler + ?Sized>(
     layer: &L,
     minus: &SeBackward,
     plus_in: &SeForward,
@@ -163,7 +164,7 @@ pub fn layer_backward<L: Layer + ?Sized>(
 }
 
 /// (O): `(a, b) ~ N(0, K⁺_{L−1})`, `y ~ p(y | a)`, `r⁺ = a + b`; `e⁻` regressed on `a`.
-pub fn output_backward<O: OutputChannel + ?Sized>(
+pub fn output_backward<O: OutputLaw + ?Sized>(
     output: &O,
     plus: &SeForward,
     ctx: &SeContext<'_>,

@@ -10,11 +10,11 @@
 //! blocks `[a, b, ξ]`, so its second moments are exact ([`super::affine`]); the row law is the
 //! mixture over patterns, so every moment is the frequency-weighted sum. No Monte Carlo is needed.
 
-use super::affine::{Affine, Blocks};
-use super::{backward_law, SeBackward, SeContext, SeEstimate, SeForward, SeStep};
-use crate::denoise::{gaussian_rows, AwgnOutput, OutputChannel, Rng};
+use crate::denoise::{gaussian_rows, AwgnOutput, Rng};
 use crate::error::{Error, Result};
-use crate::message::{Belief, Message};
+use crate::factor::affine::{Affine, Blocks};
+use crate::factor::law::{backward_law, SeBackward, SeContext, SeEstimate, SeForward, SeStep};
+use crate::factor::{Factor, OutputChannel, OutputLaw, OutputSe, OutputShape};
 use crate::rows::shape_str;
 use crate::spd::{sym, DMat, Spd};
 use faer::{Mat, MatRef};
@@ -123,7 +123,6 @@ pub struct AwgnMaskLaw {
     noise: Spd,
     observed: f64,
     n: usize,
-    empty: Mat<f64>,
 }
 
 impl AwgnMaskLaw {
@@ -141,12 +140,10 @@ impl AwgnMaskLaw {
                 "the output needs at least one row",
             ));
         }
-        let d = noise_precision.dim();
         Ok(AwgnMaskLaw {
             noise: noise_precision,
             observed,
             n,
-            empty: Mat::zeros(n, d),
         })
     }
 
@@ -170,7 +167,7 @@ impl AwgnMaskLaw {
     }
 }
 
-impl OutputChannel for AwgnMaskLaw {
+impl Factor for AwgnMaskLaw {
     fn describe(&self) -> String {
         format!(
             "awgn output {} x {} (each entry observed with probability {})",
@@ -179,22 +176,19 @@ impl OutputChannel for AwgnMaskLaw {
             self.observed
         )
     }
+
     fn dim(&self) -> usize {
         self.noise.dim()
     }
+}
+
+impl OutputShape for AwgnMaskLaw {
     fn rows(&self) -> usize {
         self.n
     }
-    fn observation(&self) -> MatRef<'_, f64> {
-        self.empty.as_ref()
-    }
-    fn denoise(&self, _plus: &Message) -> Result<Belief> {
-        Err(Error::invalid(
-            "output",
-            "this AWGN output is described by a mask law and holds no observation; it can be \
-             used by the state evolution or resampled, not denoised — give an actual mask",
-        ))
-    }
+}
+
+impl OutputLaw for AwgnMaskLaw {
     fn resample(&self, z: MatRef<'_, f64>, rng: &mut Rng) -> Result<Box<dyn OutputChannel>> {
         use rand::RngExt;
         let (n, d) = (z.nrows(), self.noise.dim());
@@ -224,6 +218,9 @@ impl OutputChannel for AwgnMaskLaw {
             Some(mask),
         )?))
     }
+}
+
+impl OutputSe for AwgnMaskLaw {
     /// Closed form over all patterns for `d ≤ MAX_D_EXACT_PATTERNS`, else Monte Carlo.
     fn se_backward(
         &self,
@@ -234,7 +231,7 @@ impl OutputChannel for AwgnMaskLaw {
         if self.noise.dim() <= MAX_D_EXACT_PATTERNS {
             awgn_backward(&self.noise, &self.patterns(), plus, ctx, prev)
         } else {
-            super::mc::output_backward(self, plus, ctx, prev)
+            crate::factor::monte_carlo::output_backward(self, plus, ctx, prev)
         }
     }
 }

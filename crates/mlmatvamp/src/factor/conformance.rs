@@ -1,0 +1,1 @@
+//! The shared conformance checks (filled in below).
