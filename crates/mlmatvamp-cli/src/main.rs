@@ -127,7 +127,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // A fixed task width for faer's parallel kernels (not the thread count), so that results are
     // bit-identical whatever `--threads` is (the engine's own products and SVDs already use it).
-    mlmatvamp::rows::use_deterministic_parallelism();
+    mlmatvamp::use_deterministic_parallelism();
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -43,7 +43,7 @@ pub mod error;
 pub mod figure;
 pub mod observe;
 pub mod rng;
-pub mod rows;
+pub(crate) mod rows;
 pub mod spd;
 // Messages, factors, Algorithm 1, the state evolution (the paper's order).
 pub mod denoise;
@@ -69,6 +69,7 @@ pub mod run;
 
 pub use error::{Error, Result};
 pub use rng::rng_from_seed;
+pub use rows::use_deterministic_parallelism;
 
 /// The commonly used items.
 pub mod prelude {

@@ -257,7 +257,7 @@ impl MessagePolicy {
             location,
             iteration,
         )?;
-        let mut mean = extrinsic_mean(belief.mean.as_ref(), &lambda, incoming, &out_prec);
+        let mut mean = extrinsic_mean(belief.mean.as_ref(), &lambda, incoming, &out_prec)?;
         if let Some(prev) = previous.filter(|_| self.damp_mean > 0.0) {
             mean = &mean * faer::Scale(1.0 - self.damp_mean)
                 + &prev.mean * faer::Scale(self.damp_mean);
@@ -274,13 +274,33 @@ impl MessagePolicy {
 }
 
 /// `R_out = (Ẑ Λ − R Γ) Γ_out^{-1}` (eq. 2.1), computed as `Ẑ (Λ Γ_out^{-1}) − R (Γ Γ_out^{-1})`.
+/// An error if the shapes disagree.
 pub fn extrinsic_mean(
     estimate: faer::MatRef<'_, f64>,
     lambda: &DMat,
     incoming: &Message,
     out: &Spd,
-) -> Mat<f64> {
-    let a = out.solve_right(lambda);
-    let b = -out.solve_right(incoming.precision.matrix());
-    mul_small_sum(estimate, &a, incoming.mean.as_ref(), &b)
+) -> Result<Mat<f64>> {
+    let d = out.dim();
+    if lambda.nrows() != d || lambda.ncols() != d {
+        return Err(Error::shape(
+            "Λ of the extrinsic mean",
+            format!("{d} x {d}"),
+            format!("{} x {}", lambda.nrows(), lambda.ncols()),
+        ));
+    }
+    incoming.check(
+        "incoming message of the extrinsic mean",
+        estimate.nrows(),
+        d,
+    )?;
+    check_shape(
+        "estimate of the extrinsic mean",
+        estimate,
+        incoming.rows(),
+        d,
+    )?;
+    let a = out.solve_right(lambda)?;
+    let b = -out.solve_right(incoming.precision.matrix())?;
+    Ok(mul_small_sum(estimate, &a, incoming.mean.as_ref(), &b))
 }

@@ -45,13 +45,26 @@ pub fn forward_pass<S: Schedule>(
     plus: &mut [Option<S::Fwd>],
     minus: &[S::Bwd],
 ) -> Result<()> {
-    plus[0] = Some(s.prior(&minus[0], plus[0].as_ref())?);
+    check_lengths(plus.len(), minus.len())?;
+    let mut prev = s.prior(&minus[0], plus[0].as_ref())?;
     for l in 1..plus.len() {
-        let new = {
-            let plus_in = plus[l - 1].as_ref().expect("set in this pass");
-            s.layer_forward(l, &minus[l], plus_in, plus[l].as_ref())?
-        };
-        plus[l] = Some(new);
+        let new = s.layer_forward(l, &minus[l], &prev, plus[l].as_ref())?;
+        plus[l - 1] = Some(std::mem::replace(&mut prev, new));
+    }
+    let last = plus.len() - 1;
+    plus[last] = Some(prev);
+    Ok(())
+}
+
+/// The chain has `L ≥ 1` variables, with one forward and one backward slot each.
+fn check_lengths(plus: usize, minus: usize) -> Result<()> {
+    if plus == 0 || plus != minus {
+        return Err(crate::error::Error::invalid(
+            "schedule",
+            format!(
+                "a chain needs one forward and one backward slot per variable (at least one), got {plus} and {minus}"
+            ),
+        ));
     }
     Ok(())
 }
@@ -64,16 +77,18 @@ pub fn backward_pass<S: Schedule>(
     plus: &[Option<S::Fwd>],
     minus: &mut [S::Bwd],
 ) -> Result<()> {
-    let last = minus.len() - 1;
-    let plus_last = plus[last].as_ref().ok_or_else(|| {
+    check_lengths(plus.len(), minus.len())?;
+    let missing = || {
         crate::error::Error::invalid(
             "schedule",
-            "the backward pass needs a forward output on Z_{L-1}",
+            "the backward pass needs the forward outputs of this iteration: run the forward pass first",
         )
-    })?;
+    };
+    let last = minus.len() - 1;
+    let plus_last = plus[last].as_ref().ok_or_else(missing)?;
     minus[last] = s.output(plus_last, &minus[last])?;
     for l in (1..=last).rev() {
-        let plus_in = plus[l - 1].as_ref().expect("forward pass ran");
+        let plus_in = plus[l - 1].as_ref().ok_or_else(missing)?;
         minus[l - 1] = s.layer_backward(l, &minus[l], plus_in, &minus[l - 1])?;
     }
     Ok(())

@@ -9,11 +9,11 @@
 use crate::error::{Error, Result};
 use crate::message::{Belief, Message, MessagePolicy};
 use crate::network::Network;
-use crate::rows::{check_shape, error_stats};
+use crate::rows::check_shape;
 use crate::schedule::{self, Schedule};
 use crate::spd::Spd;
 use crate::spd::{dmat_to_rows, DMat};
-use faer::Mat;
+use faer::{Mat, MatRef};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
@@ -299,7 +299,7 @@ impl Surrogate<'_> {
         // lstsq via the normal equations with a relative ridge (rcond ~ 1e-8).
         let ridge = 1e-8 * zz.trace().max(f64::MIN_POSITIVE) / d as f64;
         let reg = Spd::from_symmetric("Z^T Z", &zz + DMat::identity(d, d) * ridge)?;
-        let a = reg.solve_right(&zr.transpose()).transpose();
+        let a = reg.solve_right(&zr.transpose())?.transpose();
         let fit = crate::rows::mul_small(z, &a);
         let resid = &fit - &msg.mean;
         let rerr = crate::rows::cross_moment(resid.as_ref(), resid.as_ref());
@@ -508,12 +508,14 @@ impl Solver {
             let primary = state.estimate(l);
             let tr = |b: Option<&Belief>| b.map_or(f64::NAN, |b| b.cov.trace());
             let mse_of = |b: Option<&Belief>| match (b, truth) {
-                (Some(b), Some(t)) => Some(error_stats(b.mean.as_ref(), t[l].as_ref()).0),
+                (Some(b), Some(t)) => {
+                    Some(crate::rows::error_stats(b.mean.as_ref(), t[l].as_ref()).0)
+                }
                 _ => None,
             };
             let (mse, error_cov) = match (primary, truth) {
                 (Some(b), Some(t)) => {
-                    let (m, c) = error_stats(b.mean.as_ref(), t[l].as_ref());
+                    let (m, c) = crate::rows::error_stats(b.mean.as_ref(), t[l].as_ref());
                     (Some(m), Some(dmat_to_rows(&c)))
                 }
                 _ => (None, None),
@@ -690,4 +692,12 @@ fn check_truth(net: &Network, truth: Option<&[Mat<f64>]>, what: &str) -> Result<
         }
     }
     Ok(())
+}
+
+/// The empirical error of an estimate: the MSE per row `(1/n)||Ẑ − Z||²_F` and the `d x d` error
+/// covariance `(1/n)(Ẑ − Z)^T(Ẑ − Z)` (the history's `mse` and `error_cov`). An error if the
+/// shapes differ.
+pub fn error_stats(estimate: MatRef<'_, f64>, truth: MatRef<'_, f64>) -> Result<(f64, DMat)> {
+    check_shape("truth", truth, estimate.nrows(), estimate.ncols())?;
+    Ok(crate::rows::error_stats(estimate, truth))
 }

@@ -12,12 +12,12 @@ use nalgebra::{DMatrix, SymmetricEigen};
 pub type DMat = DMatrix<f64>;
 
 /// `sym(A) = (A + A^T)/2` (spec §0).
-pub fn sym(a: &DMat) -> DMat {
+pub(crate) fn sym(a: &DMat) -> DMat {
     (a + a.transpose()) * 0.5
 }
 
 /// Largest absolute entry of a matrix.
-pub fn max_abs(a: &DMat) -> f64 {
+pub(crate) fn max_abs(a: &DMat) -> f64 {
     a.iter().fold(0.0_f64, |m, x| m.max(x.abs()))
 }
 
@@ -73,7 +73,8 @@ pub fn dmat_to_rows(a: &DMat) -> Vec<Vec<f64>> {
 /// non-singular).
 ///
 /// The invariant (finite, exactly symmetric, Cholesky succeeds) is established by every
-/// constructor, so [`Spd::inverse`], [`Spd::solve_right`] and [`Spd::cholesky_lower`] never fail.
+/// constructor, so [`Spd::inverse`] and [`Spd::cholesky_lower`] never fail, and
+/// [`Spd::solve_right`] fails only on a shape mismatch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Spd {
     m: DMat,
@@ -134,7 +135,10 @@ impl Spd {
 
     /// The identity.
     pub fn identity(d: usize) -> Self {
-        Self::from_symmetric("identity", DMat::identity(d, d)).expect("identity is SPD")
+        Spd {
+            m: DMat::identity(d, d),
+            chol: DMat::identity(d, d),
+        }
     }
 
     /// Rebuilds a symmetric matrix with its eigenvalues clipped into `[lam_min, lam_max]`
@@ -177,11 +181,23 @@ impl Spd {
     /// `A^{-1}` via Cholesky, symmetrised.
     pub fn inverse(&self) -> DMat {
         let d = self.dim();
-        sym(&self.solve_right(&DMat::identity(d, d)))
+        sym(&self.solve_unchecked(&DMat::identity(d, d)))
     }
 
-    /// `X A^{-1}` for a matrix `X` with `d` columns (right solve, row-vector convention).
-    pub fn solve_right(&self, x: &DMat) -> DMat {
+    /// `X A^{-1}` for a matrix `X` with `d` columns (right solve, row-vector convention); an
+    /// error if `X` does not have `d` columns.
+    pub fn solve_right(&self, x: &DMat) -> Result<DMat> {
+        if x.ncols() != self.dim() {
+            return Err(Error::shape(
+                "right-hand side of X A^{-1}",
+                format!("{} columns", self.dim()),
+                format!("{} x {}", x.nrows(), x.ncols()),
+            ));
+        }
+        Ok(self.solve_unchecked(x))
+    }
+
+    fn solve_unchecked(&self, x: &DMat) -> DMat {
         // X A^{-1} = (A^{-1} X^T)^T; solve L L^T Y = X^T.
         let mut y = x.transpose();
         self.chol.solve_lower_triangular_mut(&mut y);
@@ -207,6 +223,13 @@ impl Spd {
 
     /// Congruence `Q^T A Q` (used for rotation tests and change of basis).
     pub fn congruence(&self, q: &DMat) -> Result<Self> {
+        if q.nrows() != self.dim() {
+            return Err(Error::shape(
+                "Q of the congruence Q^T A Q",
+                format!("{} rows", self.dim()),
+                format!("{} x {}", q.nrows(), q.ncols()),
+            ));
+        }
         Self::from_symmetric("congruence", q.transpose() * &self.m * q)
     }
 }
@@ -224,7 +247,7 @@ fn not_pd(what: &str, m: &DMat) -> Error {
 /// if the Cholesky factorisation fails, the eigenvalues are floored at `ε = 1e-12 · tr(A)/d`
 /// (a ridge on the singular directions) before inverting. Returns `None` only for non-finite
 /// input.
-pub fn psd_inverse(a: &DMat) -> Option<DMat> {
+pub(crate) fn psd_inverse(a: &DMat) -> Option<DMat> {
     if a.iter().any(|x| !x.is_finite()) {
         return None;
     }

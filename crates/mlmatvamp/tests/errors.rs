@@ -534,3 +534,188 @@ fn nan_from_a_custom_output_gives_diverged_at_iteration_2() {
     assert_eq!(seen, vec![0, 1]);
     assert_eq!(out.calls.load(Ordering::SeqCst), 3);
 }
+
+// ---------------------------------------------------------------- public API never panics
+
+/// A small valid network `Z_0 (20 x 3) → Z_1 (30 x 3) → Y`.
+fn small_network() -> Network {
+    Network::new(prior(), 20, vec![layer(30, 20)], awgn(30)).unwrap()
+}
+
+#[test]
+fn layer_and_estimate_indices_out_of_range_are_errors_or_none() {
+    let net = small_network();
+    let (_, s) = msg_of(net.layer(0).map(|_| ()));
+    assert_contains(&s, &["hidden layers are numbered 1 … 1", "got 0"]);
+    let (_, s) = msg_of(net.layer(2).map(|_| ()));
+    assert_contains(&s, &["got 2"]);
+    assert!(net.layer(1).is_ok());
+    let se_net = net.se_network();
+    assert!(se_net.layer(0).is_err() && se_net.layer(7).is_err());
+
+    let state = State::new(&net, 1e-6).unwrap();
+    assert!(
+        state.estimate(0).is_none(),
+        "no estimate before the first pass"
+    );
+    assert!(state.estimate(99).is_none() && state.plus(99).is_none() && state.minus(99).is_none());
+    let sol = Solver::new(SolverConfig {
+        iterations: 2,
+        ..Default::default()
+    })
+    .unwrap()
+    .run(&net, None)
+    .unwrap();
+    assert!(sol.state.estimate(1).is_some());
+    assert!(sol.state.estimate(2).is_none() && sol.state.estimate_minus(5).is_none());
+}
+
+#[test]
+fn a_hand_built_state_is_checked() {
+    let net = small_network();
+    let mut state = State::new(&net, 1e-6).unwrap();
+    // Wrong rows, wrong d, non-finite mean, wrong variable.
+    let (_, s) = msg_of(state.set_minus(1, message(29, D)));
+    assert_contains(
+        &s,
+        &[
+            "backward message about Z_1",
+            "expected 30 x 3",
+            "got 29 x 3",
+        ],
+    );
+    let (_, s) = msg_of(state.set_plus(0, message(20, 2)));
+    assert_contains(&s, &["forward message about Z_0", "20 x 3"]);
+    let mut nan = message(20, D);
+    nan.mean[(4, 1)] = f64::NAN;
+    let (_, s) = msg_of(state.set_minus(0, nan));
+    assert_contains(&s, &["Z_0", "NaN"]);
+    let (_, s) = msg_of(state.set_minus(2, message(30, D)));
+    assert_contains(&s, &["variables are numbered 0 … 1", "got 2"]);
+    // The backward pass before any forward pass: an error, not a panic.
+    let solver = Solver::new(SolverConfig::default()).unwrap();
+    let (_, s) = msg_of(solver.backward_pass(&net, &mut state));
+    assert_contains(&s, &["forward pass first"]);
+    // A state of another network.
+    let other = Network::new(prior(), 20, vec![layer(25, 20)], awgn(25)).unwrap();
+    let mut foreign = State::new(&other, 1e-6).unwrap();
+    let (_, s) = msg_of(solver.forward_pass(&net, &mut foreign));
+    assert_contains(&s, &["solver state", "rows [20, 30]", "got rows [20, 25]"]);
+    let (_, s) = msg_of(solver.run_from(&net, foreign, None, &mut |_, _| Control::Continue));
+    assert_contains(&s, &["solver state"]);
+    assert!(State::new(&net, 0.0).is_err() && State::new(&net, f64::NAN).is_err());
+}
+
+#[test]
+fn a_record_with_a_truth_of_the_wrong_shape_is_an_error() {
+    let net = small_network();
+    let solver = Solver::new(SolverConfig {
+        iterations: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    let sol = solver.run(&net, None).unwrap();
+    let good = vec![Mat::zeros(20, D), Mat::zeros(30, D)];
+    assert!(solver
+        .record(&net, &sol.state, None, Some(&good), 0.0)
+        .is_ok());
+    let short = vec![Mat::zeros(20, D)];
+    let (_, s) = msg_of(solver.record(&net, &sol.state, None, Some(&short), 0.0));
+    assert_contains(&s, &["truth", "2 matrices", "got 1 matrices"]);
+    let wrong = vec![Mat::zeros(20, D), Mat::zeros(30, 2)];
+    let (_, s) = msg_of(solver.record(&net, &sol.state, None, Some(&wrong), 0.0));
+    assert_contains(&s, &["truth Z_1", "expected 30 x 3", "got 30 x 2"]);
+    let (_, s) = msg_of(solver.record(&net, &sol.state, Some(&wrong), None, 0.0));
+    assert_contains(&s, &["previous estimates Z_1"]);
+    let (_, s) = msg_of(mlmatvamp::solver::error_stats(
+        Mat::<f64>::zeros(3, 2).as_ref(),
+        Mat::<f64>::zeros(2, 3).as_ref(),
+    ));
+    assert_contains(&s, &["truth", "expected 3 x 2", "got 2 x 3"]);
+}
+
+#[test]
+fn the_state_evolution_checks_its_state_and_laws() {
+    use mlmatvamp::se::{SeBackward, SeConfig, SeForward, SeState, StateEvolution};
+    let net = small_network();
+    let se = StateEvolution::new(SeConfig {
+        iterations: 2,
+        n_mc: 500,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut state = se.initial_state(&net).unwrap();
+    // Recording before any step.
+    let (_, s) = msg_of(se.record(&net, &state, 0, 0.0, None));
+    assert_contains(&s, &["has not completed an iteration"]);
+    // The backward pass before the forward pass.
+    let (_, s) = msg_of(se.backward_pass(&net, &mut state, 0, false));
+    assert_contains(&s, &["forward pass first"]);
+    se.step(&net, &mut state, 0).unwrap();
+    assert!(se.record(&net, &state, 0, 0.0, None).is_ok());
+    assert!(state.estimate(2).is_none() && state.plus(9).is_none());
+    // Laws of the wrong size.
+    let eye = |k: usize| DMat::identity(k, k);
+    let bad = SeBackward {
+        psi: eye(2),
+        t: eye(2),
+        gamma: Spd::identity(2),
+    };
+    let (_, s) = msg_of(state.set_minus(0, bad.clone()));
+    assert_contains(&s, &["backward law about Z_0", "3 x 3"]);
+    let (_, s) = msg_of(state.set_plus(
+        1,
+        SeForward {
+            k: eye(4),
+            gamma: Spd::identity(3),
+        },
+    ));
+    assert_contains(&s, &["forward law about Z_1", "K 6 x 6"]);
+    assert!(SeState::from_minus(vec![]).is_err());
+    // A state of another network.
+    let other = Network::new(prior(), 20, vec![layer(25, 20)], awgn(25)).unwrap();
+    let two = Network::new(
+        Arc::new(GaussianPrior::isotropic(2, 1.0).unwrap()),
+        20,
+        vec![Arc::new(
+            LinearLayer::new(weight(30, 20).as_ref(), None, None, 2).unwrap(),
+        )],
+        Arc::new(AwgnOutput::new(Mat::zeros(30, 2), Spd::identity(2), None).unwrap()),
+    )
+    .unwrap();
+    let mut foreign = se.initial_state(&two).unwrap();
+    let (_, s) = msg_of(se.step(&net, &mut foreign, 0));
+    assert_contains(&s, &["SE state", "d = 3", "got L = 2, d = 2"]);
+    assert!(se.initial_state(&other).is_ok());
+    // A factor's SE step called by hand with a law of another size.
+    let ctx = mlmatvamp::se::SeContext {
+        policy: &MessagePolicy::default(),
+        n_mc: 200,
+        psi_mode: Default::default(),
+        seed: 0,
+        iteration: 0,
+        location: "test".into(),
+        want_samples: false,
+    };
+    let (_, s) = msg_of(prior().se_forward(&bad, &ctx, None));
+    assert_contains(&s, &["backward law of an SE step", "3-dimensional"]);
+}
+
+#[test]
+fn small_linear_algebra_checks_its_shapes() {
+    let a = Spd::scaled_identity(3, 2.0).unwrap();
+    let (_, s) = msg_of(a.solve_right(&DMat::zeros(4, 2)));
+    assert_contains(&s, &["3 columns", "got 4 x 2"]);
+    assert!(a.congruence(&DMat::identity(2, 2)).is_err());
+    assert_eq!(Spd::identity(0).dim(), 0);
+    let (_, s) = msg_of(mlmatvamp::message::extrinsic_mean(
+        Mat::<f64>::zeros(5, 3).as_ref(),
+        &DMat::identity(3, 3),
+        &message(4, 3),
+        &a,
+    ));
+    assert_contains(&s, &["extrinsic mean", "5 x 3"]);
+    let mut adam = mlmatvamp::apps::adam::AdamStep::new(3, 0.1, 0.9, 0.999, 1e-8).unwrap();
+    assert!(adam.step(&mut [0.0; 2], &[0.0; 3]).is_err());
+    assert!(adam.step(&mut [0.0; 3], &[1.0; 3]).is_ok());
+}

@@ -32,7 +32,7 @@ enum Indices {
 /// matrix `G` whose inverse multiplies on the right.
 fn extrinsic_mean(z: &Mat<f64>, lambda: &DMat, incoming: &Message, g: &Spd) -> Mat<f64> {
     let num = to_dmat(z) * lambda - to_dmat(&incoming.mean) * incoming.precision.matrix();
-    to_mat(&g.solve_right(&num))
+    to_mat(&g.solve_right(&num).unwrap())
 }
 
 /// One iteration of Algorithm 1 (spec §2.3) written out by hand.

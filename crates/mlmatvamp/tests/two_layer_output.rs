@@ -120,8 +120,10 @@ fn covariance_is_calibrated() {
         let ch = p.channel(act, est);
         let (belief, diag) = ch.denoise_with_diagnostics(&p.msg).unwrap();
         let rel = calibration(&belief, &p.z);
-        let (_, msg_err) = mlmatvamp::rows::error_stats(p.msg.mean.as_ref(), p.z.as_ref());
-        let (_, est_err) = mlmatvamp::rows::error_stats(belief.mean.as_ref(), p.z.as_ref());
+        let (_, msg_err) =
+            mlmatvamp::solver::error_stats(p.msg.mean.as_ref(), p.z.as_ref()).unwrap();
+        let (_, est_err) =
+            mlmatvamp::solver::error_stats(belief.mean.as_ref(), p.z.as_ref()).unwrap();
         println!(
             "{name}: calibration error {rel:.4}; MSE message {:.4} -> estimate {:.4}; {diag:?}",
             msg_err.trace(),

@@ -182,9 +182,16 @@ impl AdamStep {
         })
     }
 
-    /// One step on the parameters `w` with the gradient `g` (both of length `p`).
-    pub fn step(&mut self, w: &mut [f64], g: &[f64]) {
-        debug_assert!(w.len() == self.m.len() && g.len() == self.m.len());
+    /// One step on the parameters `w` with the gradient `g` (both of length `p`); an error if
+    /// a length differs.
+    pub fn step(&mut self, w: &mut [f64], g: &[f64]) -> Result<()> {
+        if w.len() != self.m.len() || g.len() != self.m.len() {
+            return Err(Error::shape(
+                "Adam parameters and gradient",
+                format!("length {}", self.m.len()),
+                format!("{} and {}", w.len(), g.len()),
+            ));
+        }
         let (b1, b2, eps) = (self.beta1, self.beta2, self.epsilon);
         self.beta1_t *= b1;
         self.beta2_t *= b2;
@@ -194,6 +201,7 @@ impl AdamStep {
             self.v[i] = b2 * self.v[i] + (1.0 - b2) * g[i] * g[i];
             w[i] -= alpha * self.m[i] / (self.v[i].sqrt() + eps);
         }
+        Ok(())
     }
 }
 
@@ -306,7 +314,7 @@ impl AdamConfig {
                     });
                 }
                 epoch_loss += loss * batch.len() as f64;
-                adam.step(&mut f1, &g);
+                adam.step(&mut f1, &g)?;
             }
             train_loss.push(epoch_loss / data.n as f64);
             on_epoch(epoch, MatRef::from_column_major_slice(&f1, nin, d))?;

@@ -739,7 +739,7 @@ pub fn latent_adam(trial: &InpaintTrial, cfg: &LatentAdamConfig, seed: u64) -> R
                 gv[j * c.n0 + i] = g[(i, j)];
             }
         }
-        adam.step(&mut w, &gv);
+        adam.step(&mut w, &gv)?;
         z = MatRef::from_column_major_slice(&w, c.n0, d).to_owned();
     }
     let (loss, _, yhat) = objective.evaluate(z.as_ref());

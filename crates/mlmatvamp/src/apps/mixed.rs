@@ -717,7 +717,9 @@ pub fn alternating_minimisation(
                     best = Some((loss, res.f));
                 }
             }
-            let g = best.expect("at least one restart").1;
+            let g = best
+                .ok_or_else(|| Error::invalid("restarts", "no restart was run"))?
+                .1;
             &u * &g
         }
     };

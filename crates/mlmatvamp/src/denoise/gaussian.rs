@@ -113,6 +113,7 @@ impl PriorSe for GaussianPrior {
         prev: Option<&Spd>,
     ) -> Result<SeStep<SeForward>> {
         let d = self.dim();
+        crate::factor::law::check_laws(d, Some(minus), None, prev)?;
         let gm = minus.gamma.matrix();
         let sigma =
             Spd::from_symmetric("prior posterior precision", self.prec.matrix() + gm)?.inverse();

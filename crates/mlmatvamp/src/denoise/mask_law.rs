@@ -47,7 +47,15 @@ pub fn awgn_backward(
     ctx: &SeContext<'_>,
     prev: Option<&Spd>,
 ) -> Result<SeStep<SeBackward>> {
-    let d = plus.gamma.dim();
+    let d = noise_precision.dim();
+    crate::factor::law::check_laws(d, None, Some(plus), prev)?;
+    if let Some((p, _)) = patterns.iter().find(|(p, _)| p.len() != d) {
+        return Err(Error::shape(
+            "missingness pattern",
+            format!("{d} flags"),
+            format!("{} flags", p.len()),
+        ));
+    }
     let total: f64 = patterns.iter().map(|p| p.1).sum();
     if patterns.is_empty() || total.is_nan() || total <= 0.0 {
         return Err(Error::invalid(

@@ -229,8 +229,13 @@ pub fn minimize<O: RowObjective + ?Sized>(
     ws: &mut NewtonWorkspace,
 ) -> Result<NewtonReport> {
     let d = obj.dim();
-    debug_assert_eq!(v.len(), d);
-    debug_assert_eq!(ws.grad.len(), d);
+    if v.len() != d || ws.grad.len() != d {
+        return Err(Error::shape(
+            "Newton start and workspace",
+            format!("length {d}"),
+            format!("start {}, workspace {}", v.len(), ws.grad.len()),
+        ));
+    }
     let tol = opts.grad_tol * scale;
     let mut report = NewtonReport {
         converged: false,

@@ -474,8 +474,19 @@ where
     F: FnMut(&[f64]) -> f64,
 {
     let d = set.dim;
-    debug_assert!(center.len() == d && scratch.len() == d);
-    debug_assert!(factor.nrows() == d && factor.ncols() == d);
+    if center.len() != d || scratch.len() != d || factor.nrows() != d || factor.ncols() != d {
+        return Err(Error::shape(
+            "frame of the quadrature",
+            format!("centre and scratch of length {d}, factor {d} x {d}"),
+            format!(
+                "lengths {} and {}, factor {} x {}",
+                center.len(),
+                scratch.len(),
+                factor.nrows(),
+                factor.ncols()
+            ),
+        ));
+    }
     out.mean.resize(d, 0.0);
     out.cov.resize(d * d, 0.0);
     // Accumulators in the ζ frame, relative to the running maximum log-weight `top`.

@@ -238,6 +238,7 @@ impl PriorSe for BernoulliGaussianPrior {
         prev: Option<&Spd>,
     ) -> Result<SeStep<SeForward>> {
         let d = self.dim();
+        crate::factor::law::check_laws(d, Some(minus), None, prev)?;
         if d > BG_QUADRATURE_MAX_D || ctx.want_samples {
             return crate::factor::monte_carlo::prior_forward(self, minus, ctx, prev);
         }
@@ -349,8 +350,8 @@ impl PriorSe for BernoulliGaussianPrior {
         )?;
         // E[z^T z] exactly; e⁺ = R_out − z with R_out = ẑ A − r B, A = Λ Γ_out^{-1}, B = Γ⁻ Γ_out^{-1}.
         let e_zz_true = (self.cov.matrix() + mu.transpose() * &mu) * self.rho;
-        let a = gamma.solve_right(&lambda);
-        let b = gamma.solve_right(minus.gamma.matrix());
+        let a = gamma.solve_right(&lambda)?;
+        let b = gamma.solve_right(minus.gamma.matrix())?;
         // E[R^T R], E[z^T R]
         let e_out_out = a.transpose() * &e_zz * &a
             - a.transpose() * e_rz.transpose() * &b

@@ -3,7 +3,9 @@
 
 use crate::error::{Error, Result};
 use crate::factor::affine::{Affine, Blocks};
-use crate::factor::law::{backward_law, SeBackward, SeContext, SeEstimate, SeForward, SeStep};
+use crate::factor::law::{
+    backward_law, check_laws, SeBackward, SeContext, SeEstimate, SeForward, SeStep,
+};
 use crate::factor::{Factor, LayerKind, LayerSe, LayerShape};
 use crate::spd::{sym, DMat, Spd};
 
@@ -165,6 +167,7 @@ impl LinearSpec {
         prev: Option<&Spd>,
     ) -> Result<SeStep<SeForward>> {
         let d = self.d;
+        check_laws(d, Some(minus), Some(plus_in), prev)?;
         let (gm, gp) = (minus.gamma.matrix(), plus_in.gamma.matrix());
         let (p_eff, a_mat) = self.p_eff(gm)?;
         let r = self.singular_values.len();
@@ -247,6 +250,7 @@ impl LinearSpec {
         prev: Option<&Spd>,
     ) -> Result<SeStep<SeBackward>> {
         let d = self.d;
+        check_laws(d, Some(minus), Some(plus_in), prev)?;
         let (gm, gp) = (minus.gamma.matrix(), plus_in.gamma.matrix());
         let (p_eff, _) = self.p_eff(gm)?;
         let r = self.singular_values.len();

@@ -105,6 +105,61 @@ impl SeContext<'_> {
     }
 }
 
+/// Checks that the laws an SE step receives are `d`-dimensional (`K⁺` is `2d x 2d`; `Ψ⁻`, `T⁻`,
+/// every `Γ̄` and `prev` are `d x d`), so that a step called by hand with a law of another size
+/// gets an error instead of a panic.
+pub fn check_laws(
+    d: usize,
+    minus: Option<&SeBackward>,
+    plus: Option<&SeForward>,
+    prev: Option<&Spd>,
+) -> crate::error::Result<()> {
+    let sq = |m: &DMat, k: usize| m.nrows() == k && m.ncols() == k;
+    let bad = |what: &str, got: String| {
+        Err(Error::shape(
+            format!("{what} of an SE step"),
+            format!("{d}-dimensional"),
+            got,
+        ))
+    };
+    if let Some(m) = minus {
+        if !sq(&m.psi, d) || !sq(&m.t, d) || m.gamma.dim() != d {
+            return bad(
+                "backward law",
+                format!(
+                    "Ψ {} x {}, T {} x {}, Γ {} x {}",
+                    m.psi.nrows(),
+                    m.psi.ncols(),
+                    m.t.nrows(),
+                    m.t.ncols(),
+                    m.gamma.dim(),
+                    m.gamma.dim()
+                ),
+            );
+        }
+    }
+    if let Some(p) = plus {
+        if !sq(&p.k, 2 * d) || p.gamma.dim() != d {
+            return bad(
+                "forward law",
+                format!(
+                    "K {} x {}, Γ {} x {}",
+                    p.k.nrows(),
+                    p.k.ncols(),
+                    p.gamma.dim(),
+                    p.gamma.dim()
+                ),
+            );
+        }
+    }
+    if let Some(g) = prev {
+        if g.dim() != d {
+            return bad("previous precision", format!("{} x {}", g.dim(), g.dim()));
+        }
+    }
+    Ok(())
+}
+
 /// The regression of a backward message error on the true row (spec §6.2 (N), (O)):
 /// `M = E[a^T a]^{-1} E[a^T e⁻]`, `Ψ⁻ = I + M`, `T⁻ = E[e⁻^T e⁻] − M^T E[a^T a] M`; with
 /// [`PsiMode::Identity`], `Ψ⁻ = I`, `T⁻ = E[e⁻^T e⁻]`.

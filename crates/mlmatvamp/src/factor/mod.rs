@@ -21,7 +21,7 @@
 //!
 //! Every implementation is checked by the shared suite [`conformance`].
 
-pub mod affine;
+pub(crate) mod affine;
 pub mod conformance;
 pub mod law;
 pub mod monte_carlo;

@@ -4,7 +4,8 @@
 //! precisions, and applies the algorithm's message rule.
 
 use super::law::{
-    backward_law, joint_moment, times, SeBackward, SeContext, SeEstimate, SeForward, SeStep,
+    backward_law, check_laws, joint_moment, times, SeBackward, SeContext, SeEstimate, SeForward,
+    SeStep,
 };
 use super::{LayerDenoiser, LayerSampler, OutputLaw, PriorDenoiser, PriorSampler};
 use crate::error::Result;
@@ -69,6 +70,7 @@ pub fn prior_forward<P: PriorDenoiser + PriorSampler + ?Sized>(
     ctx: &SeContext<'_>,
     prev: Option<&Spd>,
 ) -> Result<SeStep<SeForward>> {
+    check_laws(prior.dim(), Some(minus), None, prev)?;
     let mut rng = ctx.rng();
     let z = prior.sample(ctx.n_mc, &mut rng)?;
     let msg = backward_message(z.as_ref(), minus, &mut rng);
@@ -82,7 +84,7 @@ pub fn prior_forward<P: PriorDenoiser + PriorSampler + ?Sized>(
         &ctx.location,
         ctx.iteration,
     )?;
-    let e = &extrinsic_mean(belief.mean.as_ref(), &lambda, &msg, &gamma) - &z;
+    let e = &extrinsic_mean(belief.mean.as_ref(), &lambda, &msg, &gamma)? - &z;
     Ok(SeStep {
         out: SeForward {
             k: joint_moment(z.as_ref(), e.as_ref()),
@@ -101,6 +103,7 @@ pub fn layer_forward<L: LayerDenoiser + LayerSampler + ?Sized>(
     ctx: &SeContext<'_>,
     prev: Option<&Spd>,
 ) -> Result<SeStep<SeForward>> {
+    check_laws(layer.dim(), Some(minus), Some(plus_in), prev)?;
     let mut rng = ctx.rng();
     let (a, r_plus) = forward_rows(plus_in, ctx.n_mc, &mut rng);
     let a_out = layer.sample(a.as_ref(), &mut rng)?;
@@ -115,7 +118,7 @@ pub fn layer_forward<L: LayerDenoiser + LayerSampler + ?Sized>(
         &ctx.location,
         ctx.iteration,
     )?;
-    let e = &extrinsic_mean(belief.mean.as_ref(), &lambda, &r_minus, &gamma) - &a_out;
+    let e = &extrinsic_mean(belief.mean.as_ref(), &lambda, &r_minus, &gamma)? - &a_out;
     Ok(SeStep {
         out: SeForward {
             k: joint_moment(a_out.as_ref(), e.as_ref()),
@@ -133,7 +136,8 @@ pub fn layer_backward<L: LayerDenoiser + LayerSampler + ?Sized>(
     ctx: &SeContext<'_>,
     prev: Option<&Spd>,
 ) -> Result<SeStep<SeBackward>> {
-    let d = plus_in.gamma.dim();
+    let d = layer.dim();
+    check_laws(d, Some(minus), Some(plus_in), prev)?;
     let mut rng = ctx.rng();
     let (a, r_plus) = forward_rows(plus_in, ctx.n_mc, &mut rng);
     let a_out = layer.sample(a.as_ref(), &mut rng)?;
@@ -148,7 +152,7 @@ pub fn layer_backward<L: LayerDenoiser + LayerSampler + ?Sized>(
         &ctx.location,
         ctx.iteration,
     )?;
-    let e = &extrinsic_mean(belief.mean.as_ref(), &lambda, &r_plus, &gamma) - &a;
+    let e = &extrinsic_mean(belief.mean.as_ref(), &lambda, &r_plus, &gamma)? - &a;
     let k_aa = plus_in.k.view((0, 0), (d, d)).into_owned();
     let out = backward_law(
         &k_aa,
@@ -170,7 +174,8 @@ pub fn output_backward<O: OutputLaw + ?Sized>(
     ctx: &SeContext<'_>,
     prev: Option<&Spd>,
 ) -> Result<SeStep<SeBackward>> {
-    let d = plus.gamma.dim();
+    let d = output.dim();
+    check_laws(d, None, Some(plus), prev)?;
     let mut rng = ctx.rng();
     let (a, r_plus) = forward_rows(plus, ctx.n_mc, &mut rng);
     let channel = output.resample(a.as_ref(), &mut rng)?;
@@ -184,7 +189,7 @@ pub fn output_backward<O: OutputLaw + ?Sized>(
         &ctx.location,
         ctx.iteration,
     )?;
-    let e = &extrinsic_mean(belief.mean.as_ref(), &lambda, &r_plus, &gamma) - &a;
+    let e = &extrinsic_mean(belief.mean.as_ref(), &lambda, &r_plus, &gamma)? - &a;
     let k_aa = plus.k.view((0, 0), (d, d)).into_owned();
     let out = backward_law(
         &k_aa,
