@@ -169,7 +169,7 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 4)]
     hidden: usize,
     /// Smallest eigenvalue of every message precision (the reference code uses 1e-3, which
-    /// makes ML-Mat-VAMP diverge in many trials at large ntr; see the README).
+    /// makes ML-Mat-VAMP diverge in many trials at large ntr; see docs/fig2.md).
     #[arg(long, default_value_t = 0.3)]
     lam_min: f64,
     /// Largest eigenvalue of every message precision (`inf` for none).

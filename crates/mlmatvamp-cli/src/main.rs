@@ -1,7 +1,7 @@
 //! The `mlmatvamp` command-line interface: a thin layer over the library.
 //!
 //! `mlmatvamp run CONFIG.toml --out DIR [--threads N] [--quiet]` runs ML-Mat-VAMP on the problem
-//! the configuration describes (see `mlmatvamp::config` and the README) and writes the estimates,
+//! the configuration describes (see `mlmatvamp::config` and docs/run.md) and writes the estimates,
 //! their predicted covariances and `history.json` to `DIR`.
 //!
 //! `mlmatvamp fig2 --out DIR` reproduces the paper's Figure 2 and `mlmatvamp two-layer --out DIR`

@@ -1,5 +1,5 @@
 //! The `mlmatvamp se` and `mlmatvamp compare` commands end to end: the files and fields they
-//! write (README "Predicting performance"), law-described arrays (a Gaussian weight law becomes
+//! write (docs/state-evolution.md), law-described arrays (a Gaussian weight law becomes
 //! the Marchenko–Pastur spectrum, a Bernoulli mask law), data configurations, and clean failures.
 
 use serde_json::Value;

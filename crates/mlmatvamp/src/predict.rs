@@ -276,6 +276,7 @@ pub fn build_se_model(
                             n_in,
                             d,
                             singular_values: s,
+                            weights: Vec::new(),
                             noise,
                             bias_moment: bias_moment.unwrap_or_else(|| DMat::zeros(d, d)),
                         };
@@ -388,9 +389,10 @@ pub struct SeRecord {
     pub se_seconds: f64,
     /// Wall time of the whole command (without writing this file).
     pub total_seconds: f64,
-    /// Per iteration: its `seconds` and, per variable, the predicted `mse_per_entry`, `mse`
-    /// (per row), `nmse`, the `d x d` `error_cov`, the algorithm's own `predicted_cov`, and the
-    /// laws `gamma_plus`, `gamma_minus`, `k_plus`, `psi_minus`, `t_minus`.
+    /// Per iteration: its `seconds` and, per variable ([`crate::se::SeVariableRecord`]), the SE's
+    /// predictions of the empirical error `se_mse_per_entry`, `se_mse` (per row), `se_nmse`, the
+    /// `d x d` `se_error_cov`, the limit of the algorithm's own `cov` and `predicted_mse`, and the
+    /// laws `gamma_plus`, `gamma_minus`, `k_plus`, `psi_minus`, `t_minus` (`docs/outputs.md`).
     pub iterations: Vec<SeIteration>,
 }
 

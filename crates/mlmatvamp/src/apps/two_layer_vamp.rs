@@ -71,7 +71,7 @@ use std::time::Instant;
 /// point, seed 0): with the `1e-3` floor the median normalized test MSE at SNR 15 dB is 3.5 at
 /// `ntr = 2000` and 7.8 at `ntr = 2500` (ADAM: 1.14, 1.17), and the MMSE estimator also leaves
 /// diverging trials; with a floor of `0.3` every point's median lies within 0.03 of ADAM's
-/// (README, Figure 2). The floor `0.3` says that no message about `F_1` or `Z_1 = X F_1` claims a
+/// (docs/fig2.md). The floor `0.3` says that no message about `F_1` or `Z_1 = X F_1` claims a
 /// variance above ≈ 3.3 per entry, about three times the prior variance of those entries
 /// (`w1var ≈ 1` for the Figure-2 data); rescale it for data of another scale.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,5 +1,5 @@
 //! State evolution (SE): the deterministic recursion that predicts ML-Mat-VAMP's error in the
-//! large-system limit (Theorem 1), derived in `docs/state-evolution.md`.
+//! large-system limit (Theorem 1), derived in `docs/se-recursion.md`.
 //!
 //! The SE follows Algorithm 1's schedule exactly ([`crate::schedule`]) with laws in place of
 //! messages ([`crate::factor::law`]):
