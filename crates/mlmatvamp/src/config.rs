@@ -101,6 +101,36 @@ pub enum ArraySource {
     Inline(InlineArray),
     /// An array drawn at random from `seed`.
     Law(LawSpec),
+    /// A linear operator that is never stored as a matrix (a linear layer's `weight` only):
+    /// `{ operator = "dct", rows = …, cols = …, seed = … }`.
+    Operator(OperatorSpec),
+}
+
+/// A weight given as an operator: `{ operator = "dct", rows = 512, cols = 1024, seed = 3 }`, the
+/// `rows` rows of the orthonormal DCT of length `cols`, with random signs and a random row
+/// selection drawn from `seed` (default: the configuration's), scaled by `scale` (default 1, so
+/// that `W Wᵀ = I`, like a Gaussian weight of variance `1/cols` on average).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorSpec {
+    /// The operator: `"dct"`.
+    pub operator: OperatorKind,
+    /// `n_l`.
+    pub rows: usize,
+    /// `n_{l−1}`.
+    pub cols: usize,
+    /// The seed of the signs and the row selection (default: derived from the top-level seed).
+    pub seed: Option<u64>,
+    /// The scale `c` (`W Wᵀ = c² I`, default 1).
+    pub scale: Option<f64>,
+}
+
+/// The operators a configuration can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OperatorKind {
+    /// A subsampled orthonormal DCT with random signs ([`crate::operator::SubsampledDct`]).
+    Dct,
 }
 
 /// An inline TOML array.
@@ -305,8 +335,19 @@ impl<'de> Deserialize<'de> for ArraySource {
                 self,
                 map: A,
             ) -> std::result::Result<ArraySource, A::Error> {
-                LawSpec::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(ArraySource::Law)
+                // `{ operator = … }` is an operator, any other table a law.
+                let table = toml::Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                if table.contains_key("operator") {
+                    table
+                        .try_into::<OperatorSpec>()
+                        .map(ArraySource::Operator)
+                        .map_err(|e| de::Error::custom(format!("operator table: {}", e.message())))
+                } else {
+                    table
+                        .try_into::<LawSpec>()
+                        .map(ArraySource::Law)
+                        .map_err(|e| de::Error::custom(e.message()))
+                }
             }
         }
         d.deserialize_any(V)
@@ -461,6 +502,10 @@ impl Resolver {
                     label,
                 })
             }
+            ArraySource::Operator(_) => Err(Error::invalid(
+                format!("{desc} (key `{key}`)"),
+                "an operator (`{ operator = … }`) is only allowed as the `weight` of a linear layer",
+            )),
         }
     }
 }
@@ -597,12 +642,29 @@ pub enum TeacherLaw {
 pub enum LayerConfig {
     /// `kind = "linear"`: `Z_l = W Z_{l−1} + B + Ξ`.
     Linear {
-        /// `W` (`n_l x n_{l−1}`); its row count defines `n_l`.
+        /// `W` (`n_l x n_{l−1}`); its row count defines `n_l`. A dense `.npy`/`.csv` file or
+        /// inline array, a sparse `.npz` (scipy's `save_npz`), a law, or an operator
+        /// (`{ operator = "dct", rows = …, cols = … }`).
         weight: ArraySource,
         /// `B`: `n_l x d`, or a length-`d` vector / `1 x d` row added to every row.
         bias: Option<ArraySource>,
         /// `d x d` noise precision `N`; omitted means noiseless.
         noise_precision: Option<ArraySource>,
+        /// How the linear step is solved: `"svd"` (one SVD at the start), `"cg"` (conjugate
+        /// gradients and a spectral law, no SVD) or `"auto"` (default: SVD while it is cheap,
+        /// else CG; sparse weights and operators always use CG).
+        method: Option<LinearMethod>,
+        /// CG only: the relative residual at which a solve stops (default `1e-8`).
+        tolerance: Option<f64>,
+        /// CG only: the iteration limit of a solve (default 1000); not converging is an error.
+        max_iterations: Option<usize>,
+        /// CG only: `"primal"`, `"dual"` or `"auto"` (default: the smaller system).
+        form: Option<crate::operator::CgForm>,
+        /// CG only: Rademacher probes of the spectral-law estimate (default 10), when the law is
+        /// not known in closed form.
+        probes: Option<usize>,
+        /// CG only: Lanczos steps per probe (default 40).
+        lanczos_steps: Option<usize>,
     },
     /// `kind = "identity"`: the row-wise noisy identity `Z_l = Z_{l−1} + Ξ`.
     Identity {
@@ -621,6 +683,31 @@ pub enum LayerConfig {
         /// 12, 6, 4, 4 for `d = 2 … 6`; `d = 1` and diagonal precisions use the closed form).
         mmse_nodes: Option<usize>,
     },
+}
+
+/// How a linear layer's step is solved (`method` in `[[layer]]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinearMethod {
+    /// One thin SVD at the start, then a few thin products per iteration (exact).
+    Svd,
+    /// Conjugate gradients on the operator and a spectral law of `WᵀW`: no SVD, no dense `W`
+    /// needed (`docs/matrix-free.md`).
+    Cg,
+    /// SVD while it costs less than [`AUTO_SVD_FLOPS`], else CG; always CG for sparse weights and
+    /// operators.
+    #[default]
+    Auto,
+}
+
+/// The SVD cost `min(n_l, n_{l−1})² · max(n_l, n_{l−1})` (multiply-adds) below which `method =
+/// "auto"` uses the SVD: about ten seconds on the project's machine.
+pub const AUTO_SVD_FLOPS: f64 = 2e10;
+
+/// Whether `auto` chooses the SVD for an `n_out x n_in` dense weight.
+pub fn svd_is_cheap(n_out: usize, n_in: usize) -> bool {
+    let (r, m) = (n_out.min(n_in) as f64, n_out.max(n_in) as f64);
+    r * r * m <= AUTO_SVD_FLOPS
 }
 
 impl LayerConfig {
@@ -888,11 +975,15 @@ impl TeacherLaw {
 }
 
 /// A hidden layer with its arrays loaded and checked, before any SVD.
+#[allow(clippy::large_enum_variant)] // one per layer, built once
 pub(crate) enum Prepared {
     Linear {
         weight: Weight,
         bias: Option<Mat<f64>>,
         noise: Option<Spd>,
+        method: LinearMethod,
+        cg: crate::operator::CgOptions,
+        law: crate::denoise::LawOptions,
     },
     RowWise(Arc<dyn Layer>),
 }
@@ -910,22 +1001,110 @@ pub(crate) enum Weight {
         rows: usize,
         cols: usize,
     },
+    /// A sparse matrix from an `.npz` file.
+    Sparse(crate::operator::sparse::Csr),
+    /// An operator (never a matrix).
+    Operator(Arc<dyn crate::operator::LinearOperator>),
 }
 
 impl Weight {
-    /// The matrix: the given one, or the law drawn from its own stream of `seed`.
-    fn into_matrix(self, seed: u64) -> Mat<f64> {
+    /// The matrix: the given one, or the law drawn from its own stream of `seed`; `None` for a
+    /// sparse weight or an operator.
+    fn into_matrix(self, seed: u64) -> Option<Mat<f64>> {
         match self {
-            Weight::Matrix(m) => m,
+            Weight::Matrix(m) => Some(m),
             Weight::Law {
                 spec,
                 key,
                 rows,
                 cols,
                 ..
-            } => draw_law(&spec, rows, cols, seed, &key),
+            } => Some(draw_law(&spec, rows, cols, seed, &key)),
+            Weight::Sparse(_) | Weight::Operator(_) => None,
         }
     }
+
+    /// Whether the layer is solved by SVD under `method` (the decision of `auto`).
+    pub(crate) fn uses_svd(&self, method: LinearMethod, n_out: usize, n_in: usize) -> bool {
+        match (method, self) {
+            (LinearMethod::Svd, _) => true,
+            (LinearMethod::Cg, _) => false,
+            (LinearMethod::Auto, Weight::Matrix(_) | Weight::Law { .. }) => {
+                svd_is_cheap(n_out, n_in)
+            }
+            (LinearMethod::Auto, _) => false,
+        }
+    }
+}
+
+/// Builds a linear layer for the algorithm: the SVD layer, or the matrix-free layer with the
+/// operator's own spectral law, the Marchenko–Pastur law of a Gaussian law weight, or a
+/// stochastic-Lanczos estimate. Returns the layer and its set-up seconds (SVD or law).
+#[allow(clippy::too_many_arguments)]
+fn build_linear(
+    weight: Weight,
+    bias: Option<Mat<f64>>,
+    noise: Option<Spd>,
+    method: LinearMethod,
+    cg: crate::operator::CgOptions,
+    law_options: &crate::denoise::LawOptions,
+    d: usize,
+    n_out: usize,
+    n_in: usize,
+    seed: u64,
+) -> Result<(Arc<dyn Layer>, Option<f64>)> {
+    use crate::denoise::OperatorLayer;
+    use crate::operator::{DenseOperator, LinearOperator, SparseOperator, SpectralLaw};
+    if weight.uses_svd(method, n_out, n_in) {
+        let matrix = match weight {
+            Weight::Sparse(csr) => {
+                // Densify for an SVD the user asked for (bounded like any array).
+                if (n_out as u64) * (n_in as u64) > io::MAX_ENTRIES {
+                    return Err(Error::invalid(
+                        "method",
+                        format!("method = \"svd\" would densify a {n_out} x {n_in} sparse weight; use \"cg\""),
+                    ));
+                }
+                let op = SparseOperator::new(csr);
+                crate::operator::apply(&op, Mat::<f64>::identity(n_in, n_in).as_ref())?
+            }
+            other => other.into_matrix(seed).ok_or_else(|| {
+                Error::invalid("method", "method = \"svd\" needs the weight as a matrix")
+            })?,
+        };
+        let lin = LinearLayer::new(matrix.as_ref(), bias, noise, d)?;
+        let s = lin.svd_seconds();
+        return Ok((Arc::new(lin), Some(s)));
+    }
+    let start = std::time::Instant::now();
+    let (op, law): (Arc<dyn LinearOperator>, Option<SpectralLaw>) = match weight {
+        Weight::Law {
+            spec,
+            key,
+            rows,
+            cols,
+            ..
+        } => {
+            let law = (spec.law == Law::Gaussian).then(|| {
+                SpectralLaw::marchenko_pastur(
+                    rows,
+                    cols,
+                    spec.gaussian_variance(cols),
+                    crate::operator::spectral::LAW_SPECTRUM_POINTS,
+                )
+            });
+            let m = draw_law(&spec, rows, cols, seed, &key);
+            (Arc::new(DenseOperator::new(m)?), law.transpose()?)
+        }
+        Weight::Matrix(m) => (Arc::new(DenseOperator::new(m)?), None),
+        Weight::Sparse(csr) => (Arc::new(SparseOperator::new(csr)), None),
+        Weight::Operator(op) => (op, None),
+    };
+    let layer = match law {
+        Some(law) => OperatorLayer::with_law(op, law, bias, noise, d, cg)?,
+        None => OperatorLayer::new(op, bias, noise, d, cg, law_options)?,
+    };
+    Ok((Arc::new(layer), Some(start.elapsed().as_secs_f64())))
 }
 
 /// Draws a law array from the stream of `key` under `seed` (each key has its own stream).
@@ -980,11 +1159,76 @@ impl LayerConfig {
                 weight,
                 bias,
                 noise_precision,
+                method,
+                tolerance,
+                max_iterations,
+                form,
+                probes,
+                lanczos_steps,
             } => {
                 let key = format!("layer[{l}].weight");
                 let desc = format!("weight of layer {l}");
+                let method = method.unwrap_or_default();
+                let defaults = crate::operator::CgOptions::default();
+                let cg = crate::operator::CgOptions {
+                    tolerance: tolerance.unwrap_or(defaults.tolerance),
+                    max_iterations: max_iterations.unwrap_or(defaults.max_iterations),
+                    form: form.unwrap_or_default(),
+                };
+                cg.validate().map_err(|e| match e {
+                    Error::Invalid { what, detail } => {
+                        Error::invalid(format!("`layer[{l}].{what}`"), detail)
+                    }
+                    other => other,
+                })?;
+                let law_defaults = crate::denoise::LawOptions::default();
+                let law = crate::denoise::LawOptions {
+                    probes: probes.unwrap_or(law_defaults.probes),
+                    steps: lanczos_steps.unwrap_or(law_defaults.steps),
+                    seed: crate::rng::mix64(res.seed ^ l as u64),
+                };
+                if law.probes == 0 || law.steps == 0 {
+                    return Err(Error::invalid(
+                        format!("`layer[{l}].probes` / `layer[{l}].lanczos_steps`"),
+                        "the spectral-law estimate needs at least one probe and one step",
+                    ));
+                }
                 // A law is checked here and drawn only when the algorithm needs the matrix.
                 let (w, label, (r, c), got) = match weight {
+                    ArraySource::Operator(spec) => {
+                        let label = format!("{desc} (operator, key `{key}`)");
+                        let op = match spec.operator {
+                            OperatorKind::Dct => crate::operator::SubsampledDct::new(
+                                spec.rows,
+                                spec.cols,
+                                spec.scale.unwrap_or(1.0),
+                                spec.seed.unwrap_or_else(|| {
+                                    crate::rng::mix64(res.seed ^ 0xD0C7 ^ l as u64)
+                                }),
+                            )
+                            .map_err(|e| Error::invalid(&label, e.to_string()))?,
+                        };
+                        let shape = (spec.rows, spec.cols);
+                        (
+                            Weight::Operator(Arc::new(op)),
+                            label,
+                            shape,
+                            format!("{} x {}", shape.0, shape.1),
+                        )
+                    }
+                    ArraySource::File(p)
+                        if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz")) =>
+                    {
+                        let label = format!("{desc} ({}, key `{key}`)", p.display());
+                        let csr = io::read_npz_csr(&res.base_dir.join(p))?;
+                        let shape = csr.shape();
+                        (
+                            Weight::Sparse(csr),
+                            label,
+                            shape,
+                            format!("{} x {}", shape.0, shape.1),
+                        )
+                    }
                     ArraySource::Law(spec) => {
                         let label = format!("{desc} ({} law, key `{key}`)", spec.law.name());
                         let shape = spec.check(&label, None)?;
@@ -1037,11 +1281,21 @@ impl LayerConfig {
                     })
                     .transpose()?;
                 let noise = noise(noise_precision)?;
+                if method == LinearMethod::Svd && matches!(w, Weight::Operator(_)) {
+                    return Err(Error::invalid(
+                        &label,
+                        "method = \"svd\" needs the weight as a matrix; an operator is solved by \
+                         conjugate gradients (method = \"cg\" or \"auto\")",
+                    ));
+                }
                 Ok((
                     Prepared::Linear {
                         weight: w,
                         bias,
                         noise,
+                        method,
+                        cg,
+                        law,
                     },
                     n_out,
                 ))
@@ -1310,7 +1564,7 @@ impl RunConfig {
             .iter()
             .enumerate()
             .all(|(i, l)| l.is_linear() == (i % 2 == 0));
-        if !alternates || self.layer.len() % 2 == 0 {
+        if !alternates || self.layer.len().is_multiple_of(2) {
             return Err(config_error(
                 path,
                 format!(
@@ -1484,12 +1738,21 @@ impl Resolved {
                     weight,
                     bias,
                     noise,
-                } => {
-                    let weight = weight.into_matrix(res.seed);
-                    let lin = LinearLayer::new(weight.as_ref(), bias, noise, d)?;
-                    let s = lin.svd_seconds();
-                    (Arc::new(lin), Some(s))
-                }
+                    method,
+                    cg,
+                    law,
+                } => build_linear(
+                    weight,
+                    bias,
+                    noise,
+                    method,
+                    cg,
+                    &law,
+                    d,
+                    rows[i + 1],
+                    rows[i],
+                    res.seed,
+                )?,
                 Prepared::RowWise(layer) => (layer, None),
             };
             infos.push(LayerInfo {

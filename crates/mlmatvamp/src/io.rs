@@ -103,17 +103,62 @@ fn shape_text(shape: &[u64]) -> String {
 
 /// Reads a `.npy` file (see the module documentation for the supported contents).
 pub fn read_npy(path: &Path) -> Result<Loaded> {
-    let mut file = File::open(path).map_err(io_error("reading", path))?;
+    let file = File::open(path).map_err(io_error("reading", path))?;
     let file_len = file.metadata().map_err(io_error("reading", path))?.len();
+    let arr = parse_npy(file, file_len, path, "")?;
+    let (rows, cols, vector) = match arr.shape.as_slice() {
+        [n] => (*n as usize, 1, true),
+        [r, c] => (*r as usize, *c as usize, false),
+        _ => {
+            return Err(data_error(
+                path,
+                format!(
+                    "expected a 2-D array (or a 1-D array, read as a column), got a {}-D array of shape {}",
+                    arr.shape.len(),
+                    shape_text(&arr.shape)
+                ),
+            ))
+        }
+    };
+    let flat = arr.values;
+    let data = match arr.order {
+        npyz::Order::C => Mat::from_fn(rows, cols, |i, j| flat[i * cols + j]),
+        npyz::Order::Fortran => Mat::from_fn(rows, cols, |i, j| flat[i + j * rows]),
+    };
+    Ok(Loaded { data, vector })
+}
+
+/// An array read from a `.npy` stream: its shape, its values converted to `f64` (in file order)
+/// and the order.
+struct NpyArray {
+    shape: Vec<u64>,
+    values: Vec<f64>,
+    order: npyz::Order,
+}
+
+/// Parses one `.npy` stream of `file_len` bytes (a file, or an entry of an `.npz` archive named
+/// `entry`, which errors then name). Bounds the header and the shape before allocating.
+fn parse_npy<R: Read>(mut file: R, file_len: u64, path: &Path, entry: &str) -> Result<NpyArray> {
+    let data_error = |path: &Path, detail: String| {
+        if entry.is_empty() {
+            data_error(path, detail)
+        } else {
+            data_error(path, format!("array `{entry}`: {detail}"))
+        }
+    };
     // Read the pre-header ourselves, to bound the header size and the shape before `npyz`
     // allocates anything.
     let mut pre = [0u8; 10];
-    file.read_exact(&mut pre)
-        .map_err(|_| data_error(path, "not a .npy file (too short for the NumPy header)"))?;
+    file.read_exact(&mut pre).map_err(|_| {
+        data_error(
+            path,
+            "not a .npy file (too short for the NumPy header)".into(),
+        )
+    })?;
     if &pre[..6] != b"\x93NUMPY" {
         return Err(data_error(
             path,
-            "not a .npy file (the NumPy magic string is missing)",
+            "not a .npy file (the NumPy magic string is missing)".into(),
         ));
     }
     let mut prefix = pre.to_vec();
@@ -122,7 +167,7 @@ pub fn read_npy(path: &Path) -> Result<Loaded> {
         2 | 3 => {
             let mut more = [0u8; 2];
             file.read_exact(&mut more)
-                .map_err(|_| data_error(path, "truncated .npy header"))?;
+                .map_err(|_| data_error(path, "truncated .npy header".into()))?;
             prefix.extend_from_slice(&more);
             u32::from_le_bytes([pre[8], pre[9], more[0], more[1]]) as u64
         }
@@ -135,16 +180,16 @@ pub fn read_npy(path: &Path) -> Result<Loaded> {
     };
     let data_start = prefix.len() as u64 + header_len;
     if data_start > file_len {
-        return Err(data_error(path, "truncated .npy header"));
+        return Err(data_error(path, "truncated .npy header".into()));
     }
     let mut header = vec![0u8; header_len as usize];
     file.read_exact(&mut header)
-        .map_err(|_| data_error(path, "truncated .npy header"))?;
+        .map_err(|_| data_error(path, "truncated .npy header".into()))?;
     // Bound the shape before `npyz` multiplies it out.
     let shape = header_shape(&String::from_utf8_lossy(&header)).ok_or_else(|| {
         data_error(
             path,
-            "not a valid .npy file (cannot read `'shape': (...)` in its header)",
+            "not a valid .npy file (cannot read `'shape': (...)` in its header)".into(),
         )
     })?;
     let total = shape.iter().try_fold(1u64, |a, &b| a.checked_mul(b));
@@ -162,20 +207,6 @@ pub fn read_npy(path: &Path) -> Result<Loaded> {
     let npy = npyz::NpyFile::new(reader)
         .map_err(|e| data_error(path, format!("not a valid .npy file: {e}")))?;
     let shape = npy.shape().to_vec();
-    let (rows, cols, vector) = match shape.as_slice() {
-        [n] => (*n as usize, 1, true),
-        [r, c] => (*r as usize, *c as usize, false),
-        _ => {
-            return Err(data_error(
-                path,
-                format!(
-                    "expected a 2-D array (or a 1-D array, read as a column), got a {}-D array of shape {}",
-                    shape.len(),
-                    shape_text(&shape)
-                ),
-            ))
-        }
-    };
     let dtype = npy.dtype();
     let descr = dtype.descr();
     let unsupported = || {
@@ -231,22 +262,208 @@ pub fn read_npy(path: &Path) -> Result<Loaded> {
         _ => return Err(unsupported()),
     }
     .map_err(bad)?;
-    if flat.len() != rows * cols {
+    let expected: u64 = shape.iter().product();
+    if flat.len() as u64 != expected {
         return Err(data_error(
             path,
             format!(
-                "expected {} values for shape {}, read {}",
-                rows * cols,
+                "expected {expected} values for shape {}, read {}",
                 shape_text(&shape),
                 flat.len()
             ),
         ));
     }
-    let data = match order {
-        npyz::Order::C => Mat::from_fn(rows, cols, |i, j| flat[i * cols + j]),
-        npyz::Order::Fortran => Mat::from_fn(rows, cols, |i, j| flat[i + j * rows]),
+    Ok(NpyArray {
+        shape,
+        values: flat,
+        order,
+    })
+}
+
+/// Reads a scipy sparse matrix saved with `scipy.sparse.save_npz` (an `.npz` archive with the
+/// arrays `data`, `indices`, `indptr`, `shape` and `format`), in CSR or CSC format, as a
+/// validated CSR matrix ([`crate::operator::sparse::Csr::new`]: index arrays in range and sorted,
+/// values finite — every problem is an error naming the file).
+pub fn read_npz_csr(path: &Path) -> Result<crate::operator::sparse::Csr> {
+    let file = File::open(path).map_err(io_error("reading", path))?;
+    let mut zip = zip::ZipArchive::new(BufReader::new(file))
+        .map_err(|e| data_error(path, format!("not an .npz (zip) archive: {e}")))?;
+    let mut read = |name: &str| -> Result<Option<NpyArray>> {
+        let entry = match zip.by_name(&format!("{name}.npy")) {
+            Ok(e) => e,
+            Err(zip::result::ZipError::FileNotFound) => return Ok(None),
+            Err(e) => return Err(data_error(path, format!("array `{name}`: {e}"))),
+        };
+        let len = entry.size();
+        if name == "format" {
+            // A byte or unicode string ('csr'): read it raw, it is tiny.
+            let mut bytes = Vec::new();
+            entry
+                .take(1 << 16)
+                .read_to_end(&mut bytes)
+                .map_err(|e| data_error(path, format!("array `format`: {e}")))?;
+            let text: String = bytes
+                .iter()
+                .rev()
+                .take(16)
+                .filter(|b| b.is_ascii_alphabetic())
+                .map(|&b| b as char)
+                .collect::<String>()
+                .chars()
+                .rev()
+                .collect();
+            return Ok(Some(NpyArray {
+                shape: vec![],
+                values: text.bytes().map(f64::from).collect(),
+                order: npyz::Order::C,
+            }));
+        }
+        parse_npy(entry, len, path, name).map(Some)
     };
-    Ok(Loaded { data, vector })
+    let format = read("format")?
+        .map(|a| {
+            a.values
+                .iter()
+                .map(|&b| b as u8 as char)
+                .collect::<String>()
+        })
+        .unwrap_or_else(|| "csr".into());
+    let need = |a: Option<NpyArray>, name: &str| {
+        a.ok_or_else(|| {
+            data_error(
+                path,
+                format!(
+                    "missing array `{name}`: a sparse matrix needs `data`, `indices`, `indptr` and `shape` \
+                     (as written by scipy.sparse.save_npz)"
+                ),
+            )
+        })
+    };
+    let shape = need(read("shape")?, "shape")?;
+    let data = need(read("data")?, "data")?;
+    let indices = need(read("indices")?, "indices")?;
+    let indptr = need(read("indptr")?, "indptr")?;
+    let to_index = |a: NpyArray, name: &str| -> Result<Vec<usize>> {
+        a.values
+            .iter()
+            .enumerate()
+            .map(|(k, &x)| {
+                if x >= 0.0 && x.fract() == 0.0 && x < 9.0e15 {
+                    Ok(x as usize)
+                } else {
+                    Err(data_error(
+                        path,
+                        format!(
+                            "array `{name}`: entry {k} is {x}, not a non-negative integer index"
+                        ),
+                    ))
+                }
+            })
+            .collect()
+    };
+    let dims = to_index(shape, "shape")?;
+    if dims.len() != 2 {
+        return Err(data_error(
+            path,
+            format!("array `shape` must hold two numbers, got {}", dims.len()),
+        ));
+    }
+    if (dims[0] as u64).saturating_mul(dims[1] as u64) == 0 {
+        return Err(data_error(
+            path,
+            format!("empty shape {} x {}", dims[0], dims[1]),
+        ));
+    }
+    let indices = to_index(indices, "indices")?;
+    let indptr = to_index(indptr, "indptr")?;
+    let what = format!("sparse matrix {}", path.display());
+    match format.as_str() {
+        "csr" => crate::operator::sparse::Csr::new(
+            &what,
+            (dims[0], dims[1]),
+            indptr,
+            indices,
+            data.values,
+        ),
+        // CSC arrays of A are the CSR arrays of Aᵀ.
+        "csc" => Ok(crate::operator::sparse::Csr::new(
+            &what,
+            (dims[1], dims[0]),
+            indptr,
+            indices,
+            data.values,
+        )?
+        .transpose()),
+        other => Err(data_error(
+            path,
+            format!("sparse format `{other}` is not supported; save the matrix as CSR or CSC (A.tocsr())"),
+        )),
+    }
+}
+
+/// Writes a CSR matrix as an `.npz` archive that `scipy.sparse.load_npz` reads (float64 data,
+/// int64 index arrays, uncompressed).
+pub fn write_npz_csr(path: &Path, m: &crate::operator::sparse::Csr) -> Result<()> {
+    use npyz::WriterBuilder;
+    let file = File::create(path).map_err(io_error("writing", path))?;
+    let mut zip = zip::ZipWriter::new(BufWriter::new(file));
+    let opts: zip::write::SimpleFileOptions =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let (indptr, indices, data) = m.parts();
+    let (r, c) = m.shape();
+    let err = |e: zip::result::ZipError| data_error(path, format!("cannot write the archive: {e}"));
+    let io = io_error("writing", path);
+    let put_i64 =
+        |zip: &mut zip::ZipWriter<BufWriter<File>>, name: &str, v: &[i64]| -> Result<()> {
+            zip.start_file(format!("{name}.npy"), opts).map_err(err)?;
+            let mut w = npyz::WriteOptions::<i64>::new()
+                .default_dtype()
+                .shape(&[v.len() as u64])
+                .writer(&mut *zip)
+                .begin_nd()
+                .map_err(|e| data_error(path, format!("cannot write `{name}`: {e}")))?;
+            w.extend(v.iter().copied())
+                .map_err(|e| data_error(path, format!("cannot write `{name}`: {e}")))?;
+            w.finish()
+                .map_err(|e| data_error(path, format!("cannot write `{name}`: {e}")))
+        };
+    put_i64(
+        &mut zip,
+        "indptr",
+        &indptr.iter().map(|&x| x as i64).collect::<Vec<_>>(),
+    )?;
+    put_i64(
+        &mut zip,
+        "indices",
+        &indices.iter().map(|&x| x as i64).collect::<Vec<_>>(),
+    )?;
+    put_i64(&mut zip, "shape", &[r as i64, c as i64])?;
+    zip.start_file("data.npy", opts).map_err(err)?;
+    let mut w = npyz::WriteOptions::<f64>::new()
+        .default_dtype()
+        .shape(&[data.len() as u64])
+        .writer(&mut zip)
+        .begin_nd()
+        .map_err(|e| data_error(path, format!("cannot write `data`: {e}")))?;
+    w.extend(data.iter().copied())
+        .map_err(|e| data_error(path, format!("cannot write `data`: {e}")))?;
+    w.finish()
+        .map_err(|e| data_error(path, format!("cannot write `data`: {e}")))?;
+    zip.start_file("format.npy", opts).map_err(err)?;
+    // A 3-byte string array 'csr' (dtype |S3), as scipy writes it.
+    let header = "{'descr': '|S3', 'fortran_order': False, 'shape': (), }";
+    let mut h = header.to_string();
+    while !(10 + h.len() + 1).is_multiple_of(64) {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(h.as_bytes());
+    bytes.extend_from_slice(b"csr");
+    zip.write_all(&bytes).map_err(io)?;
+    zip.finish().map_err(err)?;
+    Ok(())
 }
 
 /// Reads a numeric `.csv` file (see the module documentation for the accepted format).

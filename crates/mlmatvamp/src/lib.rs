@@ -45,6 +45,8 @@ pub mod observe;
 pub mod rng;
 pub(crate) mod rows;
 pub mod spd;
+// Linear operators (dense, sparse, orthogonal transforms, user) and their spectral laws.
+pub mod operator;
 // Messages, factors, Algorithm 1, the state evolution (the paper's order).
 pub mod denoise;
 pub mod factor;

@@ -64,6 +64,9 @@ pub struct Belief {
     /// Warnings about this estimate (e.g. rows where a quadrature was unreliable). The solver
     /// moves them into the iteration's history record; the library never prints them.
     pub warnings: Vec<String>,
+    /// What an iterative solve behind this belief achieved (matrix-free linear layers: the
+    /// conjugate gradients' form, iterations and residual), recorded in the history.
+    pub solve: Option<crate::operator::CgReport>,
 }
 
 impl Belief {
@@ -73,6 +76,7 @@ impl Belief {
             mean,
             cov,
             warnings: Vec::new(),
+            solve: None,
         }
     }
     /// The same belief with a warning attached.

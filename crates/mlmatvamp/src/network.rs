@@ -49,7 +49,7 @@ impl Chain {
         if n0 == 0 {
             return Err(Error::invalid("prior rows", "n_0 must be at least 1"));
         }
-        if layers.len() % 2 == 0 {
+        if layers.len().is_multiple_of(2) {
             return Err(Error::invalid(
                 "network",
                 format!(

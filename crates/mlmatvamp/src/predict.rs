@@ -50,9 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The number of quantiles at which a Marchenko–Pastur law is discretised (at least this many
-/// when the layer has more singular values; all of them otherwise).
-pub const LAW_SPECTRUM_POINTS: usize = 2000;
+pub use crate::operator::spectral::LAW_SPECTRUM_POINTS;
 
 /// Command-line overrides of the `[se]` table (`None`: the table's value, else the default).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -229,8 +227,12 @@ pub fn build_se_model(
                 weight,
                 bias,
                 noise,
+                method,
+                law: law_options,
+                ..
             } => {
                 let bias_moment = bias.as_ref().map(|b| cross_moment(b.as_ref(), b.as_ref()));
+                let cg = !weight.uses_svd(method, n_out, n_in);
                 match weight {
                     Weight::Law {
                         spec: law,
@@ -265,6 +267,44 @@ pub fn build_se_model(
                             )),
                             Some(format!("{what}, {points} quantiles")),
                         )
+                    }
+                    // A matrix-free layer: the law the algorithm itself uses (the operator's own,
+                    // or a stochastic-Lanczos estimate), so that SE and algorithm agree.
+                    Weight::Matrix(_) | Weight::Sparse(_) | Weight::Operator(_) if cg => {
+                        let op: Arc<dyn crate::operator::LinearOperator> = match weight {
+                            Weight::Matrix(m) => Arc::new(crate::operator::DenseOperator::new(m)?),
+                            Weight::Sparse(csr) => {
+                                Arc::new(crate::operator::SparseOperator::new(csr))
+                            }
+                            Weight::Operator(op) => op,
+                            Weight::Law { .. } => unreachable!("matched above"),
+                        };
+                        let law = match op.spectral_law() {
+                            Some(law) => law,
+                            None => crate::operator::SpectralLaw::lanczos(
+                                op.as_ref(),
+                                law_options.probes,
+                                law_options.steps,
+                                law_options.seed,
+                            )?,
+                        };
+                        let what = law.describe();
+                        let spec = LinearSpec::from_law(&law, d, noise, bias_moment)?;
+                        let points = spec.singular_values.len();
+                        (
+                            Arc::new(SpectralLinearLayer::new(spec).shown_as(
+                                n_out,
+                                n_in,
+                                format!("{}: {what}", op.describe()),
+                            )),
+                            Some(format!("{what}, {points} nodes")),
+                        )
+                    }
+                    Weight::Sparse(_) | Weight::Operator(_) => {
+                        return Err(Error::invalid(
+                            format!("layer {l}"),
+                            "the state evolution of an SVD layer needs a dense weight",
+                        ))
                     }
                     Weight::Matrix(weight) => {
                         let s = weight.singular_values().map_err(|e| Error::Numerical {

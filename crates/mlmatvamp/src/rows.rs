@@ -182,7 +182,7 @@ pub fn read_row(m: MatRef<'_, f64>, i: usize, buf: &mut [f64]) {
 /// that depends on the task split).
 pub const PAR_WIDTH: usize = 2;
 
-/// Sets faer's global parallelism to [`PAR_WIDTH`] tasks (not the thread count), so that faer
+/// Sets faer's global parallelism to a fixed number (2) of tasks (not the thread count), so that faer
 /// calls made outside the engine (which passes its parallelism explicitly) are also
 /// bit-identical whatever the thread pool. Front doors call this once at start-up.
 pub fn use_deterministic_parallelism() {

@@ -7,6 +7,7 @@
 //! corrected).
 
 use crate::error::{Error, Result};
+use crate::factor::WarmStart;
 use crate::message::{Belief, Message, MessagePolicy};
 use crate::network::Network;
 use crate::rows::check_shape;
@@ -80,6 +81,10 @@ pub struct State {
     iteration: usize,
     /// Warnings of the denoisers in the current iteration (moved into its record).
     warnings: Vec<String>,
+    /// Iterative solves of the current iteration (moved into its record).
+    solves: Vec<SolveRecord>,
+    /// Warm starts of the hidden layers `1 … L−1`: `[forward, backward]`.
+    warm: Vec<[WarmStart; 2]>,
 }
 
 impl State {
@@ -107,6 +112,8 @@ impl State {
             d,
             iteration: 0,
             warnings: Vec::new(),
+            solves: Vec::new(),
+            warm: vec![Default::default(); l.saturating_sub(1)],
         })
     }
 
@@ -127,9 +134,14 @@ impl State {
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }
-    /// Forgets the collected warnings (call before a hand-driven iteration).
+    /// Forgets the collected warnings and solve reports (call before a hand-driven iteration).
     pub fn clear_warnings(&mut self) {
         self.warnings.clear();
+        self.solves.clear();
+    }
+    /// The iterative solves since the last [`State::clear_warnings`].
+    pub fn solves(&self) -> &[SolveRecord] {
+        &self.solves
     }
     /// The forward message `(R⁺_l, Γ⁺_l)` (`None` before the first forward pass, or past the depth).
     pub fn plus(&self, l: usize) -> Option<&Message> {
@@ -187,7 +199,7 @@ impl State {
     /// `Ẑ⁻_l` for odd `l` (nonlinear layer `l+1` or the output). `None` before it is computed or
     /// past the depth.
     pub fn estimate(&self, l: usize) -> Option<&Belief> {
-        if l % 2 == 0 {
+        if l.is_multiple_of(2) {
             self.estimate_plus(l)
         } else {
             self.estimate_minus(l)
@@ -255,6 +267,22 @@ pub struct IterationRecord {
     /// JSON when there are none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Iterative solves of this iteration (matrix-free linear layers; omitted when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub solves: Vec<SolveRecord>,
+}
+
+/// One iterative solve of an iteration: where, and what it achieved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SolveRecord {
+    /// The message it produced (layer and direction).
+    pub location: String,
+    /// `"primal"`, `"dual"` or `"closed form"`.
+    pub form: String,
+    /// Conjugate-gradient iterations (largest over the `d` columns).
+    pub iterations: usize,
+    /// Achieved relative residual (largest over the columns).
+    pub residual: f64,
 }
 
 /// The result of [`Solver::run`].
@@ -322,6 +350,8 @@ struct AlgorithmStep<'a, 'b, 't> {
     est_minus: &'b mut [Option<Belief>],
     surrogate: Option<&'b mut Surrogate<'t>>,
     warnings: &'b mut Vec<String>,
+    solves: &'b mut Vec<SolveRecord>,
+    warm: &'b mut [[WarmStart; 2]],
 }
 
 impl AlgorithmStep<'_, '_, '_> {
@@ -341,6 +371,14 @@ impl AlgorithmStep<'_, '_, '_> {
         for w in &belief.warnings {
             self.warnings
                 .push(format!("iteration {}, {loc}: {w}", self.k));
+        }
+        if let Some(r) = &belief.solve {
+            self.solves.push(SolveRecord {
+                location: loc.to_string(),
+                form: r.form.name().to_string(),
+                iterations: r.iterations,
+                residual: r.residual,
+            });
         }
     }
     fn finish(&mut self, l: usize, mut msg: Message) -> Result<Message> {
@@ -379,7 +417,7 @@ impl Schedule for AlgorithmStep<'_, '_, '_> {
         let belief = self
             .net
             .layer(l)?
-            .forward(minus, plus_in)
+            .forward_warm(minus, plus_in, &mut self.warm[l - 1][0])
             .map_err(self.wrap(loc.clone()))?;
         // Lines 10–12: the message is about Z_l and subtracts R⁻_{kl} Γ⁻_{kl}.
         let ext = self.policy.extrinsic(&belief, minus, prev, &loc, self.k)?;
@@ -416,7 +454,7 @@ impl Schedule for AlgorithmStep<'_, '_, '_> {
         let belief = self
             .net
             .layer(l)?
-            .backward(minus, plus_in)
+            .backward_warm(minus, plus_in, &mut self.warm[l - 1][1])
             .map_err(self.wrap(loc.clone()))?;
         // Lines 21–23 (corrected): about Z_{l−1}, subtract R⁺_{k,l−1} Γ⁺_{k,l−1}.
         let ext = self
@@ -450,6 +488,8 @@ impl Solver {
             est_minus,
             iteration,
             warnings,
+            solves,
+            warm,
             ..
         } = state;
         let mut step = AlgorithmStep {
@@ -460,6 +500,8 @@ impl Solver {
             est_minus,
             surrogate,
             warnings,
+            solves,
+            warm,
         };
         if forward {
             schedule::forward_pass(&mut step, plus, minus)
@@ -552,6 +594,7 @@ impl Solver {
             seconds,
             variables,
             warnings: state.warnings.clone(),
+            solves: state.solves.clone(),
         }
     }
 
@@ -621,7 +664,7 @@ impl Solver {
         let mut converged = false;
         for _ in 0..self.config.iterations {
             let start = Instant::now();
-            state.warnings.clear();
+            state.clear_warnings();
             self.pass(net, &mut state, true, surrogate.as_deref_mut())?;
             self.pass(net, &mut state, false, surrogate.as_deref_mut())?;
             let rec = Self::record_checked(

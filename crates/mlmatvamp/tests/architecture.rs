@@ -15,6 +15,7 @@ const LAYERS: &[&str] = &[
     "spd",
     "rows",
     "rng",
+    "operator",
     "message",
     "factor",
     "denoise",

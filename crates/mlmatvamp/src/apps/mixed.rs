@@ -287,7 +287,7 @@ pub fn parameter_error(f_hat: MatRef<'_, f64>, f: MatRef<'_, f64>) -> Result<f64
 /// `sqrt(min_P E‖ẑP − z‖² / E‖z‖²)`.
 pub fn parameter_error_from_moments(joint: &DMat) -> Result<f64> {
     let n2 = joint.nrows();
-    if n2 % 2 != 0 || joint.ncols() != n2 || n2 == 0 {
+    if !n2.is_multiple_of(2) || joint.ncols() != n2 || n2 == 0 {
         return Err(Error::shape(
             "joint second moment",
             "2d x 2d",

@@ -195,6 +195,14 @@ impl ActivationLayer {
     /// (spec §3.1(a) with `s = 1`, `b = 0`). Returns `(û, Σ_uu)` or `(v̂, Σ_vv)`.
     fn identity(&self, minus: &Message, plus: &Message, want_u: bool) -> Result<Belief> {
         self.check(minus, plus)?;
+        check_finite(
+            "backward message R⁻ into activation layer",
+            minus.mean.as_ref(),
+        )?;
+        check_finite(
+            "forward message R⁺ into activation layer",
+            plus.mean.as_ref(),
+        )?;
         let gm = minus.precision.matrix();
         let gp = plus.precision.matrix();
         let (p_eff, a) = match &self.noise {
@@ -403,6 +411,13 @@ impl LayerDenoiser for ActivationLayer {
 
 impl LayerSampler for ActivationLayer {
     fn sample(&self, z_prev: MatRef<'_, f64>, rng: &mut Rng) -> Result<Mat<f64>> {
+        if z_prev.ncols() != self.d {
+            return Err(Error::shape(
+                "input of activation layer",
+                format!("n x {}", self.d),
+                format!("{} x {}", z_prev.nrows(), z_prev.ncols()),
+            ));
+        }
         check_finite("input of activation layer", z_prev)?;
         let act = self.activation;
         let mut z = Mat::from_fn(z_prev.nrows(), z_prev.ncols(), |i, j| {

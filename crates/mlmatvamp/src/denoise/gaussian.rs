@@ -6,7 +6,7 @@ use crate::factor::affine::{Affine, Blocks};
 use crate::factor::law::{SeBackward, SeContext, SeEstimate, SeForward, SeStep};
 use crate::factor::{Factor, PriorDenoiser, PriorSampler, PriorSe};
 use crate::message::{Belief, Message};
-use crate::rows::mul_small;
+use crate::rows::{check_finite, mul_small};
 use crate::spd::{sym, DMat, Spd};
 use faer::Mat;
 
@@ -72,6 +72,7 @@ impl PriorDenoiser for GaussianPrior {
     fn denoise(&self, incoming: &Message) -> Result<Belief> {
         let d = self.dim();
         incoming.check("backward message R⁻ into the prior", incoming.rows(), d)?;
+        check_finite("backward message R⁻ into the prior", incoming.mean.as_ref())?;
         let post_prec = Spd::from_symmetric(
             "prior posterior precision",
             self.prec.matrix() + incoming.precision.matrix(),

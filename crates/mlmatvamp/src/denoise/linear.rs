@@ -147,6 +147,7 @@ impl LinearLayer {
             n_in: self.n_in,
             d: self.d,
             singular_values: self.s.clone(),
+            weights: Vec::new(),
             noise: self.noise.clone(),
             bias_moment,
         }
@@ -190,6 +191,8 @@ impl LinearLayer {
     fn check_messages(&self, minus: &Message, plus: &Message) -> Result<()> {
         minus.check("backward message R⁻ into linear layer", self.n_out, self.d)?;
         plus.check("forward message R⁺ into linear layer", self.n_in, self.d)?;
+        check_finite("backward message R⁻ into linear layer", minus.mean.as_ref())?;
+        check_finite("forward message R⁺ into linear layer", plus.mean.as_ref())?;
         Ok(())
     }
 
@@ -198,24 +201,8 @@ impl LinearLayer {
         self.check_messages(minus, plus)?;
         let gm = minus.precision.matrix();
         let gp = &plus.precision;
-        // P_eff = (N^{-1} + (Γ⁻)^{-1})^{-1} = Γ⁻ (N + Γ⁻)^{-1} N, or Γ⁻ if noiseless.
-        let (p_eff, a) = match &self.noise {
-            Some(nz) => {
-                let a = Spd::from_symmetric("N + Γ⁻", nz.matrix() + gm)?.inverse();
-                (sym(&(gm * &a * nz.matrix())), Some(a))
-            }
-            None => (gm.clone(), None),
-        };
-        // Shared basis: Γ⁺ = L L^T, L^{-1} P_eff L^{-T} = Q diag(m) Q^T, T = L^{-T} Q.
-        let l = gp.cholesky_lower();
-        let mut y = p_eff.clone();
-        l.solve_lower_triangular_mut(&mut y);
-        let mut x = y.transpose();
-        l.solve_lower_triangular_mut(&mut x);
-        let eig = SymmetricEigen::new(sym(&x));
-        let m: Vec<f64> = eig.eigenvalues.iter().map(|&v| v.max(0.0)).collect();
-        let mut t = eig.eigenvectors.clone();
-        l.tr_solve_lower_triangular_mut(&mut t);
+        let (p_eff, a) = effective_precision(self.noise.as_ref(), gm)?;
+        let (t, m) = shared_basis(gp, &p_eff);
 
         let rt_minus = crate::rows::matmul(self.u.transpose(), minus.mean.as_ref());
         let rt_plus = crate::rows::matmul(self.v.transpose(), plus.mean.as_ref());
@@ -254,6 +241,34 @@ impl LinearLayer {
             .collect();
         &rot.t * DMat::from_diagonal(&nalgebra::DVector::from_vec(diag)) * rot.t.transpose()
     }
+}
+
+/// `P_eff = (N^{-1} + (Γ⁻)^{-1})^{-1} = Γ⁻ (N + Γ⁻)^{-1} N` and `A = (N + Γ⁻)^{-1}`; `P_eff = Γ⁻`
+/// and no `A` when the layer is noiseless (spec §3.1, `docs/linear-layer.md`).
+pub(crate) fn effective_precision(noise: Option<&Spd>, gm: &DMat) -> Result<(DMat, Option<DMat>)> {
+    Ok(match noise {
+        Some(nz) => {
+            let a = Spd::from_symmetric("N + Γ⁻", nz.matrix() + gm)?.inverse();
+            (sym(&(gm * &a * nz.matrix())), Some(a))
+        }
+        None => (gm.clone(), None),
+    })
+}
+
+/// The basis shared by all rows (spec §3.3, `docs/linear-layer.md`): `Γ⁺ = L Lᵀ`,
+/// `L^{-1} P_eff L^{-T} = Q diag(m) Qᵀ`, `T = L^{-T} Q`, so that `Tᵀ Γ⁺ T = I` and
+/// `Tᵀ P_eff T = diag(m)`. Returns `(T, m)` (`m` floored at 0).
+pub(crate) fn shared_basis(gp: &Spd, p_eff: &DMat) -> (DMat, Vec<f64>) {
+    let l = gp.cholesky_lower();
+    let mut y = p_eff.clone();
+    l.solve_lower_triangular_mut(&mut y);
+    let mut x = y.transpose();
+    l.solve_lower_triangular_mut(&mut x);
+    let eig = SymmetricEigen::new(sym(&x));
+    let m: Vec<f64> = eig.eigenvalues.iter().map(|&v| v.max(0.0)).collect();
+    let mut t = eig.eigenvectors.clone();
+    l.tr_solve_lower_triangular_mut(&mut t);
+    (t, m)
 }
 
 impl Factor for LinearLayer {

@@ -7,7 +7,7 @@
 //! `v̂ = (r⁺ Γ̄⁺ + ỹ M_p) Σ_p` with `ỹ M_p = (a + ξ) M_p` (the missing entries of `y` do not enter,
 //! since `M_p` vanishes on them). With `(a, b) ~ N(0, K⁺_{L−1})`, `r⁺ = a + b` and
 //! `ξ ~ N(0, N^{-1})` independent, every quantity of the row model is affine in the Gaussian
-//! blocks `[a, b, ξ]`, so its second moments are exact ([`super::affine`]); the row law is the
+//! blocks `[a, b, ξ]`, so its second moments are exact (exact Gaussian second moments); the row law is the
 //! mixture over patterns, so every moment is the frequency-weighted sum. No Monte Carlo is needed.
 
 use crate::denoise::{gaussian_rows, AwgnOutput, Rng};

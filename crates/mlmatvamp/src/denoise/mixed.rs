@@ -57,7 +57,7 @@ pub struct MixedRegressionOutput {
     noise_variance: f64,
     /// MMSE or MAP.
     estimator: Estimator,
-    /// The labels `q_i` (0-based) when the observation was drawn by [`OutputChannel::resample`].
+    /// The labels `q_i` (0-based) when the observation was drawn by [`crate::factor::OutputLaw::resample`].
     labels: Option<Vec<usize>>,
 }
 
@@ -169,7 +169,7 @@ impl MixedRegressionOutput {
         self.estimator
     }
     /// The labels `q_i ∈ {0 … d−1}` (0-based) that generated `y`, when it was drawn by
-    /// [`OutputChannel::resample`] (teacher); `None` for user data.
+    /// [`crate::factor::OutputLaw::resample`] (teacher); `None` for user data.
     pub fn labels(&self) -> Option<&[usize]> {
         self.labels.as_deref()
     }
@@ -183,7 +183,7 @@ impl MixedRegressionOutput {
 
     /// The same channel with a fresh observation from the model (the teacher): for every row of
     /// `z` (`m x d`, any `m`), `q_i ~ π` and `y_i = z_{i q_i} + N(0, σ²)`; the labels are kept
-    /// ([`MixedRegressionOutput::labels`]). [`OutputChannel::resample`] calls this.
+    /// ([`MixedRegressionOutput::labels`]). [`crate::factor::OutputLaw::resample`] calls this.
     pub fn draw(&self, z: MatRef<'_, f64>, rng: &mut Rng) -> Result<MixedRegressionOutput> {
         let d = self.weights.len();
         if z.ncols() != d {

@@ -2,7 +2,8 @@
 //! [`crate::factor`] (denoiser of eq. 13, sampler, SE step):
 //!
 //! * priors on `Z_0`: [`gaussian`], [`sparse`] (Bernoulli–Gaussian, group lasso), [`mismatch`];
-//! * hidden layers: [`linear`] (SVD, `docs/linear-layer.md`), [`spectral`] (a linear layer known
+//! * hidden layers: [`linear`] (SVD, `docs/linear-layer.md`), [`operator_layer`] (matrix-free:
+//!   conjugate gradients and a spectral law, `docs/matrix-free.md`), [`spectral`] (a linear layer known
 //!   by its singular values, SE only), [`activation`] and [`relu`] (row-wise nonlinear layers);
 //! * outputs: [`output`] (AWGN with missing entries), [`mask_law`] (AWGN known by its mask law,
 //!   SE only), [`two_layer`], [`mixed`];
@@ -19,6 +20,7 @@ pub mod mask_law;
 pub mod mismatch;
 pub mod mixed;
 pub mod newton;
+pub mod operator_layer;
 pub mod output;
 pub mod quadrature;
 pub mod relu;
@@ -32,6 +34,7 @@ pub use linear::LinearLayer;
 pub use mismatch::MismatchedPrior;
 pub use mixed::MixedRegressionOutput;
 pub use newton::HessianKind;
+pub use operator_layer::{LawOptions, OperatorLayer};
 pub use output::AwgnOutput;
 pub use relu::ReluMmseMethod;
 pub use sparse::BernoulliGaussianPrior;

@@ -5,7 +5,7 @@ use crate::denoise::mask_law::observed_precision;
 use crate::error::{Error, Result};
 use crate::factor::{Factor, OutputChannel, OutputDenoiser, OutputLaw, OutputSe, OutputShape};
 use crate::message::{Belief, Message};
-use crate::rows::{check_shape, shape_str};
+use crate::rows::{check_finite, check_shape, shape_str};
 use crate::spd::{sym, DMat, Spd};
 use faer::{Mat, MatRef};
 use rand::RngExt;
@@ -172,6 +172,7 @@ impl OutputDenoiser for AwgnOutput {
     fn denoise(&self, plus: &Message) -> Result<Belief> {
         let (n, d) = (self.y.nrows(), self.d);
         plus.check("forward message R⁺ into the output", n, d)?;
+        check_finite("forward message R⁺ into the output", plus.mean.as_ref())?;
         let g = plus.precision.matrix();
         // Per pattern: Σ_p = (Γ + M_p)^{-1}, and the maps r ↦ rΓΣ_p, ỹ ↦ ỹ M_p Σ_p.
         let mut per_pattern = Vec::with_capacity(self.patterns.len());
@@ -245,7 +246,7 @@ impl OutputLaw for AwgnOutput {
 
 impl OutputSe for AwgnOutput {
     /// Closed form (spec §6.2 (O)): the denoiser is affine in the Gaussian row-model blocks, with
-    /// the missingness patterns at their frequencies in this channel ([`crate::se::awgn`]).
+    /// the missingness patterns at their frequencies in this channel ([`crate::denoise::mask_law`]).
     fn se_backward(
         &self,
         plus: &crate::factor::law::SeForward,

@@ -208,7 +208,7 @@ pub struct PointSet {
 
 /// `ln Γ(k/2)` for a positive integer `k` (exact recurrence from `Γ(1) = 1`, `Γ(½) = √π`).
 fn ln_gamma_half(k: u32) -> f64 {
-    let (mut x, mut acc) = if k % 2 == 0 {
+    let (mut x, mut acc) = if k.is_multiple_of(2) {
         (1.0, 0.0)
     } else {
         (0.5, 0.5 * PI.ln())

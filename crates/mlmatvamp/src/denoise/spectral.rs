@@ -1,7 +1,7 @@
 //! Linear layers in the state evolution: the closed-form step (spec §6.2 (Lin)) given the
 //! singular values, from an actual `W` or from a limit law (Marchenko–Pastur).
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::factor::affine::{Affine, Blocks};
 use crate::factor::law::{
     backward_law, check_laws, SeBackward, SeContext, SeEstimate, SeForward, SeStep,
@@ -19,76 +19,21 @@ pub struct LinearSpec {
     pub n_in: usize,
     /// `d`.
     pub d: usize,
-    /// The `r = min(n_l, n_{l−1})` singular values.
+    /// The `r = min(n_l, n_{l−1})` singular values; or, with [`LinearSpec::weights`], the nodes of
+    /// a weighted law of the singular values (e.g. from a spectral law of `WᵀW`).
     pub singular_values: Vec<f64>,
+    /// Empty: every singular value counts once (an actual `W`). Otherwise one weight per entry of
+    /// `singular_values` (the number of paired rows it stands for); the rows the weights do not
+    /// account for (`n − Σ weights`, which may be negative when a law counts the zero
+    /// eigenvalues of `WᵀW`) are rows with singular value 0.
+    pub weights: Vec<f64>,
     /// `N` (`None` = noiseless).
     pub noise: Option<Spd>,
     /// `Σ_b̄ = (1/n_l) B^T B` (zeros without bias).
     pub bias_moment: DMat,
 }
 
-/// The singular values of an `n_out x n_in` matrix with i.i.d. `N(0, variance)` entries in the
-/// large-system limit: `s_i² = variance · max(n_out, n_in) · x_i`, with `x_i` the Marchenko–Pastur
-/// (ratio `λ = min/max`) quantiles at `(i − ½)/r`, `r = min(n_out, n_in)`.
-pub fn marchenko_pastur_singular_values(
-    n_out: usize,
-    n_in: usize,
-    variance: f64,
-) -> Result<Vec<f64>> {
-    if n_out == 0 || n_in == 0 {
-        return Err(Error::invalid(
-            "Marchenko-Pastur law",
-            "rows and cols must be positive",
-        ));
-    }
-    if !(variance > 0.0 && variance.is_finite()) {
-        return Err(Error::invalid(
-            "variance",
-            format!("must be positive and finite, got {variance}"),
-        ));
-    }
-    let (p, q) = (n_out.min(n_in), n_out.max(n_in));
-    let lambda = p as f64 / q as f64;
-    let (a, b) = ((1.0 - lambda.sqrt()).powi(2), (1.0 + lambda.sqrt()).powi(2));
-    // CDF on a grid in θ: x = a + (b − a)(1 − cos θ)/2, density √((b−x)(x−a))/(2πλx).
-    let m = 20_000usize;
-    let h = std::f64::consts::PI / m as f64;
-    let x_of = |t: f64| a + (b - a) * (1.0 - t.cos()) / 2.0;
-    let f_of = |t: f64| {
-        let x = x_of(t);
-        let s = t.sin();
-        if x <= 0.0 {
-            // λ = 1 near θ = 0: ((b−a)/2)² sin²θ / x → (b−a)/... finite limit b(1)/.. use small-θ form.
-            return ((b - a) / 2.0).powi(2) * 4.0 / (b - a) / (2.0 * std::f64::consts::PI * lambda);
-        }
-        ((b - a) / 2.0).powi(2) * s * s / (2.0 * std::f64::consts::PI * lambda * x)
-    };
-    let mut cdf = vec![0.0; m + 1];
-    for i in 0..m {
-        let (t0, t1) = (i as f64 * h, (i + 1) as f64 * h);
-        cdf[i + 1] = cdf[i] + h / 6.0 * (f_of(t0) + 4.0 * f_of(0.5 * (t0 + t1)) + f_of(t1));
-    }
-    let total = cdf[m];
-    let r = p;
-    let mut out = Vec::with_capacity(r);
-    let mut j = 0;
-    for i in 0..r {
-        let target = (i as f64 + 0.5) / r as f64 * total;
-        while j < m && cdf[j + 1] < target {
-            j += 1;
-        }
-        let (c0, c1) = (cdf[j], cdf[j + 1]);
-        let frac = if c1 > c0 {
-            (target - c0) / (c1 - c0)
-        } else {
-            0.0
-        };
-        let x = x_of((j as f64 + frac) * h);
-        out.push((variance * q as f64 * x.max(0.0)).sqrt());
-    }
-    out.sort_by(|x, y| y.total_cmp(x));
-    Ok(out)
-}
+pub use crate::operator::spectral::marchenko_pastur_singular_values;
 
 impl LinearSpec {
     /// A spec from a Marchenko–Pastur law (i.i.d. `N(0, variance)` weights).
@@ -106,9 +51,65 @@ impl LinearSpec {
             n_in,
             d,
             singular_values: s,
+            weights: Vec::new(),
             noise,
             bias_moment: bias_moment.unwrap_or_else(|| DMat::zeros(d, d)),
         })
+    }
+
+    /// The spec of a layer known by a spectral law of `WᵀW` (its nodes as weighted singular
+    /// values; [`crate::operator::SpectralLaw::weighted_singular_values`]).
+    pub fn from_law(
+        law: &crate::operator::SpectralLaw,
+        d: usize,
+        noise: Option<Spd>,
+        bias_moment: Option<DMat>,
+    ) -> Result<Self> {
+        let (n_out, n_in) = law.shape();
+        let (singular_values, weights) = law.weighted_singular_values();
+        let spec = LinearSpec {
+            n_out,
+            n_in,
+            d,
+            singular_values,
+            weights,
+            noise,
+            bias_moment: bias_moment.unwrap_or_else(|| DMat::zeros(d, d)),
+        };
+        spec.check_weights()?;
+        Ok(spec)
+    }
+
+    /// The weight of singular value `i` (1 without weights).
+    fn weight(&self, i: usize) -> f64 {
+        self.weights.get(i).copied().unwrap_or(1.0)
+    }
+
+    /// The number of paired rows the singular values stand for (`r`, or `Σ weights`).
+    fn paired(&self) -> f64 {
+        if self.weights.is_empty() {
+            self.singular_values.len() as f64
+        } else {
+            self.weights.iter().sum()
+        }
+    }
+
+    /// Checks that the weights, if any, match the singular values and are finite.
+    fn check_weights(&self) -> Result<()> {
+        if !self.weights.is_empty()
+            && (self.weights.len() != self.singular_values.len()
+                || self.weights.iter().any(|w| !w.is_finite()))
+        {
+            return Err(crate::error::Error::invalid(
+                "linear layer spectrum",
+                format!(
+                    "need one finite weight per singular value ({}), got {}",
+                    self.singular_values.len(),
+                    self.weights.len()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// `P_eff = (N^{-1} + (Γ⁻)^{-1})^{-1}` and `A = (N + Γ⁻)^{-1}` (`None` when noiseless).
@@ -169,9 +170,9 @@ impl LinearSpec {
         let d = self.d;
         check_laws(d, Some(minus), Some(plus_in), prev)?;
         let (gm, gp) = (minus.gamma.matrix(), plus_in.gamma.matrix());
+        self.check_weights()?;
         let (p_eff, a_mat) = self.p_eff(gm)?;
-        let r = self.singular_values.len();
-        let comp = (self.n_out - r) as f64;
+        let comp = self.n_out as f64 - self.paired();
         // Σ̄_u = (1/n_l)[Σ_i Σ_uu(s_i) + (n_l − r) Σ_uu(0)].
         let sigma_uu = |s: f64| -> Result<DMat> {
             let svv = Self::sigma_vv(gp, &p_eff, s)?;
@@ -181,8 +182,8 @@ impl LinearSpec {
             })
         };
         let mut sum = sigma_uu(0.0)? * comp;
-        for &s in &self.singular_values {
-            sum += sigma_uu(s)?;
+        for (i, &s) in self.singular_values.iter().enumerate() {
+            sum += sigma_uu(s)? * self.weight(i);
         }
         let predicted = sym(&(sum / self.n_out as f64));
         let (lambda, gamma) = ctx.policy.precision_update(
@@ -219,10 +220,10 @@ impl LinearSpec {
             err += bl.moment(&diff, &diff) * w;
             Ok(())
         };
-        for &s in &self.singular_values {
-            add(s, 1.0)?;
+        for (i, &s) in self.singular_values.iter().enumerate() {
+            add(s, self.weight(i))?;
         }
-        if comp > 0.0 {
+        if comp != 0.0 {
             add(0.0, comp)?;
         }
         let n = self.n_out as f64;
@@ -252,13 +253,13 @@ impl LinearSpec {
         let d = self.d;
         check_laws(d, Some(minus), Some(plus_in), prev)?;
         let (gm, gp) = (minus.gamma.matrix(), plus_in.gamma.matrix());
+        self.check_weights()?;
         let (p_eff, _) = self.p_eff(gm)?;
-        let r = self.singular_values.len();
-        let comp = (self.n_in - r) as f64;
+        let comp = self.n_in as f64 - self.paired();
         // Σ̄_v = (1/n_{l−1})[Σ_i Σ_vv(s_i) + (n_{l−1} − r)(Γ⁺)^{-1}].
         let mut sum = plus_in.gamma.inverse() * comp;
-        for &s in &self.singular_values {
-            sum += Self::sigma_vv(gp, &p_eff, s)?;
+        for (i, &s) in self.singular_values.iter().enumerate() {
+            sum += Self::sigma_vv(gp, &p_eff, s)? * self.weight(i);
         }
         let predicted = sym(&(sum / self.n_in as f64));
         let (lambda, gamma) = ctx.policy.precision_update(
@@ -286,11 +287,11 @@ impl LinearSpec {
             let diff = v_hat.sub(a);
             err += bl.moment(&diff, &diff) * w;
         };
-        for &s in &self.singular_values {
+        for (i, &s) in self.singular_values.iter().enumerate() {
             let (a, _, _, r_plus, v_hat) = self.row(&bl, s, gp, &p_eff, minus)?;
-            add(&v_hat, &a, &r_plus, 1.0);
+            add(&v_hat, &a, &r_plus, self.weight(i));
         }
-        if comp > 0.0 {
+        if comp != 0.0 {
             // Input-only rows: v̂ = r⁺.
             let a = bl.var_range(0, 0, d, d);
             let r_plus = a.add(&bl.var_range(0, d, d, d));

@@ -87,6 +87,51 @@ pub trait LayerDenoiser: LayerShape {
     fn forward(&self, minus: &Message, plus: &Message) -> Result<Belief>;
     /// `G⁻_l`: the estimate of `Z_{l−1}` (and `Σ̄_v`).
     fn backward(&self, minus: &Message, plus: &Message) -> Result<Belief>;
+    /// `G⁺_l` with an explicit warm start: an iterative denoiser (a matrix-free linear layer)
+    /// starts from what it left in `warm` and leaves its solution there for the next call; the
+    /// solver keeps one slot per layer and direction in its state. Direct denoisers ignore it.
+    fn forward_warm(
+        &self,
+        minus: &Message,
+        plus: &Message,
+        warm: &mut WarmStart,
+    ) -> Result<Belief> {
+        let _ = warm;
+        self.forward(minus, plus)
+    }
+    /// `G⁻_l` with an explicit warm start (see [`LayerDenoiser::forward_warm`]).
+    fn backward_warm(
+        &self,
+        minus: &Message,
+        plus: &Message,
+        warm: &mut WarmStart,
+    ) -> Result<Belief> {
+        let _ = warm;
+        self.backward(minus, plus)
+    }
+}
+
+/// The warm start of an iterative denoiser: the previous solution, held by the caller (the
+/// solver's state), so that a denoiser has no hidden state and the same inputs give the same
+/// result.
+#[derive(Clone, Debug, Default)]
+pub struct WarmStart {
+    previous: Option<Mat<f64>>,
+}
+
+impl WarmStart {
+    /// The stored solution, if any.
+    pub fn get(&self) -> Option<&Mat<f64>> {
+        self.previous.as_ref()
+    }
+    /// Stores a solution.
+    pub fn set(&mut self, solution: Mat<f64>) {
+        self.previous = Some(solution);
+    }
+    /// Forgets the stored solution.
+    pub fn clear(&mut self) {
+        self.previous = None;
+    }
 }
 
 /// `G⁻_L`: the belief `b_L(Z_{L−1}) ∝ p(Y | Z_{L−1}) exp(-½||Z_{L−1} − R⁺_{L−1}||²_{Γ⁺_{L−1}})`,

@@ -230,7 +230,7 @@ impl SeState {
     /// The prediction about the primary estimate of `Z_l` (see
     /// [`crate::solver::State::estimate`]); `None` before the first iteration or past the depth.
     pub fn estimate(&self, l: usize) -> Option<&SeEstimate> {
-        if l % 2 == 0 {
+        if l.is_multiple_of(2) {
             self.est_plus.get(l)?.as_ref()
         } else {
             self.est_minus.get(l)?.as_ref()
