@@ -128,6 +128,7 @@ fn main() -> ExitCode {
     // A fixed task width for faer's parallel kernels (not the thread count), so that results are
     // bit-identical whatever `--threads` is (the engine's own products and SVDs already use it).
     mlmatvamp::use_deterministic_parallelism();
+    mlmatvamp_cli::tune_allocator();
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -242,3 +242,29 @@ pub fn thin_svd(a: MatRef<'_, f64>) -> Result<(Mat<f64>, Vec<f64>, Mat<f64>)> {
     let s = (0..r).map(|i| s[i]).collect();
     Ok((u, s, v))
 }
+
+thread_local! {
+    /// Per-thread pool of reusable `f64` buffers (see [`take_buffer`]).
+    static BUFFERS: std::cell::RefCell<Vec<Vec<f64>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A zeroed buffer of `len` values from this thread's pool (a fresh one if the pool is empty):
+/// hot loops over large blocks reuse their scratch instead of mapping fresh memory every call.
+/// Give it back with [`give_buffer`]. The pool is only borrowed for the moment of the exchange,
+/// so nested or work-stolen calls on the same thread are safe.
+pub(crate) fn take_buffer(len: usize) -> Vec<f64> {
+    let mut v = BUFFERS.with(|b| b.borrow_mut().pop()).unwrap_or_default();
+    v.clear();
+    v.resize(len, 0.0);
+    v
+}
+
+/// Returns a buffer taken with [`take_buffer`] to this thread's pool (at most 8 are kept).
+pub(crate) fn give_buffer(v: Vec<f64>) {
+    BUFFERS.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() < 8 {
+            b.push(v);
+        }
+    });
+}

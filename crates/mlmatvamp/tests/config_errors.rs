@@ -478,3 +478,141 @@ fn layers_must_alternate_starting_with_linear() {
         );
     }
 }
+
+// ------------------------------------------------------------------ matrix-free linear layers
+
+/// A teacher configuration (no data files) whose layer is `layer`: n_0 = 64, d = 2.
+fn teacher_with(layer: &str) -> String {
+    format!(
+        r#"d = 2
+iterations = 4
+seed = 3
+[prior]
+kind = "row-sparse"
+rows = 64
+sparsity = 0.3
+{layer}
+[output]
+kind = "awgn"
+noise_precision = [[50.0, 0.0], [0.0, 50.0]]
+"#
+    )
+}
+
+#[test]
+fn operator_sparse_and_cg_layers_load_and_run() {
+    use mlmatvamp::io::write_npz_csr;
+    use mlmatvamp::operator::sparse::Csr;
+    let d = dir("matrix-free");
+    // A sparse 40 x 64 weight with 3 entries per row.
+    let (mut indptr, mut indices, mut data) = (vec![0], vec![], vec![]);
+    for i in 0..40usize {
+        let mut cols: Vec<usize> = (0..3).map(|k| (i * 7 + k * 19) % 64).collect();
+        cols.sort_unstable();
+        cols.dedup();
+        for c in cols {
+            indices.push(c);
+            data.push(if (i + c) % 2 == 0 { 0.6 } else { -0.6 });
+        }
+        indptr.push(indices.len());
+    }
+    write_npz_csr(
+        &d.join("W.npz"),
+        &Csr::new("W", (40, 64), indptr, indices, data).unwrap(),
+    )
+    .unwrap();
+    for (name, layer, form) in [
+        (
+            "dct",
+            "[[layer]]\nkind = \"linear\"\nweight = { operator = \"dct\", rows = 40, cols = 64, seed = 1 }",
+            "closed form",
+        ),
+        ("sparse", "[[layer]]\nkind = \"linear\"\nweight = \"W.npz\"", "primal"),
+        (
+            "gaussian-cg",
+            "[[layer]]\nkind = \"linear\"\nweight = { law = \"gaussian\", rows = 40, cols = 64 }\nmethod = \"cg\"\ntolerance = 1e-10",
+            "primal",
+        ),
+    ] {
+        let text = teacher_with(layer);
+        let problem = config::from_toml_str(&text, &d, None).unwrap();
+        let desc = problem.network.layer(1).unwrap().describe();
+        assert!(desc.contains("matrix-free"), "{name}: {desc}");
+        let sol = problem.solve(&mut |_, _| mlmatvamp::solver::Control::Continue).unwrap();
+        let last = sol.history.last().unwrap();
+        assert_eq!(last.solves.len(), 2, "{name}");
+        assert!(last.solves.iter().all(|s| s.form == form), "{name}: {:?}", last.solves);
+        assert!(last.variables[0].mse.unwrap() < 0.3, "{name}: the estimate is poor");
+        // The state evolution of the same configuration uses the same law.
+        let se = mlmatvamp::predict::build_se_model(
+            &config::RunConfig::parse(&text, None).unwrap(),
+            &d,
+            None,
+            &mlmatvamp::predict::SeOverrides {
+                n_mc: Some(2000),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let (iters, _) = se.run().unwrap();
+        assert!(iters.last().unwrap().variables[0].se_mse.is_finite(), "{name}");
+    }
+    // The default `auto` keeps the SVD for a small dense weight.
+    let text = teacher_with(
+        "[[layer]]\nkind = \"linear\"\nweight = { law = \"gaussian\", rows = 40, cols = 64 }",
+    );
+    let problem = config::from_toml_str(&text, &d, None).unwrap();
+    assert!(!problem
+        .network
+        .layer(1)
+        .unwrap()
+        .describe()
+        .contains("matrix-free"));
+}
+
+#[test]
+fn matrix_free_configuration_errors_name_the_problem() {
+    let d = dir("matrix-free-errors");
+    let err = |layer: &str| {
+        config::from_toml_str(&teacher_with(layer), &d, None)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    // An operator whose shape does not match its neighbours.
+    let e =
+        err("[[layer]]\nkind = \"linear\"\nweight = { operator = \"dct\", rows = 40, cols = 60 }");
+    assert_has(
+        &e,
+        &["weight of layer 1", "operator", "n_1 x 64", "40 x 60"],
+    );
+    // More rows than columns cannot be a subsampled orthogonal transform.
+    let e =
+        err("[[layer]]\nkind = \"linear\"\nweight = { operator = \"dct\", rows = 80, cols = 64 }");
+    assert_has(&e, &["weight of layer 1", "rows <= cols", "80 x 64"]);
+    // Unknown operator and unknown operator key.
+    let e =
+        err("[[layer]]\nkind = \"linear\"\nweight = { operator = \"fft\", rows = 40, cols = 64 }");
+    assert_has(&e, &["operator", "fft", "dct"]);
+    let e = err("[[layer]]\nkind = \"linear\"\nweight = { operator = \"dct\", rows = 40, cols = 64, size = 3 }");
+    assert_has(&e, &["operator", "size"]);
+    // A tolerance that is not positive, and no iterations.
+    let e = err("[[layer]]\nkind = \"linear\"\nweight = { law = \"gaussian\", rows = 40, cols = 64 }\nmethod = \"cg\"\ntolerance = 0.0");
+    assert_has(&e, &["layer[1].tolerance", "(0, 1)", "got 0"]);
+    let e = err("[[layer]]\nkind = \"linear\"\nweight = { law = \"gaussian\", rows = 40, cols = 64 }\nmethod = \"cg\"\nmax_iterations = 0");
+    assert_has(&e, &["layer[1].max_iterations"]);
+    let e = err("[[layer]]\nkind = \"linear\"\nweight = { law = \"gaussian\", rows = 40, cols = 64 }\nmethod = \"exact\"");
+    assert_has(&e, &["exact", "svd", "cg", "auto"]);
+    // An SVD of an operator.
+    let e = err("[[layer]]\nkind = \"linear\"\nweight = { operator = \"dct\", rows = 40, cols = 64 }\nmethod = \"svd\"");
+    assert_has(&e, &["method = \"svd\" needs the weight as a matrix"]);
+    // An operator where only arrays make sense.
+    let e = err("[[layer]]\nkind = \"linear\"\nweight = { law = \"gaussian\", rows = 40, cols = 64 }\nbias = { operator = \"dct\", rows = 40, cols = 64 }");
+    assert_has(&e, &["bias of layer 1", "only allowed as the `weight`"]);
+    // A sparse file that is not an archive, and one whose indices are out of range.
+    std::fs::write(d.join("bad.npz"), b"not a zip").unwrap();
+    let e = err("[[layer]]\nkind = \"linear\"\nweight = \"bad.npz\"");
+    assert_has(&e, &["bad.npz", "not an .npz"]);
+    let e = err("[[layer]]\nkind = \"linear\"\nweight = \"missing.npz\"");
+    assert_has(&e, &["missing.npz"]);
+}

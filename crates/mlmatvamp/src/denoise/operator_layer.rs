@@ -157,7 +157,6 @@ impl OperatorLayer {
                 ),
                 ))
             }
-            (_, CgForm::Auto) if n_out < n_in => CgForm::Dual,
             (_, CgForm::Auto) => CgForm::Primal,
             (_, f) => f,
         };
@@ -247,7 +246,7 @@ impl OperatorLayer {
         let (x, report) = match self.form {
             CgForm::Closed => {
                 let c2 = self.op.row_gram_scale().unwrap_or(1.0);
-                let arhs = self.apply_t(self.apply(rhs.as_ref())?.as_ref())?;
+                let arhs = operator::apply_gram(self.op.as_ref(), rhs.as_ref())?;
                 let x = Mat::from_fn(self.n_in, self.d, |i, j| {
                     rhs[(i, j)] - m[j] / (1.0 + m[j] * c2) * arhs[(i, j)]
                 });
@@ -269,7 +268,7 @@ impl OperatorLayer {
                     options: &self.cg,
                 };
                 cg.solve(
-                    |p| self.apply_t(self.apply(p)?.as_ref()),
+                    |p, out| self.op.apply_gram(p, out),
                     rhs.as_ref(),
                     x0.as_ref().map(|x| x.as_ref()),
                     CgForm::Primal,
@@ -292,7 +291,10 @@ impl OperatorLayer {
                     options: &self.cg,
                 };
                 let (y, report) = cg.solve(
-                    |p| self.apply(self.apply_t(p)?.as_ref()),
+                    |p, out| {
+                        let wtp = self.apply_t(p)?;
+                        self.op.apply(wtp.as_ref(), out)
+                    },
                     b.as_ref(),
                     y0.as_ref().map(|y| y.as_ref()),
                     CgForm::Dual,

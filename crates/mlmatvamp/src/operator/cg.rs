@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CgForm {
-    /// The smaller system: dual when `W` is wide (`n_out < n_in`), else primal. The smaller
-    /// system is also the better conditioned one (the other has `|n_in − n_out|` eigenvalues 1
-    /// from the null space, so its condition number is `1 + m s_max²` instead of
-    /// `(1 + m s_max²)/(1 + m s_min²)`).
+    /// The primal form. It is never worse conditioned than the dual where it matters: its
+    /// extra eigenvalues are exactly 1 (the null space of `W`), an isolated point that conjugate
+    /// gradients remove in one step; and `WᵀW X` can be computed in one pass over a dense `W`
+    /// ([`super::LinearOperator::apply_gram`]) where the dual's `W WᵀY` needs two.
     #[default]
     Auto,
     /// `(I + m WᵀW) x = b`, of size `n_in`.
@@ -116,20 +116,25 @@ fn dot(a: MatRef<'_, f64>, b: MatRef<'_, f64>, j: usize) -> f64 {
 }
 
 impl BlockCg<'_> {
-    /// `(I + m_j M) x` for every column, given `M x`.
-    fn shifted(&self, x: MatRef<'_, f64>, mx: MatRef<'_, f64>) -> Mat<f64> {
-        Mat::from_fn(x.nrows(), x.ncols(), |i, j| {
-            x[(i, j)] + self.shifts[j] * mx[(i, j)]
-        })
+    /// `mx ← (I + m_j M) x` for every column, given `mx = M x` (in place).
+    fn shift_in_place(&self, x: MatRef<'_, f64>, mut mx: faer::MatMut<'_, f64>) {
+        for j in 0..x.ncols() {
+            let m = self.shifts[j];
+            let (xj, mut yj) = (x.col(j), mx.as_mut().col_mut(j));
+            for i in 0..x.nrows() {
+                yj[i] = xj[i] + m * yj[i];
+            }
+        }
     }
 
-    /// Solves from `x0` (zero if `None`); `apply_m` computes `M X` for a block (one pass over the
-    /// operator for all columns). Returns the solution and the report; not converging within
+    /// Solves from `x0` (zero if `None`); `apply_m(X, out)` writes `M X` for a block into `out`
+    /// (one pass over the operator for all columns; `out` is reused between iterations, so the
+    /// loop allocates nothing). Returns the solution and the report; not converging within
     /// `max_iterations` is reported (`converged = false`), not an error: the caller names the
     /// layer and iteration.
     pub fn solve(
         &self,
-        mut apply_m: impl FnMut(MatRef<'_, f64>) -> Result<Mat<f64>>,
+        mut apply_m: impl FnMut(MatRef<'_, f64>, faer::MatMut<'_, f64>) -> Result<()>,
         b: MatRef<'_, f64>,
         x0: Option<MatRef<'_, f64>>,
         form: CgForm,
@@ -142,11 +147,12 @@ impl BlockCg<'_> {
             ));
         }
         let bnorm: Vec<f64> = (0..d).map(|j| dot(b, b, j).sqrt()).collect();
+        let mut ap = Mat::<f64>::zeros(n, d);
         let (mut x, mut r) = match x0 {
             Some(x0) if x0.nrows() == n && x0.ncols() == d => {
-                let mx = apply_m(x0)?;
-                let ax = self.shifted(x0, mx.as_ref());
-                (x0.to_owned(), b - &ax)
+                apply_m(x0, ap.as_mut())?;
+                self.shift_in_place(x0, ap.as_mut());
+                (x0.to_owned(), b - &ap)
             }
             _ => (Mat::zeros(n, d), b.to_owned()),
         };
@@ -170,8 +176,8 @@ impl BlockCg<'_> {
         let mut k = 0;
         while active.iter().any(|&a| a) && k < self.options.max_iterations {
             k += 1;
-            let mp = apply_m(p.as_ref())?;
-            let ap = self.shifted(p.as_ref(), mp.as_ref());
+            apply_m(p.as_ref(), ap.as_mut())?;
+            self.shift_in_place(p.as_ref(), ap.as_mut());
             for j in 0..d {
                 if !active[j] {
                     continue;
@@ -208,11 +214,14 @@ impl BlockCg<'_> {
             }
         }
         // The achieved residual, recomputed from the final iterate (not the recursion's).
-        let mx = apply_m(x.as_ref())?;
-        let ax = self.shifted(x.as_ref(), mx.as_ref());
-        let res = b - &ax;
+        apply_m(x.as_ref(), ap.as_mut())?;
+        self.shift_in_place(x.as_ref(), ap.as_mut());
         let residual = (0..d)
-            .map(|j| rel(dot(res.as_ref(), res.as_ref(), j), j))
+            .map(|j| {
+                let (bj, aj) = (b.col(j), ap.col(j));
+                let rr: f64 = (0..n).map(|i| (bj[i] - aj[i]).powi(2)).sum();
+                rel(rr, j)
+            })
             .fold(0.0, f64::max);
         let converged = residual <= tol * 10.0 && residual.is_finite();
         Ok((
@@ -249,7 +258,15 @@ mod tests {
             options: &opts,
         };
         let (x, rep) = cg
-            .solve(|p| Ok(&m * p), b.as_ref(), None, CgForm::Primal)
+            .solve(
+                |p, mut out| {
+                    out.copy_from(&m * p);
+                    Ok(())
+                },
+                b.as_ref(),
+                None,
+                CgForm::Primal,
+            )
             .unwrap();
         assert!(rep.converged && rep.residual < 1e-11, "{rep:?}");
         for (j, &s) in shifts.iter().enumerate() {
@@ -259,7 +276,15 @@ mod tests {
         }
         // A warm start at the solution needs no iteration.
         let (_, rep2) = cg
-            .solve(|p| Ok(&m * p), b.as_ref(), Some(x.as_ref()), CgForm::Primal)
+            .solve(
+                |p, mut out| {
+                    out.copy_from(&m * p);
+                    Ok(())
+                },
+                b.as_ref(),
+                Some(x.as_ref()),
+                CgForm::Primal,
+            )
             .unwrap();
         assert_eq!(rep2.iterations, 0);
         // Too few iterations is reported, not hidden.
@@ -272,7 +297,15 @@ mod tests {
             shifts: &shifts,
             options: &short,
         }
-        .solve(|p| Ok(&m * p), b.as_ref(), None, CgForm::Primal)
+        .solve(
+            |p, mut out| {
+                out.copy_from(&m * p);
+                Ok(())
+            },
+            b.as_ref(),
+            None,
+            CgForm::Primal,
+        )
         .unwrap();
         assert!(!rep3.converged);
     }

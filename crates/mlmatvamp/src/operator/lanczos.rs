@@ -21,7 +21,7 @@ pub fn quadrature(
     steps: usize,
     seed: u64,
 ) -> Result<Vec<Vec<(f64, f64)>>> {
-    let (n_out, n_in) = op.shape();
+    let (_, n_in) = op.shape();
     let steps = steps.min(n_in);
     let mut rng = crate::rng::named_stream(seed, "lanczos probes");
     let scale = 1.0 / (n_in as f64).sqrt();
@@ -36,11 +36,9 @@ pub fn quadrature(
     let mut alphas = vec![Vec::with_capacity(steps); probes];
     let mut betas = vec![Vec::with_capacity(steps); probes];
     let mut active = vec![true; probes];
-    let mut wq = Mat::<f64>::zeros(n_out, probes);
     let mut aq = Mat::<f64>::zeros(n_in, probes);
     for _ in 0..steps {
-        op.apply(q.as_ref(), wq.as_mut())?;
-        op.apply_transpose(wq.as_ref(), aq.as_mut())?;
+        op.apply_gram(q.as_ref(), aq.as_mut())?;
         crate::rows::check_finite(
             &format!("WᵀW q in the Lanczos iteration ({})", op.describe()),
             aq.as_ref(),

@@ -9,7 +9,7 @@
 
 use super::LinearOperator;
 use crate::error::{Error, Result};
-use crate::rows::{check_shape, ROW_CHUNK};
+use crate::rows::{check_shape, give_buffer, take_buffer, ROW_CHUNK};
 use faer::{MatMut, MatRef};
 use rayon::prelude::*;
 
@@ -158,15 +158,15 @@ impl Csr {
         let d = x.ncols();
         check_shape("input of the sparse product", x, self.ncols, d)?;
         check_shape("output of the sparse product", out.as_ref(), self.nrows, d)?;
-        // Row-major copies make each gathered row of X one contiguous read.
-        let mut xr = vec![0.0; self.ncols * d];
+        // Row-major copies make each gathered row of X one contiguous read (pooled buffers).
+        let mut xr = take_buffer(self.ncols * d);
         for j in 0..d {
             let col = x.col(j);
             for i in 0..self.ncols {
                 xr[i * d + j] = col[i];
             }
         }
-        let mut yr = vec![0.0; self.nrows * d];
+        let mut yr = take_buffer(self.nrows * d);
         let work = (self.nnz() + self.nrows) * d;
         let body = |(c, chunk): (usize, &mut [f64])| {
             let first = c * ROW_CHUNK;
@@ -192,6 +192,8 @@ impl Csr {
                 col[i] = yr[i * d + j];
             }
         }
+        give_buffer(xr);
+        give_buffer(yr);
         Ok(())
     }
 }
