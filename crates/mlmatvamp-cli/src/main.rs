@@ -19,6 +19,7 @@ mod fig2_cli;
 use fig2_cli::{Fig2Args, TwoLayerArgs};
 use mlmatvamp_cli::{progress, render};
 mod mixed_cli;
+mod sketch_cli;
 
 /// Multi-Layer Matrix VAMP (Pandit et al., NeurIPS 2020) and its state evolution.
 #[derive(Parser, Debug)]
@@ -52,6 +53,15 @@ enum Commands {
     /// observed against the NMSE of the missing entries for ML-Mat-VAMP (MMSE, MAP), the
     /// latent-code Adam-MAP baseline and the state evolution.
     Inpaint(InpaintArgs),
+    /// Sketch a dataset in one pass (paper §2.2): sketch.npy, frequencies.npy, sketch.json; or
+    /// merge two sketches of disjoint shards (--merge A B).
+    Sketch(sketch_cli::SketchArgs),
+    /// Recover K centroids from a sketch with ML-Mat-VAMP: centroids.npy, weights.npy,
+    /// cluster.json.
+    Cluster(sketch_cli::ClusterArgs),
+    /// Sketched clustering on Gaussian mixtures and iris: relative SSE against M/(Kp) and time
+    /// against T, ML-Mat-VAMP vs k-means++ (sketched_clustering.json, .csv, .png/.svg).
+    SketchedClustering(sketch_cli::SketchedClusteringArgs),
     /// Predict the algorithm's error per iteration with the state evolution (writes se.json).
     Se(SeArgs),
     /// Run the algorithm and the state evolution on the same model and compare them.
@@ -140,8 +150,12 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<()> {
     if let Some(n) = cli.threads {
-        if n == 0 {
-            bail!("--threads must be at least 1");
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let limit = 4 * cores;
+        if n == 0 || n > limit {
+            bail!(
+                "--threads must be at least 1 and at most {limit} (4 per core on this machine with {cores} cores), got {n}"
+            );
         }
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -154,6 +168,9 @@ fn dispatch(cli: Cli) -> Result<()> {
         Commands::TwoLayer(args) => fig2_cli::two_layer(&args, cli.quiet),
         Commands::Mmv(args) => mmv(&args, cli.quiet),
         Commands::Mixed(args) => mixed_cli::run(&args, cli.quiet),
+        Commands::Sketch(args) => sketch_cli::sketch(&args, cli.quiet),
+        Commands::Cluster(args) => sketch_cli::cluster(&args, cli.quiet),
+        Commands::SketchedClustering(args) => sketch_cli::sketched_clustering(&args, cli.quiet),
         Commands::Se(args) => se(&args, cli.quiet),
         Commands::Compare(args) => compare(&args, cli.quiet),
         Commands::Inpaint(args) => inpaint(&args, cli.quiet),

@@ -1197,6 +1197,18 @@ impl LayerConfig {
                 let (w, label, (r, c), got) = match weight {
                     ArraySource::Operator(spec) => {
                         let label = format!("{desc} (operator, key `{key}`)");
+                        // The shape against the neighbours before anything is allocated.
+                        if spec.cols != n_in {
+                            return Err(Error::shape(
+                                &label,
+                                format!(
+                                    "n_{l} x {n_in} (n_{} = {n_in} rows of Z_{})",
+                                    l - 1,
+                                    l - 1
+                                ),
+                                format!("{} x {}", spec.rows, spec.cols),
+                            ));
+                        }
                         let op = match spec.operator {
                             OperatorKind::Dct => crate::operator::SubsampledDct::new(
                                 spec.rows,
@@ -1513,7 +1525,13 @@ impl RunConfig {
 
     /// Parses the TOML text (unknown keys and kinds are errors naming them and the valid ones).
     pub fn parse(text: &str, path: Option<&Path>) -> Result<Self> {
-        toml::from_str(text).map_err(|e| config_error(path, e.to_string().trim_end().to_string()))
+        toml::from_str(text).map_err(|e| {
+            let mut msg = e.to_string().trim_end().to_string();
+            if let Some(hint) = name_the_key(text, &e) {
+                msg += &format!("\n{hint}");
+            }
+            config_error(path, msg)
+        })
     }
 
     /// The solver options of this configuration.
@@ -1606,6 +1624,7 @@ impl RunConfig {
             rows.push(n_out);
             prepared.push(p);
         }
+        check_network_memory(&rows, d, &prepared)?;
         let n_last = rows[rows.len() - 1];
         let output = self.output.build(n_last, d, &res)?;
         let teacher = output.teacher;
@@ -1669,6 +1688,35 @@ impl RunConfig {
             seconds: start.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// Checks, before the algorithm allocates its state, that the network fits in this machine's
+/// memory: about a dozen `n_l x d` blocks per variable (estimates, messages, the truth, work
+/// space) and, for a weight drawn from a law or solved by an SVD, the matrix and its factors.
+fn check_network_memory(rows: &[usize], d: usize, prepared: &[Prepared]) -> Result<()> {
+    use crate::limits::{check_memory, f64_bytes};
+    let mut bytes = 0u64;
+    for &n in rows {
+        bytes = bytes.saturating_add(f64_bytes((n as u64).saturating_mul(d as u64 * 12)));
+    }
+    for (i, p) in prepared.iter().enumerate() {
+        if let Prepared::Linear { weight, method, .. } = p {
+            let (r, c) = (rows[i + 1] as u64, rows[i] as u64);
+            let entries = r.saturating_mul(c);
+            let copies = match (weight.uses_svd(*method, r as usize, c as usize), weight) {
+                (true, _) => 3,
+                (false, Weight::Law { .. }) => 1,
+                _ => 0,
+            };
+            bytes = bytes.saturating_add(f64_bytes(entries.saturating_mul(copies)));
+        }
+    }
+    let sizes: Vec<String> = rows.iter().map(|n| n.to_string()).collect();
+    check_memory(
+        &format!("the network (rows n_l = [{}], d = {d})", sizes.join(", ")),
+        "prior.rows / layer weights",
+        bytes,
+    )
 }
 
 /// A configuration after phase 1 ([`RunConfig::resolve`]): every array read and checked, the
@@ -1783,5 +1831,77 @@ impl Resolved {
             layers: infos,
             setup_seconds: seconds + start.elapsed().as_secs_f64(),
         })
+    }
+}
+
+/// A type error inside a `kind`-tagged table (`[prior]`, `[[layer]]`, `[output]`) is reported by
+/// the TOML parser at the table's header, without the key: serde reads such a table whole before
+/// it knows its variant. This finds the key by the offending value the message quotes
+/// (`string "100"`, `floating point `1.0``, …) among the table's entries, and names it.
+fn name_the_key(text: &str, err: &toml::de::Error) -> Option<String> {
+    let msg = err.message();
+    let quoted = quoted_value(msg)?;
+    let span = err.span()?;
+    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let header = text.lines().nth(line - 1)?.trim();
+    let name = header
+        .strip_prefix("[[")
+        .and_then(|h| h.strip_suffix("]]"))
+        .or_else(|| header.strip_prefix('[').and_then(|h| h.strip_suffix(']')))?
+        .trim();
+    let table: toml::Table = toml::from_str(text).ok()?;
+    // The tables of that name (one, or the array of tables); which one is at the header's line
+    // does not matter for naming the key.
+    let sections: Vec<&toml::Table> = match table.get(name)? {
+        toml::Value::Table(t) => vec![t],
+        toml::Value::Array(a) => a.iter().filter_map(toml::Value::as_table).collect(),
+        _ => return None,
+    };
+    let mut keys: Vec<String> = Vec::new();
+    for (i, sec) in sections.iter().enumerate() {
+        for (k, v) in sec.iter() {
+            if contains_value(v, &quoted) {
+                let key = if sections.len() > 1 {
+                    format!("{name}[{}].{k}", i + 1)
+                } else {
+                    format!("{name}.{k}")
+                };
+                keys.push(format!("`{key}`"));
+            }
+        }
+    }
+    match keys.len() {
+        0 => None,
+        _ => Some(format!("(the value of {})", keys.join(" or "))),
+    }
+}
+
+/// The offending value quoted by a serde type error: `string "100"`, `floating point `1.0``,
+/// `integer `3``, `boolean `true``.
+fn quoted_value(msg: &str) -> Option<toml::Value> {
+    let rest = msg.split("invalid type: ").nth(1)?;
+    if let Some(r) = rest.strip_prefix("string \"") {
+        return Some(toml::Value::String(r.split('"').next()?.to_string()));
+    }
+    let inner = |r: &str| r.split('`').nth(1).map(str::to_string);
+    if let Some(r) = rest.strip_prefix("floating point ") {
+        return inner(r)?.parse().ok().map(toml::Value::Float);
+    }
+    if let Some(r) = rest.strip_prefix("integer ") {
+        return inner(r)?.parse().ok().map(toml::Value::Integer);
+    }
+    if let Some(r) = rest.strip_prefix("boolean ") {
+        return inner(r)?.parse().ok().map(toml::Value::Boolean);
+    }
+    None
+}
+
+/// Whether `v` is `want` or holds it (in an array or an inline table).
+fn contains_value(v: &toml::Value, want: &toml::Value) -> bool {
+    match v {
+        toml::Value::Array(a) => a.iter().any(|x| contains_value(x, want)),
+        toml::Value::Table(t) => t.values().any(|x| contains_value(x, want)),
+        toml::Value::Float(x) => matches!(want, toml::Value::Float(y) if x == y),
+        other => other == want,
     }
 }

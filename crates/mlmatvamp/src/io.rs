@@ -51,6 +51,12 @@ fn data_error(path: &Path, detail: impl Into<String>) -> Error {
 
 /// Reads a matrix from a `.npy` or `.csv` file (chosen by the extension, case-insensitive).
 pub fn read_matrix(path: &Path) -> Result<Loaded> {
+    if path.is_dir() {
+        return Err(data_error(
+            path,
+            "is a directory, not a file: give the path of a .npy or .csv file",
+        ));
+    }
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -479,6 +485,9 @@ pub fn read_csv(path: &Path) -> Result<Mat<f64>> {
     let mut cols: Option<usize> = None;
     let mut rows = 0usize;
     let mut first = true;
+    // A field with a separator other than the comma (`1;2;3`, or tabs) is a common mistake;
+    // named below instead of "not a number".
+    let other_separator = |f: &str| [';', '\t', '|'].into_iter().find(|&c| f.contains(c));
     for record in reader.records() {
         let record = record.map_err(|e| data_error(path, format!("malformed CSV: {e}")))?;
         let line = record.position().map_or(0, |p| p.line());
@@ -495,6 +504,17 @@ pub fn read_csv(path: &Path) -> Result<Mat<f64>> {
                 }
             })
             .collect();
+        if let Some(sep) = record.iter().find_map(other_separator) {
+            if record.len() == 1 {
+                return Err(data_error(
+                    path,
+                    format!(
+                        "line {line} is one field containing {sep:?}: fields must be separated by commas (this file seems to use {})",
+                        if sep == '\t' { "tabs".to_string() } else { format!("`{sep}`") }
+                    ),
+                ));
+            }
+        }
         if first {
             first = false;
             if parsed.iter().any(|p| p.is_err()) {

@@ -41,6 +41,7 @@
 // Foundations.
 pub mod error;
 pub mod figure;
+pub mod limits;
 pub mod observe;
 pub mod rng;
 pub(crate) mod rows;

@@ -89,12 +89,23 @@ impl Belief {
 /// How extrinsic messages are formed from beliefs (spec §2.2–2.4): clipping bounds and damping.
 ///
 /// Conventions:
-/// * **Clipping.** The eigenvalues of every outgoing precision are clipped into
-///   `[lam_min, lam_max]`. This also repairs an indefinite `Λ − Γ`. The mean is formed with the
-///   *unclipped* `Λ, Γ` and the *clipped* `Γ_out` (reference behaviour, spec §8.1.4): with
-///   clipping active, `R_out` is no longer the exact extrinsic mean. The defaults
-///   (`1e-12`, `1e12`) never bind on a well-scaled, well-posed problem; the reference uses
-///   `1e-3, 1e3`.
+/// * **Clipping.** The eigenvalues of every outgoing precision are floored at
+///   `rel_floor · s`, where `s` is the largest eigenvalue of the incoming precision or of the
+///   unclipped outgoing one (a floor relative to the variable's own scale, so that rescaling a
+///   variable rescales its messages exactly), and clipped into the absolute range
+///   `[lam_min, lam_max]` if the user sets one (default none; the reference code uses
+///   `1e-3, 1e3`). This repairs an indefinite `Λ − Γ`. Without clipping the mean rule is
+///   eq. (2.1) exactly. With clipping, the mean is `R_out = (Ẑ Λ_m − R Γ) D^{-1}`: `D` is the
+///   unclipped precision in the directions `lam_max` lowered (there the mean stays the exact
+///   extrinsic mean, which the reference's `Γ_out` in the divisor overshoots by `Λ/Γ_out` — a
+///   blow-up for a nearly certain belief) and the clipped one where a floor raised it. Raised by
+///   the user's `lam_min`: `Λ_m = Λ`, the reference code's rule. Raised by the relative floor
+///   (the factor's information is below rounding there): `Λ_m = Γ + (D − ρ Γ_prev)/(1 − ρ)`, so
+///   that the message reproduces the belief's mean instead of pulling it towards an extrinsic
+///   mean it cannot resolve.
+/// * **Singular `Σ̄`.** Its inverse is regularised by a ridge `1e-12 tr(Σ̄)/d` on the singular
+///   directions, or, when `Σ̄ = 0` (a certain belief, e.g. a noiseless layer with `W = 0`),
+///   taken as `1e12` times the incoming precision, whose extrinsic mean is then `Ẑ`.
 /// * **Damping** uses the reference convention: `0` means no damping, values in `[0, 1)`.
 ///   `damp_precision` mixes the previous (clipped) precision into the new one before clipping:
 ///   `Γ_out ← (1−ρ)(Λ−Γ) + ρ Γ_prev`; `damp_mean` mixes the previous mean after the update:
@@ -102,23 +113,49 @@ impl Belief {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MessagePolicy {
-    /// Smallest eigenvalue allowed in an outgoing precision (> 0).
+    /// Smallest eigenvalue allowed in an outgoing precision, absolute (`≥ 0`; default 0: only
+    /// the relative floor applies).
     pub lam_min: f64,
-    /// Largest eigenvalue allowed in an outgoing precision (may be `inf`).
+    /// Largest eigenvalue allowed in an outgoing precision, absolute (default `inf`).
     pub lam_max: f64,
+    /// The relative floor of outgoing precisions (default `1e-12`, in `(0, 1)`): eigenvalues
+    /// below `rel_floor` times the scale of the variable's messages are raised to it.
+    pub rel_floor: f64,
     /// Precision damping in `[0, 1)`; `0` = none.
     pub damp_precision: f64,
     /// Mean damping in `[0, 1)`; `0` = none.
     pub damp_mean: f64,
+    /// What to do when an iteration diverges (a non-finite estimate or precision, an estimate
+    /// or a precision that explodes or collapses): roll back and damp harder (default), or stop
+    /// with the error.
+    pub on_divergence: OnDivergence,
+    /// With [`OnDivergence::Damp`]: how many roll-backs before giving up (default 5).
+    pub max_retries: usize,
+}
+
+/// What the solver and the state evolution do when an iteration diverges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDivergence {
+    /// Roll back to the last sound iterate and continue with stronger damping (in the spirit of
+    /// tramp's adaptive damping); the history records each roll-back. After `max_retries`
+    /// roll-backs the divergence is an error.
+    #[default]
+    Damp,
+    /// Stop with an error naming the factor, the iteration and what blew up.
+    Stop,
 }
 
 impl Default for MessagePolicy {
     fn default() -> Self {
         MessagePolicy {
-            lam_min: 1e-12,
-            lam_max: 1e12,
+            lam_min: 0.0,
+            lam_max: f64::INFINITY,
+            rel_floor: 1e-12,
             damp_precision: 0.0,
             damp_mean: 0.0,
+            on_divergence: OnDivergence::Damp,
+            max_retries: 5,
         }
     }
 }
@@ -144,10 +181,16 @@ impl MessagePolicy {
 
     /// Checks the option values.
     pub fn validate(&self) -> Result<()> {
-        if !(self.lam_min > 0.0 && self.lam_min.is_finite()) {
+        if !(self.lam_min >= 0.0 && self.lam_min.is_finite()) {
             return Err(Error::invalid(
                 "lam_min",
-                format!("must be positive and finite, got {}", self.lam_min),
+                format!("must be non-negative and finite, got {}", self.lam_min),
+            ));
+        }
+        if !(self.rel_floor > 0.0 && self.rel_floor < 1.0) {
+            return Err(Error::invalid(
+                "rel_floor",
+                format!("must be in (0, 1), got {}", self.rel_floor),
             ));
         }
         if self.lam_max.is_nan() || self.lam_max < self.lam_min {
@@ -157,6 +200,12 @@ impl MessagePolicy {
                     "must be >= lam_min = {}, got {}",
                     self.lam_min, self.lam_max
                 ),
+            ));
+        }
+        if self.max_retries > 100 {
+            return Err(Error::invalid(
+                "max_retries",
+                format!("must be at most 100, got {}", self.max_retries),
             ));
         }
         for (name, v) in [
@@ -171,8 +220,10 @@ impl MessagePolicy {
     }
 
     /// The precision half of the message rule (spec §2.2, §2.4): `Λ = sym(Σ̄^{-1})` (with the
-    /// singular-`Σ̄` ridge), `Γ_out = clip((1−ρ)(Λ − Γ) + ρ Γ_prev)`. Returns `(Λ, Γ_out)`.
-    /// Shared by the algorithm and the state evolution.
+    /// singular-`Σ̄` ridge), `Γ_out = clip((1−ρ)(Λ − Γ) + ρ Γ_prev)`. Returns `(Λ, Γ_out, D)`
+    /// for the mean rule `R_out = (Ẑ Λ − R Γ) D^{-1}`: `D = Γ_out` unless `lam_max` lowered the
+    /// precision (see the type's documentation). Shared by the algorithm and the state
+    /// evolution.
     pub fn precision_update(
         &self,
         cov: &DMat,
@@ -180,7 +231,7 @@ impl MessagePolicy {
         previous: Option<&Spd>,
         location: &str,
         iteration: usize,
-    ) -> Result<(DMat, Spd)> {
+    ) -> Result<(DMat, Spd, Spd)> {
         let diverged = |detail: String| Error::Diverged {
             location: location.to_string(),
             iteration,
@@ -189,18 +240,54 @@ impl MessagePolicy {
         if cov.iter().any(|x| !x.is_finite()) {
             return Err(diverged("posterior covariance is not finite".into()));
         }
-        let lambda = psd_inverse(cov)
+        let lambda = invert_belief_covariance(cov, gamma_in)
             .ok_or_else(|| diverged("posterior covariance is not invertible".into()))?;
         let mut raw = sym(&(&lambda - gamma_in.matrix()));
-        if let Some(prev) = previous.filter(|_| self.damp_precision > 0.0) {
+        let damped = previous.filter(|_| self.damp_precision > 0.0);
+        if let Some(prev) = damped {
             raw = raw * (1.0 - self.damp_precision) + prev.matrix() * self.damp_precision;
         }
         if raw.iter().any(|x| !x.is_finite()) {
             return Err(diverged("outgoing precision is not finite".into()));
         }
-        let out = Spd::clipped("outgoing precision", &raw, self.lam_min, self.lam_max)
+        let scale = max_eigenvalue(gamma_in.matrix()).max(max_eigenvalue(&raw));
+        let floor = self.lam_min.max(self.rel_floor * scale);
+        let (out, changed) = Spd::clipped_flag("outgoing precision", &raw, floor, self.lam_max)
             .map_err(|e| diverged(format!("cannot form the outgoing precision: {e}")))?;
-        Ok((lambda, out))
+        if !changed {
+            return Ok((lambda, out.clone(), out));
+        }
+        // Clipped: the divisor keeps the unclipped precision where a bound lowered it (there the
+        // mean stays the exact extrinsic mean, which the reference's rule overshoots by `Λ/Γ_out`)
+        // and takes the clipped one where a bound raised it (the reference's rule).
+        let relative_floor = self.rel_floor * scale > self.lam_min;
+        let e = nalgebra::SymmetricEigen::new(raw);
+        let lowered = e.eigenvalues.iter().any(|&r| r > self.lam_max);
+        let raised = e.eigenvalues.iter().any(|&r| r < floor);
+        if !(lowered || (raised && relative_floor)) {
+            // Only the user's absolute floor bound: the reference code's rule.
+            return Ok((lambda, out.clone(), out));
+        }
+        let d = e.eigenvalues.map(|r| r.max(floor));
+        let q = &e.eigenvectors;
+        let divisor = Spd::from_symmetric(
+            "divisor of the outgoing mean",
+            q * DMat::from_diagonal(&d) * q.transpose(),
+        )
+        .map_err(|e| diverged(format!("cannot form the outgoing mean: {e}")))?;
+        if !(raised && relative_floor) {
+            return Ok((lambda, out, divisor));
+        }
+        // Raised by the relative floor: the factor's information there is below rounding, so
+        // the message must not pull the belief: its mean reproduces the belief's mean, with the
+        // belief precision the divisor implies, `Λ_m = Γ + (D − ρ Γ_prev)/(1 − ρ)`.
+        let rho = damped.map_or(0.0, |_| self.damp_precision);
+        let mut implied = divisor.matrix().clone();
+        if let Some(prev) = damped {
+            implied -= prev.matrix() * rho;
+        }
+        let lambda_m = sym(&(gamma_in.matrix() + implied / (1.0 - rho)));
+        Ok((lambda_m, out, divisor))
     }
 
     /// The message rule (eq. 2.1, spec §2.2) with the safeguards of spec §2.4.
@@ -254,14 +341,14 @@ impl MessagePolicy {
         if let Some((i, j, x)) = first_non_finite(belief.mean.as_ref()) {
             return Err(diverged(format!("estimate entry ({i}, {j}) is {x}")));
         }
-        let (lambda, out_prec) = self.precision_update(
+        let (lambda, out_prec, divisor) = self.precision_update(
             &belief.cov,
             &incoming.precision,
             previous.map(|p| &p.precision),
             location,
             iteration,
         )?;
-        let mut mean = extrinsic_mean(belief.mean.as_ref(), &lambda, incoming, &out_prec)?;
+        let mut mean = extrinsic_mean(belief.mean.as_ref(), &lambda, incoming, &divisor)?;
         if let Some(prev) = previous.filter(|_| self.damp_mean > 0.0) {
             mean = &mean * faer::Scale(1.0 - self.damp_mean)
                 + &prev.mean * faer::Scale(self.damp_mean);
@@ -307,4 +394,31 @@ pub fn extrinsic_mean(
     let a = out.solve_right(lambda)?;
     let b = -out.solve_right(incoming.precision.matrix())?;
     Ok(mul_small_sum(estimate, &a, incoming.mean.as_ref(), &b))
+}
+
+/// The largest eigenvalue of a symmetric matrix (0 for an empty one).
+fn max_eigenvalue(m: &DMat) -> f64 {
+    if m.nrows() == 0 {
+        return 0.0;
+    }
+    nalgebra::SymmetricEigen::new(sym(m))
+        .eigenvalues
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max)
+}
+
+/// `Λ = Σ̄^{-1}` for a belief covariance that may be singular: [`psd_inverse`]'s relative ridge,
+/// and for `Σ̄ = 0` (a certain belief) the cap `1e12 · λ_max(Γ_in) · I`, so that the outgoing
+/// precision stays finite and on the variable's own scale.
+fn invert_belief_covariance(cov: &DMat, gamma_in: &Spd) -> Option<DMat> {
+    if cov.iter().any(|x| !x.is_finite()) {
+        return None;
+    }
+    if cov.iter().all(|&x| x == 0.0) {
+        let d = cov.nrows();
+        let cap = 1e12 * max_eigenvalue(gamma_in.matrix()).max(f64::MIN_POSITIVE);
+        return Some(DMat::identity(d, d) * cap);
+    }
+    psd_inverse(cov)
 }

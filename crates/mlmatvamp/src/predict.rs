@@ -189,7 +189,8 @@ pub fn se_config(
     se.validate().map_err(|e| match e {
         Error::Invalid { what, detail } => {
             let key = match what.as_str() {
-                "n_mc" => "se.n_mc` (or `--n-mc".to_string(),
+                "n_mc" if overrides.n_mc.is_some() => "--n-mc".to_string(),
+                "n_mc" => "se.n_mc".to_string(),
                 "damp_mean" => "policy.damp_mean".to_string(),
                 w if w.starts_with("lam_") || w.starts_with("damp_") => format!("policy.{w}"),
                 w => w.to_string(),

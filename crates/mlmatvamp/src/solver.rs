@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::factor::WarmStart;
-use crate::message::{Belief, Message, MessagePolicy};
+use crate::message::{Belief, Message, MessagePolicy, OnDivergence};
 use crate::network::Network;
 use crate::rows::check_shape;
 use crate::schedule::{self, Schedule};
@@ -43,10 +43,23 @@ impl Default for SolverConfig {
     }
 }
 
+/// The largest number of iterations a run may ask for: the history keeps one record per
+/// iteration, so an absurd count is refused before anything runs.
+pub const MAX_ITERATIONS: usize = 100_000;
+
 impl SolverConfig {
     /// Checks the option values.
     pub fn validate(&self) -> Result<()> {
         self.policy.validate()?;
+        if self.iterations > MAX_ITERATIONS {
+            return Err(Error::invalid(
+                "iterations",
+                format!(
+                    "must be at most {MAX_ITERATIONS} (the history keeps one record per iteration), got {}",
+                    self.iterations
+                ),
+            ));
+        }
         if !(self.gamma_init > 0.0 && self.gamma_init.is_finite()) {
             return Err(Error::invalid(
                 "gamma_init",
@@ -480,6 +493,17 @@ impl Solver {
         forward: bool,
         surrogate: Option<&mut Surrogate<'_>>,
     ) -> Result<()> {
+        self.pass_with(net, state, forward, surrogate, &self.config.policy)
+    }
+
+    fn pass_with(
+        &self,
+        net: &Network,
+        state: &mut State,
+        forward: bool,
+        surrogate: Option<&mut Surrogate<'_>>,
+        policy: &MessagePolicy,
+    ) -> Result<()> {
         state.check_network(net)?;
         let State {
             plus,
@@ -494,7 +518,7 @@ impl Solver {
         } = state;
         let mut step = AlgorithmStep {
             net,
-            policy: &self.config.policy,
+            policy,
             k: *iteration,
             est_plus,
             est_minus,
@@ -662,11 +686,63 @@ impl Solver {
         let mut history = Vec::new();
         let mut previous: Option<Vec<Mat<f64>>> = None;
         let mut converged = false;
-        for _ in 0..self.config.iterations {
+        // Divergence handling (`MessagePolicy::on_divergence`): the last sound state, the scale
+        // of every primary estimate seen so far, and the damping raised after each roll-back.
+        let mut policy = self.config.policy.clone();
+        let mut retries = 0usize;
+        let mut scale: Vec<f64> = vec![0.0; net.depth()];
+        let mut events: Vec<String> = Vec::new();
+        while history.len() < self.config.iterations {
             let start = Instant::now();
+            let sound = state.clone();
             state.clear_warnings();
-            self.pass(net, &mut state, true, surrogate.as_deref_mut())?;
-            self.pass(net, &mut state, false, surrogate.as_deref_mut())?;
+            let attempt = self
+                .pass_with(net, &mut state, true, surrogate.as_deref_mut(), &policy)
+                .and_then(|()| {
+                    self.pass_with(net, &mut state, false, surrogate.as_deref_mut(), &policy)
+                })
+                .and_then(|()| check_sound(net, &sound, &state, &scale));
+            if let Err(e) = attempt {
+                let Error::Diverged {
+                    location,
+                    iteration,
+                    detail,
+                } = e
+                else {
+                    return Err(e);
+                };
+                if policy.on_divergence == OnDivergence::Stop || retries >= policy.max_retries {
+                    let detail = if retries > 0 {
+                        format!("{detail} (after {retries} roll-backs with stronger damping)")
+                    } else {
+                        detail
+                    };
+                    return Err(Error::Diverged {
+                        location,
+                        iteration,
+                        detail,
+                    });
+                }
+                // Roll back to the last sound iterate and damp harder (both halves of the rule).
+                retries += 1;
+                state = sound;
+                // Halfway to 1 each time (0.5, 0.75, …), at most 0.95.
+                policy.damp_precision = (0.5 * (1.0 + policy.damp_precision)).min(0.95);
+                policy.damp_mean = (0.5 * (1.0 + policy.damp_mean)).min(0.95);
+                events.push(format!(
+                    "iteration {iteration}: {location} diverged ({detail}); rolled back to iteration {} and raised the damping to {:.3} (precision) and {:.3} (mean)",
+                    iteration.saturating_sub(1),
+                    policy.damp_precision,
+                    policy.damp_mean
+                ));
+                continue;
+            }
+            for (l, s) in scale.iter_mut().enumerate() {
+                if let Some(b) = state.estimate(l) {
+                    *s = s.max(mean_square(b.mean.as_ref()));
+                }
+            }
+            state.warnings.append(&mut events);
             let rec = Self::record_checked(
                 net,
                 &state,
@@ -686,7 +762,14 @@ impl Solver {
                 .map(|l| state.estimate(l).map(|b| b.mean.clone()))
                 .collect();
             if let (Some(tol), Some(ch)) = (self.config.tolerance, max_change) {
-                if ch < tol {
+                // Converged only on a sound iterate: finite predicted (and, with the truth,
+                // empirical) errors.
+                let honest = history.last().is_some_and(|r: &IterationRecord| {
+                    r.variables
+                        .iter()
+                        .all(|v| v.predicted_mse.is_finite() && v.mse.is_none_or(f64::is_finite))
+                });
+                if ch < tol && honest {
                     converged = true;
                     break;
                 }
@@ -743,4 +826,87 @@ fn check_truth(net: &Network, truth: Option<&[Mat<f64>]>, what: &str) -> Result<
 pub fn error_stats(estimate: MatRef<'_, f64>, truth: MatRef<'_, f64>) -> Result<(f64, DMat)> {
     check_shape("truth", truth, estimate.nrows(), estimate.ncols())?;
     Ok(crate::rows::error_stats(estimate, truth))
+}
+
+/// `(1/(n d)) ‖M‖²_F`.
+fn mean_square(m: MatRef<'_, f64>) -> f64 {
+    let (n, d) = (m.nrows(), m.ncols());
+    let f = m.norm_l2();
+    f * f / (n * d).max(1) as f64
+}
+
+/// The largest absolute eigenvalue of a symmetric matrix.
+fn spectral_radius(m: &DMat) -> f64 {
+    nalgebra::SymmetricEigen::new(crate::spd::sym(m))
+        .eigenvalues
+        .iter()
+        .fold(0.0f64, |a, &x| a.max(x.abs()))
+}
+
+/// Whether the iterate `now` is sound after `before` (`docs/algorithm.md`, divergence): every
+/// primary estimate's mean square at most `EXPLOSION` times the largest seen so far (`scale`,
+/// once there is one), and every message precision within a factor `EXPLOSION²` of its
+/// previous value — an estimate that explodes or a precision that explodes or collapses in one
+/// iteration is a divergence at the factor that produced it.
+fn check_sound(net: &Network, before: &State, now: &State, scale: &[f64]) -> Result<()> {
+    const EXPLOSION: f64 = 1e8;
+    let k = now.iteration;
+    let chain = net.chain();
+    for l in 0..net.depth() {
+        if let Some(b) = now.estimate(l) {
+            let ms = mean_square(b.mean.as_ref());
+            let location = if l % 2 == 0 {
+                chain.location_forward(l)
+            } else {
+                chain.location_backward(l)
+            };
+            // Against the largest seen so far and the algorithm's own error bar, so that an
+            // estimate growing from a tiny first iterate to its true scale is not an explosion.
+            let reference = scale[l].max(b.cov.trace().abs() / b.cov.nrows().max(1) as f64);
+            if !ms.is_finite() || (k > 0 && reference > 0.0 && ms > EXPLOSION * reference) {
+                return Err(Error::Diverged {
+                    location,
+                    iteration: k,
+                    detail: format!(
+                        "the estimate of Z_{l} exploded: mean square {ms:.3e}, against at most {:.3e} before",
+                        scale[l]
+                    ),
+                });
+            }
+        }
+        let pairs = [
+            (before.plus(l), now.plus(l), true),
+            (before.minus(l), now.minus(l), false),
+        ];
+        for (old, new, fwd) in pairs {
+            if let (Some(old), Some(new)) = (old, new) {
+                if k < 2 {
+                    continue; // the initial messages are placeholders
+                }
+                let (a, b) = (
+                    spectral_radius(old.precision.matrix()),
+                    spectral_radius(new.precision.matrix()),
+                );
+                let ratio = b / a;
+                if !(ratio.is_finite()
+                    && (1.0 / (EXPLOSION * EXPLOSION)..=EXPLOSION * EXPLOSION).contains(&ratio))
+                {
+                    let location = if fwd {
+                        chain.location_forward(l)
+                    } else {
+                        chain.location_backward(l)
+                    };
+                    return Err(Error::Diverged {
+                        location,
+                        iteration: k,
+                        detail: format!(
+                            "the precision {} in one iteration (largest eigenvalue {a:.3e} -> {b:.3e})",
+                            if ratio > 1.0 { "exploded" } else { "collapsed" }
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -144,18 +144,23 @@ impl Spd {
     /// Rebuilds a symmetric matrix with its eigenvalues clipped into `[lam_min, lam_max]`
     /// (spec §2.4.2). This also repairs an indefinite matrix. `lam_min` must be positive.
     pub fn clipped(what: &str, m: &DMat, lam_min: f64, lam_max: f64) -> Result<Self> {
+        Self::clipped_flag(what, m, lam_min, lam_max).map(|(s, _)| s)
+    }
+
+    /// As [`Spd::clipped`], also telling whether the clipping changed the matrix.
+    pub fn clipped_flag(what: &str, m: &DMat, lam_min: f64, lam_max: f64) -> Result<(Self, bool)> {
         check_finite_dmat(what, m)?;
         let e = SymmetricEigen::new(sym(m));
         let needs = e.eigenvalues.iter().any(|&l| l < lam_min || l > lam_max);
         if !needs {
             if let Ok(s) = Self::from_symmetric(what, m.clone()) {
-                return Ok(s);
+                return Ok((s, false));
             }
         }
         let vals = e.eigenvalues.map(|l| l.clamp(lam_min, lam_max));
         let q = &e.eigenvectors;
         let rebuilt = q * DMat::from_diagonal(&vals) * q.transpose();
-        Self::from_symmetric(what, rebuilt)
+        Self::from_symmetric(what, rebuilt).map(|s| (s, true))
     }
 
     /// The dimension `d`.

@@ -420,7 +420,7 @@ fn invalid_values_name_the_key() {
     let cases = [
         ("d0", "d = 0\n".to_string() + &config("", PRIOR, LAYER, OUTPUT)[6..], "`d` must be between 1 and"),
         ("iter0", config("", PRIOR, LAYER, OUTPUT).replace("iterations = 5", "iterations = 0"), "`iterations` must be at least 1"),
-        ("lam", config("[policy]\nlam_min = -1.0", PRIOR, LAYER, OUTPUT), "`policy.lam_min` must be positive"),
+        ("lam", config("[policy]\nlam_min = -1.0", PRIOR, LAYER, OUTPUT), "`policy.lam_min` must be non-negative"),
         ("damp", config("[policy]\ndamp_mean = 1.0", PRIOR, LAYER, OUTPUT), "`policy.damp_mean` must be in [0, 1)"),
         ("gamma", config("gamma_init = 0.0", PRIOR, LAYER, OUTPUT), "`gamma_init` must be positive"),
         ("tol", config("tolerance = nan", PRIOR, LAYER, OUTPUT), "`tolerance` must be non-negative"),

@@ -13,11 +13,17 @@
 //!   random start, the parameter error up to relabelling, and the alternating-minimisation
 //!   baseline;
 //! * [`inpaint`] — inpainting with a deep generative prior (paper §2.4, eq. 10, `L = 4`) and its
-//!   latent-code Adam baseline.
+//!   latent-code Adam baseline;
+//! * [`sketch`] — the sketch of sketched clustering (paper §2.2): frequencies, the one-pass
+//!   mergeable sketch, its exact re-centring;
+//! * [`cluster`] — centroids from a sketch by ML-Mat-VAMP (paper §2.2): the network, cluster
+//!   weights by non-negative least squares, seeded restarts, and the clustering metrics.
 
 pub mod adam;
+pub mod cluster;
 pub mod inpaint;
 pub mod mixed;
 pub mod mmv;
+pub mod sketch;
 pub mod two_layer;
 pub mod two_layer_vamp;

@@ -118,7 +118,7 @@ impl PriorSe for GaussianPrior {
         let gm = minus.gamma.matrix();
         let sigma =
             Spd::from_symmetric("prior posterior precision", self.prec.matrix() + gm)?.inverse();
-        let (lambda, gamma) = ctx.policy.precision_update(
+        let (lambda, gamma, divisor) = ctx.policy.precision_update(
             &sigma,
             &minus.gamma,
             prev,
@@ -134,7 +134,7 @@ impl PriorSe for GaussianPrior {
         let e = z_hat
             .mul(&lambda)
             .sub(&r.mul(gm))
-            .mul(&gamma.inverse())
+            .mul(&divisor.inverse())
             .sub(&z);
         let diff = z_hat.sub(&z);
         Ok(SeStep {

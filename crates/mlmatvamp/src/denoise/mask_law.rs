@@ -79,10 +79,10 @@ pub fn awgn_backward(
         per.push((w, mp, sigma));
     }
     let predicted = sym(&predicted);
-    let (lambda, gamma) =
+    let (lambda, gamma, divisor) =
         ctx.policy
             .precision_update(&predicted, &plus.gamma, prev, &ctx.location, ctx.iteration)?;
-    let gamma_inv = gamma.inverse();
+    let gamma_inv = divisor.inverse();
     // Blocks: [a, b] ~ N(0, K⁺), ξ ~ N(0, N^{-1}).
     let bl = Blocks::new(&[&plus.k, &noise_cov]);
     let a = bl.var_range(0, 0, d, d);

@@ -6,7 +6,7 @@
 //!   conjugate gradients and a spectral law, `docs/matrix-free.md`), [`spectral`] (a linear layer known
 //!   by its singular values, SE only), [`activation`] and [`relu`] (row-wise nonlinear layers);
 //! * outputs: [`output`] (AWGN with missing entries), [`mask_law`] (AWGN known by its mask law,
-//!   SE only), [`two_layer`], [`mixed`];
+//!   SE only), [`two_layer`], [`mixed`], [`cexp`] (the complex exponential of sketched clustering);
 //! * shared numerical tools: [`newton`], [`quadrature`].
 //!
 //! Every denoiser is a pure function of its incoming messages and returns a
@@ -14,6 +14,7 @@
 //! ([`crate::message::MessagePolicy`]).
 
 pub mod activation;
+pub mod cexp;
 pub mod gaussian;
 pub mod linear;
 pub mod mask_law;
@@ -29,6 +30,7 @@ pub mod spectral;
 pub mod two_layer;
 
 pub use activation::{Activation, ActivationLayer};
+pub use cexp::{CexpOptions, CexpOutput};
 pub use gaussian::GaussianPrior;
 pub use linear::LinearLayer;
 pub use mismatch::MismatchedPrior;

@@ -341,17 +341,18 @@ impl PriorSe for BernoulliGaussianPrior {
             }
         }
         let predicted = sym(&DMat::from_fn(d, d, |a, b| sigma[a * d + b]));
-        let (lambda, gamma) = ctx.policy.precision_update(
+        let (lambda, gamma, divisor) = ctx.policy.precision_update(
             &predicted,
             &minus.gamma,
             prev,
             &ctx.location,
             ctx.iteration,
         )?;
-        // E[z^T z] exactly; e⁺ = R_out − z with R_out = ẑ A − r B, A = Λ Γ_out^{-1}, B = Γ⁻ Γ_out^{-1}.
+        // E[z^T z] exactly; e⁺ = R_out − z with R_out = ẑ A − r B, A = Λ D^{-1}, B = Γ⁻ D^{-1}
+        // (D = Γ_out without clipping).
         let e_zz_true = (self.cov.matrix() + mu.transpose() * &mu) * self.rho;
-        let a = gamma.solve_right(&lambda)?;
-        let b = gamma.solve_right(minus.gamma.matrix())?;
+        let a = divisor.solve_right(&lambda)?;
+        let b = divisor.solve_right(minus.gamma.matrix())?;
         // E[R^T R], E[z^T R]
         let e_out_out = a.transpose() * &e_zz * &a
             - a.transpose() * e_rz.transpose() * &b

@@ -186,14 +186,14 @@ impl LinearSpec {
             sum += sigma_uu(s)? * self.weight(i);
         }
         let predicted = sym(&(sum / self.n_out as f64));
-        let (lambda, gamma) = ctx.policy.precision_update(
+        let (lambda, gamma, divisor) = ctx.policy.precision_update(
             &predicted,
             &minus.gamma,
             prev,
             &ctx.location,
             ctx.iteration,
         )?;
-        let gamma_inv = gamma.inverse();
+        let gamma_inv = divisor.inverse();
         let bl = self.blocks(plus_in, minus);
         let mut k = DMat::zeros(2 * d, 2 * d);
         let mut joint = DMat::zeros(2 * d, 2 * d);
@@ -262,14 +262,14 @@ impl LinearSpec {
             sum += Self::sigma_vv(gp, &p_eff, s)? * self.weight(i);
         }
         let predicted = sym(&(sum / self.n_in as f64));
-        let (lambda, gamma) = ctx.policy.precision_update(
+        let (lambda, gamma, divisor) = ctx.policy.precision_update(
             &predicted,
             &plus_in.gamma,
             prev,
             &ctx.location,
             ctx.iteration,
         )?;
-        let gamma_inv = gamma.inverse();
+        let gamma_inv = divisor.inverse();
         let bl = self.blocks(plus_in, minus);
         let mut ae = DMat::zeros(d, d);
         let mut ee = DMat::zeros(d, d);

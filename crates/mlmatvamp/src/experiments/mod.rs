@@ -7,6 +7,8 @@ pub mod inpaint;
 pub mod mixed;
 /// `mlmatvamp mmv`: multi-task regression / MMV over the sampling ratio.
 pub mod mmv;
+pub mod sketch_files;
+pub mod sketched_clustering;
 
 use crate::error::{Error, Result};
 pub use crate::observe::{Observer, Progress};

@@ -1413,7 +1413,7 @@ fn rule(
     opts: &SeOptions,
     belief: &Belief,
     incoming: &Message,
-) -> std::result::Result<(DMat, Spd), String> {
+) -> std::result::Result<(DMat, Spd, Spd), String> {
     opts.policy
         .precision_update(&belief.cov, &incoming.precision, None, "simulation", 0)
         .map_err(|e| format!("message rule in the simulation: {e}"))
@@ -1432,8 +1432,8 @@ fn simulate_prior(
     let msg = message(mul_small(z.as_ref(), &minus.psi) + c, &minus.gamma);
     let belief = call("prior denoise", || prior.denoise(&msg))?;
     check_belief("prior denoise", &belief, rows, prior.dim())?;
-    let (lambda, gamma) = rule(opts, &belief, &msg)?;
-    let e = extrinsic_mean(belief.mean.as_ref(), &lambda, &msg, &gamma)
+    let (lambda, gamma, divisor) = rule(opts, &belief, &msg)?;
+    let e = extrinsic_mean(belief.mean.as_ref(), &lambda, &msg, &divisor)
         .map_err(|e| format!("extrinsic mean in the simulation: {e}"))?
         - &z;
     let err = &belief.mean - &z;
@@ -1492,8 +1492,8 @@ fn simulate_layer(
         Direction::Forward => {
             let belief = call("layer forward", || layer.forward(&r_minus, &r_plus))?;
             check_belief("layer forward", &belief, out.nrows(), d)?;
-            let (lambda, gamma) = rule(opts, &belief, &r_minus)?;
-            let e = extrinsic_mean(belief.mean.as_ref(), &lambda, &r_minus, &gamma)
+            let (lambda, gamma, divisor) = rule(opts, &belief, &r_minus)?;
+            let e = extrinsic_mean(belief.mean.as_ref(), &lambda, &r_minus, &divisor)
                 .map_err(|e| format!("extrinsic mean in the simulation: {e}"))?
                 - &out;
             let err = &belief.mean - &out;
@@ -1510,8 +1510,8 @@ fn simulate_layer(
         Direction::Backward => {
             let belief = call("layer backward", || layer.backward(&r_minus, &r_plus))?;
             check_belief("layer backward", &belief, rows, d)?;
-            let (lambda, gamma) = rule(opts, &belief, &r_plus)?;
-            let e = extrinsic_mean(belief.mean.as_ref(), &lambda, &r_plus, &gamma)
+            let (lambda, gamma, divisor) = rule(opts, &belief, &r_plus)?;
+            let e = extrinsic_mean(belief.mean.as_ref(), &lambda, &r_plus, &divisor)
                 .map_err(|e| format!("extrinsic mean in the simulation: {e}"))?
                 - &a;
             Ok(backward_sim_quantities(
@@ -1540,8 +1540,8 @@ fn simulate_output(
     let channel = call("output resample", || law.resample(a.as_ref(), &mut rng))?;
     let belief = call("output denoise", || channel.denoise(&r_plus))?;
     check_belief("output denoise", &belief, rows, d)?;
-    let (lambda, gamma) = rule(opts, &belief, &r_plus)?;
-    let e = extrinsic_mean(belief.mean.as_ref(), &lambda, &r_plus, &gamma)
+    let (lambda, gamma, divisor) = rule(opts, &belief, &r_plus)?;
+    let e = extrinsic_mean(belief.mean.as_ref(), &lambda, &r_plus, &divisor)
         .map_err(|e| format!("extrinsic mean in the simulation: {e}"))?
         - &a;
     Ok(backward_sim_quantities(

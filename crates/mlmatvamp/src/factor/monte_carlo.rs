@@ -77,14 +77,14 @@ pub fn prior_forward<P: PriorDenoiser + PriorSampler + ?Sized>(
     let belief = prior
         .denoise(&msg)
         .map_err(|e| ctx.diverged(e.to_string()))?;
-    let (lambda, gamma) = ctx.policy.precision_update(
+    let (lambda, gamma, divisor) = ctx.policy.precision_update(
         &belief.cov,
         &msg.precision,
         prev,
         &ctx.location,
         ctx.iteration,
     )?;
-    let e = &extrinsic_mean(belief.mean.as_ref(), &lambda, &msg, &gamma)? - &z;
+    let e = &extrinsic_mean(belief.mean.as_ref(), &lambda, &msg, &divisor)? - &z;
     Ok(SeStep {
         out: SeForward {
             k: joint_moment(z.as_ref(), e.as_ref()),
@@ -111,14 +111,14 @@ pub fn layer_forward<L: LayerDenoiser + LayerSampler + ?Sized>(
     let belief = layer
         .forward(&r_minus, &r_plus)
         .map_err(|e| ctx.diverged(e.to_string()))?;
-    let (lambda, gamma) = ctx.policy.precision_update(
+    let (lambda, gamma, divisor) = ctx.policy.precision_update(
         &belief.cov,
         &r_minus.precision,
         prev,
         &ctx.location,
         ctx.iteration,
     )?;
-    let e = &extrinsic_mean(belief.mean.as_ref(), &lambda, &r_minus, &gamma)? - &a_out;
+    let e = &extrinsic_mean(belief.mean.as_ref(), &lambda, &r_minus, &divisor)? - &a_out;
     Ok(SeStep {
         out: SeForward {
             k: joint_moment(a_out.as_ref(), e.as_ref()),
@@ -145,14 +145,14 @@ pub fn layer_backward<L: LayerDenoiser + LayerSampler + ?Sized>(
     let belief = layer
         .backward(&r_minus, &r_plus)
         .map_err(|e| ctx.diverged(e.to_string()))?;
-    let (lambda, gamma) = ctx.policy.precision_update(
+    let (lambda, gamma, divisor) = ctx.policy.precision_update(
         &belief.cov,
         &r_plus.precision,
         prev,
         &ctx.location,
         ctx.iteration,
     )?;
-    let e = &extrinsic_mean(belief.mean.as_ref(), &lambda, &r_plus, &gamma)? - &a;
+    let e = &extrinsic_mean(belief.mean.as_ref(), &lambda, &r_plus, &divisor)? - &a;
     let k_aa = plus_in.k.view((0, 0), (d, d)).into_owned();
     let out = backward_law(
         &k_aa,
@@ -182,14 +182,14 @@ pub fn output_backward<O: OutputLaw + ?Sized>(
     let belief = channel
         .denoise(&r_plus)
         .map_err(|e| ctx.diverged(e.to_string()))?;
-    let (lambda, gamma) = ctx.policy.precision_update(
+    let (lambda, gamma, divisor) = ctx.policy.precision_update(
         &belief.cov,
         &r_plus.precision,
         prev,
         &ctx.location,
         ctx.iteration,
     )?;
-    let e = &extrinsic_mean(belief.mean.as_ref(), &lambda, &r_plus, &gamma)? - &a;
+    let e = &extrinsic_mean(belief.mean.as_ref(), &lambda, &r_plus, &divisor)? - &a;
     let k_aa = plus.k.view((0, 0), (d, d)).into_owned();
     let out = backward_law(
         &k_aa,

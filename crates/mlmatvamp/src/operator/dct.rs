@@ -52,6 +52,15 @@ impl SubsampledDct {
                 ),
             ));
         }
+        if n_in > crate::limits::MAX_DIMENSION {
+            return Err(Error::invalid(
+                "DCT operator",
+                format!(
+                    "at most {} columns, got {n_in}",
+                    crate::limits::MAX_DIMENSION
+                ),
+            ));
+        }
         if !(scale > 0.0 && scale.is_finite()) {
             return Err(Error::invalid(
                 "DCT operator",

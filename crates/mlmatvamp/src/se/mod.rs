@@ -29,7 +29,7 @@ pub use crate::network::SeNetwork;
 
 use crate::error::{Error, Result};
 use crate::factor::monte_carlo::sample_rows;
-use crate::message::MessagePolicy;
+use crate::message::{MessagePolicy, OnDivergence};
 use crate::schedule::{self, Schedule};
 use crate::spd::{dmat_to_rows, DMat, Spd};
 use faer::MatRef;
@@ -86,12 +86,22 @@ impl SeConfig {
                 "mean damping has no state-evolution counterpart; set it to 0 for the SE",
             ));
         }
-        if self.n_mc < 100 {
+        if !(MIN_N_MC..=MAX_N_MC).contains(&self.n_mc) {
             return Err(Error::invalid(
                 "n_mc",
                 format!(
-                    "at least 100 Monte-Carlo rows are needed, got {}",
+                    "the Monte-Carlo rows per step must be between {MIN_N_MC} and {MAX_N_MC}, got {}",
                     self.n_mc
+                ),
+            ));
+        }
+        if self.iterations > crate::solver::MAX_ITERATIONS {
+            return Err(Error::invalid(
+                "iterations",
+                format!(
+                    "at most {} iterations, got {}",
+                    crate::solver::MAX_ITERATIONS,
+                    self.iterations
                 ),
             ));
         }
@@ -104,6 +114,11 @@ impl SeConfig {
         Ok(())
     }
 }
+
+/// The fewest Monte-Carlo rows per sampled SE step.
+pub const MIN_N_MC: usize = 100;
+/// The most Monte-Carlo rows per sampled SE step (a few `n_mc x 2d` blocks must fit in memory).
+pub const MAX_N_MC: usize = 50_000_000;
 
 /// Per-iteration SE prediction for one variable `Z_l`.
 ///
@@ -158,6 +173,9 @@ pub struct SeIteration {
     pub seconds: f64,
     /// One record per variable.
     pub variables: Vec<SeVariableRecord>,
+    /// Roll-backs before this iteration succeeded (omitted from JSON when there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The state of the recursion: the laws of all messages and the predictions about every
@@ -520,12 +538,66 @@ impl StateEvolution {
     ) -> Result<(Vec<SeIteration>, SeState)> {
         self.config.validate()?;
         let net = net.as_ref();
+        // A sampled step holds about a dozen `n_mc x d` blocks (rows, messages, estimates).
+        crate::limits::check_memory(
+            &format!("the Monte-Carlo SE with n_mc = {} rows", self.config.n_mc),
+            "n_mc",
+            crate::limits::f64_bytes(
+                (self.config.n_mc as u64).saturating_mul(12 * net.dim() as u64),
+            ),
+        )?;
         let mut state = self.initial_state(net)?;
-        let mut out = Vec::with_capacity(self.config.iterations);
-        for k in 0..self.config.iterations {
+        let mut out: Vec<SeIteration> = Vec::with_capacity(self.config.iterations);
+        // Divergence handling as the solver's (`MessagePolicy::on_divergence`): roll back to the
+        // last sound state and damp the precisions harder, or stop with the error.
+        let mut runner = self.clone();
+        let mut retries = 0usize;
+        let mut events = Vec::new();
+        let mut k = 0;
+        while k < self.config.iterations {
             let start = std::time::Instant::now();
-            self.step_sampled(net, &mut state, k, metric.is_some())?;
-            out.push(self.record(net, &state, k, start.elapsed().as_secs_f64(), metric)?);
+            let sound = state.clone();
+            let attempt = runner
+                .step_sampled(net, &mut state, k, metric.is_some())
+                .and_then(|()| runner.record(net, &state, k, start.elapsed().as_secs_f64(), metric))
+                .and_then(|rec| check_se_sound(net, &rec, &out).map(|()| rec));
+            match attempt {
+                Ok(mut rec) => {
+                    rec.warnings.append(&mut events);
+                    out.push(rec);
+                    k += 1;
+                }
+                Err(Error::Diverged {
+                    location,
+                    iteration,
+                    detail,
+                }) if runner.config.policy.on_divergence == OnDivergence::Damp
+                    && retries < runner.config.policy.max_retries =>
+                {
+                    retries += 1;
+                    state = sound;
+                    let p = &mut runner.config.policy;
+                    p.damp_precision = (0.5 * (1.0 + p.damp_precision)).min(0.95);
+                    events.push(format!(
+                        "iteration {iteration}: {location} diverged ({detail}); rolled back and raised the precision damping to {:.3}",
+                        p.damp_precision
+                    ));
+                }
+                Err(Error::Diverged {
+                    location,
+                    iteration,
+                    detail,
+                }) if retries > 0 => {
+                    return Err(Error::Diverged {
+                        location,
+                        iteration,
+                        detail: format!(
+                            "{detail} (after {retries} roll-backs with stronger damping)"
+                        ),
+                    })
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok((out, state))
     }
@@ -595,6 +667,38 @@ impl StateEvolution {
             iteration: k,
             seconds,
             variables,
+            warnings: Vec::new(),
         })
     }
+}
+
+/// Whether an SE iteration is sound (as the solver's check): every prediction finite, and no
+/// predicted error exploding by more than `1e8` against the largest predicted so far.
+fn check_se_sound(net: &SeNetwork, rec: &SeIteration, before: &[SeIteration]) -> Result<()> {
+    const EXPLOSION: f64 = 1e8;
+    for v in &rec.variables {
+        let l = v.variable;
+        let seen = before
+            .iter()
+            .map(|r| r.variables[l].se_mse)
+            .fold(0.0f64, f64::max);
+        let bad = !(v.se_mse.is_finite() && v.predicted_mse.is_finite())
+            || (seen > 0.0 && v.se_mse > EXPLOSION * seen);
+        if bad {
+            let location = if l % 2 == 0 {
+                net.chain().location_forward(l)
+            } else {
+                net.chain().location_backward(l)
+            };
+            return Err(Error::Diverged {
+                location: format!("state evolution, {location}"),
+                iteration: rec.iteration,
+                detail: format!(
+                    "the predicted error of Z_{l} exploded or is not finite: {:.3e} per row, against at most {seen:.3e} before",
+                    v.se_mse
+                ),
+            });
+        }
+    }
+    Ok(())
 }

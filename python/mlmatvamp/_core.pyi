@@ -1,0 +1,349 @@
+"""Type stubs of the extension module ``mlmatvamp._core`` (the Rust part of the package).
+
+Use the classes through ``mlmatvamp``; the ``_``-prefixed functions are wrapped there.
+"""
+
+import os
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import numpy.typing as npt
+
+ArrayLike = npt.ArrayLike
+PathLike = Union[str, os.PathLike[str]]
+
+__version__: str
+
+# ----------------------------------------------------------------------------------------------
+# Priors
+# ----------------------------------------------------------------------------------------------
+
+class Prior:
+    """The prior ``p_0`` of the rows of ``Z_0`` (base class of every prior)."""
+
+    @property
+    def d(self) -> int:
+        """The number of columns ``d``."""
+    def describe(self) -> str:
+        """A one-line description."""
+
+class GaussianPrior(Prior):
+    """A Gaussian prior: the rows of ``Z_0`` are i.i.d. ``N(mean, covariance)``.
+
+    Args:
+        mean: length-``d`` vector (default zeros).
+        covariance: ``d x d`` symmetric positive-definite matrix, or a scalar ``s`` for ``s I``
+            (default identity).
+        d: the number of columns, when neither ``mean`` nor ``covariance`` gives it.
+    """
+
+    def __init__(
+        self,
+        mean: Optional[ArrayLike] = None,
+        covariance: Optional[ArrayLike] = None,
+        *,
+        d: Optional[int] = None,
+    ) -> None: ...
+    @staticmethod
+    def isotropic(d: int, variance: float = 1.0) -> "GaussianPrior":
+        """The zero-mean prior with covariance ``variance · I_d``."""
+
+class BernoulliGaussianPrior(Prior):
+    """A row-sparse (Bernoulli–Gaussian) prior: a row is zero with probability
+    ``1 - sparsity``, else drawn from ``N(mean, covariance)``; MMSE denoiser."""
+
+    def __init__(
+        self,
+        sparsity: float,
+        mean: Optional[ArrayLike] = None,
+        covariance: Optional[ArrayLike] = None,
+        *,
+        d: Optional[int] = None,
+    ) -> None: ...
+
+class GroupLassoPrior(Prior):
+    """The group-lasso prior ``∝ exp(-lam ‖z‖₂)`` on rows of length ``d``; MAP denoiser."""
+
+    def __init__(self, d: int, lam: float) -> None: ...
+
+class MismatchedPrior(Prior):
+    """A teacher draws from ``data``, the algorithm denoises with ``estimator``."""
+
+    def __init__(self, data: Prior, estimator: Prior) -> None: ...
+
+# ----------------------------------------------------------------------------------------------
+# Operators
+# ----------------------------------------------------------------------------------------------
+
+class Operator:
+    """A linear operator ``W`` for matrix-free layers (base class); it follows the
+    ``scipy.sparse.linalg.LinearOperator`` protocol."""
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        """``(n_out, n_in)``."""
+    @property
+    def dtype(self) -> Any:
+        """``numpy.float64``."""
+    def describe(self) -> str:
+        """A one-line description."""
+    def matmat(self, x: ArrayLike) -> npt.NDArray[np.float64]:
+        """``W X`` for ``X`` of ``n_in`` rows (a vector is one column)."""
+    def rmatmat(self, y: ArrayLike) -> npt.NDArray[np.float64]:
+        """``Wᵀ Y`` for ``Y`` of ``n_out`` rows (a vector is one column)."""
+    def matvec(self, x: ArrayLike) -> npt.NDArray[np.float64]:
+        """``W x``."""
+    def rmatvec(self, y: ArrayLike) -> npt.NDArray[np.float64]:
+        """``Wᵀ y``."""
+
+class DenseOperator(Operator):
+    """A dense ``W`` as an operator (one copy, stored row by row; ``WᵀW X`` in one pass)."""
+
+    def __init__(self, weight: ArrayLike) -> None: ...
+
+class SparseOperator(Operator):
+    """A sparse ``W`` (CSR) from a scipy sparse matrix or array of any format."""
+
+    def __init__(self, matrix: Any) -> None: ...
+    @staticmethod
+    def from_csr(
+        data: ArrayLike, indices: ArrayLike, indptr: ArrayLike, shape: Tuple[int, int]
+    ) -> "SparseOperator":
+        """From CSR arrays (validated: each inconsistency is a named error)."""
+
+class DctOperator(Operator):
+    """``W = scale · S D diag(σ)``: ``rows`` seeded rows of the orthonormal ``cols``-point DCT-II
+    with seeded random signs; ``W Wᵀ = scale² I`` (a closed-form layer)."""
+
+    def __init__(self, rows: int, cols: int, *, seed: int = 0, scale: float = 1.0) -> None: ...
+
+# ----------------------------------------------------------------------------------------------
+# Layers
+# ----------------------------------------------------------------------------------------------
+
+class Layer:
+    """A hidden layer (base class): linear for odd ``l``, row-wise for even ``l``."""
+
+    @property
+    def d(self) -> int:
+        """The number of columns ``d``."""
+    @property
+    def kind(self) -> str:
+        """``"linear"`` or ``"row-wise"``."""
+    def describe(self) -> str:
+        """A one-line description."""
+
+class LinearLayer(Layer):
+    """A linear layer ``Z_l = W Z_{l-1} + B + Ξ`` (rows of ``Ξ`` ~ ``N(0, N^{-1})``, or
+    noiseless).
+
+    ``weight`` is a dense array (read without a copy by the SVD), a scipy sparse matrix, an
+    :class:`Operator`, or any object with ``shape``, ``matmat(X)`` and ``rmatmat(Y)``.
+
+    Args:
+        weight: ``W`` (``n_l x n_{l-1}``).
+        d: the number of columns.
+        bias: ``B`` (``n_l x d``, or a row of length ``d``).
+        noise_precision: ``N`` (``d x d`` or a scalar for ``s I``); ``None`` = noiseless.
+        method: ``"svd"``, ``"cg"`` or ``"auto"``.
+        tolerance, max_iterations, form: conjugate-gradient options.
+        probes, lanczos_steps, law_seed: the stochastic Lanczos estimate of the spectral law.
+        singular_values: the singular values of ``W``, if known.
+    """
+
+    def __init__(
+        self,
+        weight: Any,
+        d: int,
+        *,
+        bias: Optional[ArrayLike] = None,
+        noise_precision: Optional[ArrayLike] = None,
+        method: str = "auto",
+        tolerance: float = 1e-8,
+        max_iterations: int = 1000,
+        form: str = "auto",
+        probes: int = 10,
+        lanczos_steps: int = 40,
+        law_seed: int = 0,
+        singular_values: Optional[ArrayLike] = None,
+    ) -> None: ...
+    @property
+    def method(self) -> str:
+        """``"svd"``, ``"cg"`` or ``"closed form"``."""
+    @property
+    def shape(self) -> Tuple[int, int]:
+        """``(n_l, n_{l-1})``."""
+    @property
+    def setup_seconds(self) -> float:
+        """Seconds spent at construction (the SVD or the spectral-law estimate)."""
+
+class ActivationLayer(Layer):
+    """A row-wise layer ``Z_l = σ(Z_{l-1}) + Ξ`` (``"identity"`` or ``"relu"``)."""
+
+    def __init__(
+        self,
+        activation: str,
+        d: int,
+        *,
+        noise_precision: Optional[ArrayLike] = None,
+        estimator: str = "mmse",
+        mmse_nodes: Optional[int] = None,
+    ) -> None: ...
+
+# ----------------------------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------------------------
+
+class Output:
+    """The output channel ``p(Y | Z_{L-1})`` with its observation (base class)."""
+
+    @property
+    def d(self) -> int:
+        """The number of columns of ``Z_{L-1}``."""
+    @property
+    def rows(self) -> int:
+        """``n_{L-1}``."""
+    @property
+    def observation(self) -> npt.NDArray[np.float64]:
+        """The observation ``Y`` (a copy)."""
+    def describe(self) -> str:
+        """A one-line description."""
+
+class AwgnOutput(Output):
+    """``Y = Z_{L-1} + Ξ`` on the observed entries; ``mask`` (1 = observed) optional."""
+
+    def __init__(
+        self, y: ArrayLike, noise_precision: ArrayLike, mask: Optional[ArrayLike] = None
+    ) -> None: ...
+
+class TwoLayerOutput(Output):
+    """``Y = σ(Z_1) F_2 + N(0, noise_variance I)`` with known ``F_2`` (``d x n_out``)."""
+
+    def __init__(
+        self,
+        y: ArrayLike,
+        f2: ArrayLike,
+        noise_variance: float,
+        *,
+        activation: str = "sigmoid",
+        estimator: Union[None, str, dict[str, Any]] = None,
+        hessian: str = "exact",
+    ) -> None: ...
+
+class MixedRegressionOutput(Output):
+    """``y_i = [Z_{L-1}]_{i q_i} + N(0, noise_variance)``, ``q_i`` ~ ``weights``."""
+
+    def __init__(
+        self,
+        y: ArrayLike,
+        d: int,
+        noise_variance: float,
+        *,
+        weights: Optional[ArrayLike] = None,
+        estimator: str = "mmse",
+    ) -> None: ...
+
+# ----------------------------------------------------------------------------------------------
+# Network and runs
+# ----------------------------------------------------------------------------------------------
+
+class Network:
+    """The model: a prior on ``Z_0`` (``rows`` rows), the hidden layers (linear, row-wise, …,
+    linear) and an output holding the observation."""
+
+    def __init__(self, prior: Prior, rows: int, layers: Sequence[Layer], output: Output) -> None: ...
+    @property
+    def rows(self) -> List[int]:
+        """``n_0 … n_{L-1}``."""
+    @property
+    def d(self) -> int:
+        """The number of columns."""
+    @property
+    def depth(self) -> int:
+        """``L``."""
+    @property
+    def prior(self) -> Prior: ...
+    @property
+    def layers(self) -> List[Layer]: ...
+    @property
+    def output(self) -> Output: ...
+    def describe(self) -> str:
+        """One line per variable and the output."""
+    def with_output(self, output: Output) -> "Network":
+        """The same network with another output."""
+    def sample(self, seed: int = 0) -> Tuple[List[npt.NDArray[np.float64]], "Network"]:
+        """A teacher: ``(truth, network holding the drawn observation)``."""
+
+class Problem:
+    """A configuration file built by the core (wrapped by ``mlmatvamp.Problem``)."""
+
+    @property
+    def network(self) -> Network: ...
+    @property
+    def truth(self) -> Optional[List[npt.NDArray[np.float64]]]: ...
+    @property
+    def teacher(self) -> bool: ...
+    @property
+    def path(self) -> Optional[str]: ...
+    @property
+    def setup_seconds(self) -> float: ...
+    @property
+    def solver(self) -> dict[str, Any]:
+        """The effective solver options."""
+    @property
+    def config(self) -> dict[str, Any]:
+        """The configuration as parsed TOML."""
+    def _solve(
+        self, callback: Optional[Callable[[dict[str, Any]], Any]] = None
+    ) -> Tuple[List[npt.NDArray[np.float64]], List[npt.NDArray[np.float64]], List[dict[str, Any]], bool]: ...
+
+def _solve(
+    network: Network,
+    iterations: int,
+    tol: Optional[float],
+    truth: Optional[Sequence[ArrayLike]],
+    policy: Any,
+    gamma_init: float,
+    callback: Optional[Callable[[dict[str, Any]], Any]],
+    init: Any,
+) -> Tuple[List[npt.NDArray[np.float64]], List[npt.NDArray[np.float64]], List[dict[str, Any]], bool]: ...
+def _from_toml(path: PathLike) -> Problem: ...
+def _state_evolution(
+    network: Network,
+    iterations: int,
+    n_mc: int,
+    seed: int,
+    psi_mode: str,
+    gamma_init: float,
+    policy: Any,
+    callback: Optional[Callable[[dict[str, Any]], Any]],
+) -> List[dict[str, Any]]: ...
+def _state_evolution_config(
+    path: PathLike,
+    n_mc: Optional[int],
+    psi_mode: Optional[str],
+    seed: Optional[int],
+    callback: Optional[Callable[[dict[str, Any]], Any]],
+) -> List[dict[str, Any]]: ...
+def _fig2(options: Any, out: PathLike, callback: Optional[Callable[..., Any]]) -> dict[str, Any]: ...
+def _two_layer(options: Any, out: PathLike) -> dict[str, Any]: ...
+def _mmv(options: Any, out: PathLike, callback: Optional[Callable[..., Any]]) -> dict[str, Any]: ...
+def _mixed(options: Any, out: PathLike, callback: Optional[Callable[..., Any]]) -> dict[str, Any]: ...
+def _inpaint(options: Any, out: PathLike, callback: Optional[Callable[..., Any]]) -> dict[str, Any]: ...
+def _compare(
+    path: PathLike,
+    out: PathLike,
+    seeds: int,
+    empirical_se: bool,
+    n_mc: Optional[int],
+    psi_mode: Optional[str],
+    seed: Optional[int],
+    callback: Optional[Callable[..., Any]],
+) -> dict[str, Any]: ...
+def _conversion_log(clear: bool = False) -> List[Tuple[str, str]]:
+    """``(argument, mode)`` of recent array conversions: ``"view"`` (no copy), ``"copy"`` (one
+    copy into the core's storage), ``"converted"`` (a new float64 array first)."""
+def _last_call_seconds() -> float:
+    """Seconds the last solve, state evolution or experiment spent inside the core."""
+def threads() -> int:
+    """The number of threads the core computes on."""
