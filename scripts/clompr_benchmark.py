@@ -5,7 +5,9 @@ sigma^2 = 1, the setting of Keriven et al.) of T points is generated with numpy,
 x.npy and sketched once by `mlmatvamp sketch` (sigma^2 given, so the frequencies are the
 adapted-radius law for the true within-cluster variance). The same sketch.npy / frequencies.npy
 are decoded by `mlmatvamp cluster` (its decoding time from cluster.json) and by pycle's
-CLOMP_CKM (CL-OMPR with 2K iterations, one fit; wall time of fit_once). Both sets of centroids
+CLOMP_CKM (CL-OMPR with 2K iterations; --clompr-trials independent fits, the one with the
+smallest sketch residual kept, as pycle's fit_several_times does; wall time of the fits).
+`mlmatvamp cluster` runs --restarts seeded restarts (default 5). Both sets of centroids
 are scored by the SSE on the full data divided by the SSE of k-means++ (numpy, best of 3 seeded
 runs of Lloyd's algorithm, the same denominator for both methods).
 """
@@ -58,6 +60,9 @@ def main():
     ap.add_argument("--t", type=int, default=100_000)
     ap.add_argument("--ratios", default="2,5")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--clompr-trials", type=int, default=1)
+    ap.add_argument("--restarts", type=int, default=5)
     args = ap.parse_args()
     import pycle.compressive_learning as cl
     import pycle.sketching as sk
@@ -65,7 +70,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     k, p = args.k, args.p
     rows = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         rng = np.random.default_rng(seed)
         cents = rng.standard_normal((k, p)) * 1.5 * k ** (1.0 / p)
         lab = rng.integers(k, size=args.t)
@@ -80,7 +85,7 @@ def main():
             subprocess.run([args.bin, "--quiet", "sketch", xpath, "--k", str(k), "--m", str(m),
                             "--sigma2", "1", "--seed", str(seed), "--out", sdir], check=True)
             subprocess.run([args.bin, "--quiet", "cluster", sdir, "--seed", str(seed),
-                            "--out", cdir], check=True)
+                            "--restarts", str(args.restarts), "--out", cdir], check=True)
             rep = json.load(open(os.path.join(cdir, "cluster.json")))
             ours = np.load(os.path.join(cdir, "centroids.npy"))
             # CL-OMPR on the same (centred) sketch and frequencies.
@@ -95,7 +100,10 @@ def main():
             np.random.seed(seed)
             solver = cl.CLOMP_CKM(phi, k, bounds, z)
             t0 = time.perf_counter()
-            solver.fit_once()
+            if args.clompr_trials == 1:
+                solver.fit_once()
+            else:
+                solver.fit_several_times(args.clompr_trials, forget_current_sol=True)
             clompr_seconds = time.perf_counter() - t0
             theirs = solver.get_centroids() + mean
             row = {

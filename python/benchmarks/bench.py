@@ -16,17 +16,19 @@ Two problems:
 (``mlmatvamp._core._last_call_seconds()``: the driver, or the solver without the binding's
 per-iteration hook), as a percentage of the solve: argument conversion, the GIL re-acquired
 and Ctrl-C checked after every iteration, a helper thread for the experiments, JSON and numpy
-conversion of the results. Every time is the median of ``--repeats`` runs.
+conversion of the results. Every time is the median of ``--repeats`` runs (``--trial-repeats``
+for the two-layer trial, whose solve takes about 0.1 s).
 
 Run from the repository root after ``cargo build --release`` and ``pip install ./python``::
 
-    python python/benchmarks/bench.py [--repeats 5] [--n 4000] [--m 2000] [--iterations 30]
+    python python/benchmarks/bench.py [--repeats 5] [--trial-repeats 15] [--n 4000] [--m 2000] [--iterations 30]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import subprocess
 import tempfile
@@ -77,6 +79,8 @@ def two_layer(repeats: int) -> dict:
         cli_wall=median(cli_wall), cli_solve=median(cli_solve),
         py_wall=median(py_wall), py_solve=median(py_solve),
         overhead=median(w - r for w, r in zip(py_wall, py_rust)),
+        overhead_min=min(w - r for w, r in zip(py_wall, py_rust)),
+        overhead_max=max(w - r for w, r in zip(py_wall, py_rust)),
         test_mse=results[0],
     )
 
@@ -196,6 +200,8 @@ def cs(n: int, m: int, iterations: int, repeats: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--trial-repeats", type=int, default=15,
+                   help="runs of the two-layer trial (0.1 s each: more runs steady the median)")
     p.add_argument("--n", type=int, default=4000)
     p.add_argument("--m", type=int, default=2000)
     p.add_argument("--iterations", type=int, default=30)
@@ -203,23 +209,27 @@ def main() -> None:
     a = p.parse_args()
     if not CLI.exists():
         raise SystemExit(f"{CLI} not found: run `cargo build --release` first")
-    print(f"mlmatvamp {mv.__version__}, {mv.threads()} threads, numpy {np.__version__}")
-    rows = [two_layer(a.repeats), cs(a.n, a.m, a.iterations, a.repeats)]
+    print(f"mlmatvamp {mv.__version__}, {mv.threads()} threads, numpy {np.__version__}; "
+          f"load average before: {os.getloadavg()[0]:.2f}")
+    rows = [two_layer(a.trial_repeats), cs(a.n, a.m, a.iterations, a.repeats)]
     for r in rows:
         print(f"\n{r['name']}")
         print(f"  Rust program: {r['cli_wall']:.3f} s wall (process), solve {r['cli_solve']:.3f} s")
         print(f"  Python call:  {r['py_wall']:.3f} s wall, solve {r['py_solve']:.3f} s"
               + (f" (+ SVD at construction {r['py_setup']:.3f} s; program's setup {r['cli_setup']:.3f} s)"
                  if "py_setup" in r else ""))
-        print(f"  binding overhead: {r['overhead'] * 1e3:.2f} ms = {100 * r['overhead'] / r['py_solve']:.2f}% of the solve")
+        print(f"  binding overhead: {r['overhead'] * 1e3:.2f} ms = {100 * r['overhead'] / r['py_solve']:.2f}% of the solve"
+              + (f" (min {r['overhead_min'] * 1e3:.2f} ms, max {r['overhead_max'] * 1e3:.2f} ms)"
+                 if "overhead_min" in r else ""))
         if "numpy_solve" in r:
             print(f"  numpy VAMP:   solve {r['numpy_solve']:.3f} s (+ SVD {r['numpy_setup']:.3f} s); "
-                  f"Rust solve is {r['numpy_solve'] / r['py_solve']:.1f}x faster, "
-                  f"SVD {r['numpy_setup'] / r['py_setup']:.1f}x")
+                  f"time numpy / Rust: solve {r['numpy_solve'] / r['py_solve']:.2f}, "
+                  f"SVD {r['numpy_setup'] / r['py_setup']:.2f}")
             print(f"  NMSE: Python {r['nmse_py']:.4e}, program {r['nmse_cli']:.4e}, numpy VAMP {r['nmse_numpy']:.4e}; "
                   f"Python == program: {r['same_as_cli']}")
         else:
             print(f"  normalized test MSE {r['test_mse']:.4f} (identical through both)")
+    print(f"\nload average after: {os.getloadavg()[0]:.2f} (1 min)")
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2))
 

@@ -4,13 +4,13 @@ Use the classes through ``mlmatvamp``; the ``_``-prefixed functions are wrapped 
 """
 
 import os
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union, final
 
 import numpy as np
 import numpy.typing as npt
 
-ArrayLike = npt.ArrayLike
-PathLike = Union[str, os.PathLike[str]]
+_ArrayLike = npt.ArrayLike
+_PathLike = Union[str, os.PathLike[str]]
 
 __version__: str
 
@@ -27,6 +27,7 @@ class Prior:
     def describe(self) -> str:
         """A one-line description."""
 
+@final
 class GaussianPrior(Prior):
     """A Gaussian prior: the rows of ``Z_0`` are i.i.d. ``N(mean, covariance)``.
 
@@ -37,39 +38,42 @@ class GaussianPrior(Prior):
         d: the number of columns, when neither ``mean`` nor ``covariance`` gives it.
     """
 
-    def __init__(
-        self,
-        mean: Optional[ArrayLike] = None,
-        covariance: Optional[ArrayLike] = None,
+    def __new__(
+        cls,
+        mean: Optional[_ArrayLike] = None,
+        covariance: Optional[_ArrayLike] = None,
         *,
         d: Optional[int] = None,
-    ) -> None: ...
+    ) -> GaussianPrior: ...
     @staticmethod
     def isotropic(d: int, variance: float = 1.0) -> "GaussianPrior":
         """The zero-mean prior with covariance ``variance · I_d``."""
 
+@final
 class BernoulliGaussianPrior(Prior):
     """A row-sparse (Bernoulli–Gaussian) prior: a row is zero with probability
     ``1 - sparsity``, else drawn from ``N(mean, covariance)``; MMSE denoiser."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         sparsity: float,
-        mean: Optional[ArrayLike] = None,
-        covariance: Optional[ArrayLike] = None,
+        mean: Optional[_ArrayLike] = None,
+        covariance: Optional[_ArrayLike] = None,
         *,
         d: Optional[int] = None,
-    ) -> None: ...
+    ) -> BernoulliGaussianPrior: ...
 
+@final
 class GroupLassoPrior(Prior):
     """The group-lasso prior ``∝ exp(-lam ‖z‖₂)`` on rows of length ``d``; MAP denoiser."""
 
-    def __init__(self, d: int, lam: float) -> None: ...
+    def __new__(cls, d: int, lam: float) -> GroupLassoPrior: ...
 
+@final
 class MismatchedPrior(Prior):
     """A teacher draws from ``data``, the algorithm denoises with ``estimator``."""
 
-    def __init__(self, data: Prior, estimator: Prior) -> None: ...
+    def __new__(cls, data: Prior, estimator: Prior) -> MismatchedPrior: ...
 
 # ----------------------------------------------------------------------------------------------
 # Operators
@@ -87,35 +91,38 @@ class Operator:
         """``numpy.float64``."""
     def describe(self) -> str:
         """A one-line description."""
-    def matmat(self, x: ArrayLike) -> npt.NDArray[np.float64]:
+    def matmat(self, x: _ArrayLike) -> npt.NDArray[np.float64]:
         """``W X`` for ``X`` of ``n_in`` rows (a vector is one column)."""
-    def rmatmat(self, y: ArrayLike) -> npt.NDArray[np.float64]:
+    def rmatmat(self, y: _ArrayLike) -> npt.NDArray[np.float64]:
         """``Wᵀ Y`` for ``Y`` of ``n_out`` rows (a vector is one column)."""
-    def matvec(self, x: ArrayLike) -> npt.NDArray[np.float64]:
+    def matvec(self, x: _ArrayLike) -> npt.NDArray[np.float64]:
         """``W x``."""
-    def rmatvec(self, y: ArrayLike) -> npt.NDArray[np.float64]:
+    def rmatvec(self, y: _ArrayLike) -> npt.NDArray[np.float64]:
         """``Wᵀ y``."""
 
+@final
 class DenseOperator(Operator):
     """A dense ``W`` as an operator (one copy, stored row by row; ``WᵀW X`` in one pass)."""
 
-    def __init__(self, weight: ArrayLike) -> None: ...
+    def __new__(cls, weight: _ArrayLike) -> DenseOperator: ...
 
+@final
 class SparseOperator(Operator):
     """A sparse ``W`` (CSR) from a scipy sparse matrix or array of any format."""
 
-    def __init__(self, matrix: Any) -> None: ...
+    def __new__(cls, matrix: Any) -> SparseOperator: ...
     @staticmethod
     def from_csr(
-        data: ArrayLike, indices: ArrayLike, indptr: ArrayLike, shape: Tuple[int, int]
+        data: _ArrayLike, indices: _ArrayLike, indptr: _ArrayLike, shape: Tuple[int, int]
     ) -> "SparseOperator":
         """From CSR arrays (validated: each inconsistency is a named error)."""
 
+@final
 class DctOperator(Operator):
     """``W = scale · S D diag(σ)``: ``rows`` seeded rows of the orthonormal ``cols``-point DCT-II
     with seeded random signs; ``W Wᵀ = scale² I`` (a closed-form layer)."""
 
-    def __init__(self, rows: int, cols: int, *, seed: int = 0, scale: float = 1.0) -> None: ...
+    def __new__(cls, rows: int, cols: int, *, seed: int = 0, scale: float = 1.0) -> DctOperator: ...
 
 # ----------------------------------------------------------------------------------------------
 # Layers
@@ -133,6 +140,7 @@ class Layer:
     def describe(self) -> str:
         """A one-line description."""
 
+@final
 class LinearLayer(Layer):
     """A linear layer ``Z_l = W Z_{l-1} + B + Ξ`` (rows of ``Ξ`` ~ ``N(0, N^{-1})``, or
     noiseless).
@@ -151,13 +159,13 @@ class LinearLayer(Layer):
         singular_values: the singular values of ``W``, if known.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         weight: Any,
         d: int,
         *,
-        bias: Optional[ArrayLike] = None,
-        noise_precision: Optional[ArrayLike] = None,
+        bias: Optional[_ArrayLike] = None,
+        noise_precision: Optional[_ArrayLike] = None,
         method: str = "auto",
         tolerance: float = 1e-8,
         max_iterations: int = 1000,
@@ -165,8 +173,8 @@ class LinearLayer(Layer):
         probes: int = 10,
         lanczos_steps: int = 40,
         law_seed: int = 0,
-        singular_values: Optional[ArrayLike] = None,
-    ) -> None: ...
+        singular_values: Optional[_ArrayLike] = None,
+    ) -> LinearLayer: ...
     @property
     def method(self) -> str:
         """``"svd"``, ``"cg"`` or ``"closed form"``."""
@@ -177,18 +185,19 @@ class LinearLayer(Layer):
     def setup_seconds(self) -> float:
         """Seconds spent at construction (the SVD or the spectral-law estimate)."""
 
+@final
 class ActivationLayer(Layer):
     """A row-wise layer ``Z_l = σ(Z_{l-1}) + Ξ`` (``"identity"`` or ``"relu"``)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         activation: str,
         d: int,
         *,
-        noise_precision: Optional[ArrayLike] = None,
+        noise_precision: Optional[_ArrayLike] = None,
         estimator: str = "mmse",
         mmse_nodes: Optional[int] = None,
-    ) -> None: ...
+    ) -> ActivationLayer: ...
 
 # ----------------------------------------------------------------------------------------------
 # Outputs
@@ -209,49 +218,52 @@ class Output:
     def describe(self) -> str:
         """A one-line description."""
 
+@final
 class AwgnOutput(Output):
     """``Y = Z_{L-1} + Ξ`` on the observed entries; ``mask`` (1 = observed) optional."""
 
-    def __init__(
-        self, y: ArrayLike, noise_precision: ArrayLike, mask: Optional[ArrayLike] = None
-    ) -> None: ...
+    def __new__(cls, y: _ArrayLike, noise_precision: _ArrayLike, mask: Optional[_ArrayLike] = None
+    ) -> AwgnOutput: ...
 
+@final
 class TwoLayerOutput(Output):
     """``Y = σ(Z_1) F_2 + N(0, noise_variance I)`` with known ``F_2`` (``d x n_out``)."""
 
-    def __init__(
-        self,
-        y: ArrayLike,
-        f2: ArrayLike,
+    def __new__(
+        cls,
+        y: _ArrayLike,
+        f2: _ArrayLike,
         noise_variance: float,
         *,
         activation: str = "sigmoid",
         estimator: Union[None, str, dict[str, Any]] = None,
         hessian: str = "exact",
-    ) -> None: ...
+    ) -> TwoLayerOutput: ...
 
+@final
 class MixedRegressionOutput(Output):
     """``y_i = [Z_{L-1}]_{i q_i} + N(0, noise_variance)``, ``q_i`` ~ ``weights``."""
 
-    def __init__(
-        self,
-        y: ArrayLike,
+    def __new__(
+        cls,
+        y: _ArrayLike,
         d: int,
         noise_variance: float,
         *,
-        weights: Optional[ArrayLike] = None,
+        weights: Optional[_ArrayLike] = None,
         estimator: str = "mmse",
-    ) -> None: ...
+    ) -> MixedRegressionOutput: ...
 
 # ----------------------------------------------------------------------------------------------
 # Network and runs
 # ----------------------------------------------------------------------------------------------
 
+@final
 class Network:
     """The model: a prior on ``Z_0`` (``rows`` rows), the hidden layers (linear, row-wise, …,
     linear) and an output holding the observation."""
 
-    def __init__(self, prior: Prior, rows: int, layers: Sequence[Layer], output: Output) -> None: ...
+    def __new__(cls, prior: Prior, rows: int, layers: Sequence[Layer], output: Output) -> Network: ...
     @property
     def rows(self) -> List[int]:
         """``n_0 … n_{L-1}``."""
@@ -274,6 +286,7 @@ class Network:
     def sample(self, seed: int = 0) -> Tuple[List[npt.NDArray[np.float64]], "Network"]:
         """A teacher: ``(truth, network holding the drawn observation)``."""
 
+@final
 class Problem:
     """A configuration file built by the core (wrapped by ``mlmatvamp.Problem``)."""
 
@@ -301,13 +314,13 @@ def _solve(
     network: Network,
     iterations: int,
     tol: Optional[float],
-    truth: Optional[Sequence[ArrayLike]],
+    truth: Optional[Sequence[_ArrayLike]],
     policy: Any,
     gamma_init: float,
     callback: Optional[Callable[[dict[str, Any]], Any]],
     init: Any,
 ) -> Tuple[List[npt.NDArray[np.float64]], List[npt.NDArray[np.float64]], List[dict[str, Any]], bool]: ...
-def _from_toml(path: PathLike) -> Problem: ...
+def _from_toml(path: _PathLike) -> Problem: ...
 def _state_evolution(
     network: Network,
     iterations: int,
@@ -319,20 +332,20 @@ def _state_evolution(
     callback: Optional[Callable[[dict[str, Any]], Any]],
 ) -> List[dict[str, Any]]: ...
 def _state_evolution_config(
-    path: PathLike,
+    path: _PathLike,
     n_mc: Optional[int],
     psi_mode: Optional[str],
     seed: Optional[int],
     callback: Optional[Callable[[dict[str, Any]], Any]],
 ) -> List[dict[str, Any]]: ...
-def _fig2(options: Any, out: PathLike, callback: Optional[Callable[..., Any]]) -> dict[str, Any]: ...
-def _two_layer(options: Any, out: PathLike) -> dict[str, Any]: ...
-def _mmv(options: Any, out: PathLike, callback: Optional[Callable[..., Any]]) -> dict[str, Any]: ...
-def _mixed(options: Any, out: PathLike, callback: Optional[Callable[..., Any]]) -> dict[str, Any]: ...
-def _inpaint(options: Any, out: PathLike, callback: Optional[Callable[..., Any]]) -> dict[str, Any]: ...
+def _fig2(options: Any, out: _PathLike, callback: Optional[Callable[..., Any]]) -> dict[str, Any]: ...
+def _two_layer(options: Any, out: _PathLike) -> dict[str, Any]: ...
+def _mmv(options: Any, out: _PathLike, callback: Optional[Callable[..., Any]]) -> dict[str, Any]: ...
+def _mixed(options: Any, out: _PathLike, callback: Optional[Callable[..., Any]]) -> dict[str, Any]: ...
+def _inpaint(options: Any, out: _PathLike, callback: Optional[Callable[..., Any]]) -> dict[str, Any]: ...
 def _compare(
-    path: PathLike,
-    out: PathLike,
+    path: _PathLike,
+    out: _PathLike,
     seeds: int,
     empirical_se: bool,
     n_mc: Optional[int],

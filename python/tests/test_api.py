@@ -4,6 +4,9 @@ experiments as dicts of arrays, docstrings and type stubs."""
 import ast
 import inspect
 import pathlib
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -165,3 +168,31 @@ def test_type_stubs_cover_the_extension():
         for attr in vars(cls):
             if not attr.startswith("__"):
                 assert attr in members, f"{name}.{attr} missing from the stub"
+
+
+def test_type_stubs_match_the_runtime_and_check_calls(tmp_path):
+    """mypy's stubtest finds every signature of the extension equal to its stub (PyO3 classes are
+    final, their constructors `__new__`), and mypy, with the stubs, rejects a wrong call."""
+    allow = tmp_path / "allow.txt"
+    allow.write_text("mlmatvamp._core.__all__\n")  # PyO3 adds __all__; the stub lists the names
+    # In tmp_path: mypy's cache (.mypy_cache) goes there.
+    run = lambda *args: subprocess.run([sys.executable, "-m", *args],  # noqa: E731
+                                       capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    stubtest = run("mypy.stubtest", "mlmatvamp._core", "--ignore-disjoint-bases", "--allowlist", str(allow))
+    assert stubtest.returncode == 0, stubtest.stdout + stubtest.stderr
+    user = tmp_path / "user.py"
+    user.write_text(textwrap.dedent("""
+        import numpy as np
+        import mlmatvamp as mv
+        W = np.zeros((4, 3))
+        net = mv.Network(mv.GaussianPrior(d=2), 3, [mv.LinearLayer(W, 2)], mv.AwgnOutput(np.zeros((4, 2)), 1.0))
+        sol = mv.solve(net, iterations=3, tol=1e-6)
+        z: np.ndarray = sol.estimates[0]
+        mv.LinearLayer(W, d="two")
+        mv.solve(net, tolerance=1e-6)
+    """))
+    checked = run("mypy", str(user))
+    errors = [line for line in checked.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 2, checked.stdout
+    assert "user.py:8:" in errors[0] and '"d"' in errors[0] and '"int"' in errors[0]
+    assert "user.py:9:" in errors[1] and '"tolerance"' in errors[1]

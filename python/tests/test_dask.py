@@ -1,8 +1,8 @@
 """Distributed through Dask: a linear layer whose W is a dask array chunked by rows, wrapped in
 the operator protocol (python/examples/dask_operator.py), runs on a distributed LocalCluster
-and gives the in-memory estimates to 1e-10. The cluster lives in this process (threads, no
-dashboard, in-process transport), so it needs no network at all; the example
-(python/examples/dask_operator.py) runs worker processes on the loopback interface."""
+and gives the in-memory estimates to 1e-10. The cluster listens on the loopback interface
+(TCP on 127.0.0.1, no dashboard) with two worker processes: the row blocks of W live in other
+processes' memory, as on a real cluster."""
 
 import numpy as np
 import pytest
@@ -17,10 +17,11 @@ import dask_operator  # noqa: E402  (python/examples, on sys.path through confte
 
 @pytest.fixture(scope="module")
 def client():
-    # processes=False: scheduler and worker in this process, talking over the in-process
-    # transport (no socket at all); no dashboard.
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+    # Scheduler and two worker processes talk TCP over the loopback interface; no dashboard.
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", protocol="tcp://",
                                   dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
         with distributed.Client(cluster) as c:
             yield c
 

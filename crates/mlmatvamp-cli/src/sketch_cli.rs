@@ -189,6 +189,10 @@ pub struct SketchedClusteringArgs {
     /// k-means++ runs of the baseline.
     #[arg(long)]
     kmeans_runs: Option<usize>,
+    /// Largest T at which the data are kept in memory for k-means++ (above: relative SSE
+    /// against the true centroids).
+    #[arg(long)]
+    kmeans_max_t: Option<u64>,
     /// Output denoiser: map or mmse.
     #[arg(long, default_value = "map")]
     estimator: String,
@@ -217,6 +221,7 @@ pub fn sketched_clustering(args: &SketchedClusteringArgs, quiet: bool) -> Result
     set!(timing_t, args.timing_t);
     set!(timing_ratio, args.timing_ratio);
     set!(kmeans_runs, args.kmeans_runs);
+    set!(kmeans_max_t, args.kmeans_max_t);
     set!(seed, args.seed);
     if let Some(r) = args.restarts {
         c.cluster.restarts = r;
@@ -253,8 +258,13 @@ pub fn sketched_clustering(args: &SketchedClusteringArgs, quiet: bool) -> Result
         }
         if let Some(i) = &report.iris {
             println!(
-                "iris (K = 3, M = {}): ARI sketched {:.3}, k-means++ {:.3}; relative SSE {:.4}",
-                i.m, i.ari_sketch, i.ari_kmeans, i.relative_sse
+                "iris (K = 3, M = {}, {} seeds): ARI sketched median {:.3} (per seed {:?}), k-means++ {:.3}; relative SSE per seed {:?}",
+                i.m,
+                i.ari_sketch.len(),
+                i.ari_sketch_median,
+                i.ari_sketch.iter().map(|a| (a * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+                i.ari_kmeans,
+                i.relative_sse.iter().map(|a| (a * 1000.0).round() / 1000.0).collect::<Vec<_>>()
             );
         }
         for f in &report.failures {

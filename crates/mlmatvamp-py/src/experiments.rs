@@ -7,7 +7,8 @@
 //! [`Observer`]. The driver runs on a helper thread while the calling thread waits with the GIL
 //! released, waking every 50 ms to check for Ctrl-C (signals can only be handled on Python's
 //! main thread); an interrupt asks the observer to stop, the driver finishes the trials in
-//! flight and returns, and the `KeyboardInterrupt` is raised.
+//! flight and returns, and the `KeyboardInterrupt` is raised. The single two-layer trial takes
+//! no observer and runs on the calling thread instead.
 
 use crate::errors::{check, ErrSlot, Slots};
 use crate::util::{from_py, to_py};
@@ -120,13 +121,22 @@ pub fn _fig2(
     })
 }
 
-/// `mlmatvamp two-layer`: one Figure-2 trial with its histories.
+/// `mlmatvamp two-layer`: one Figure-2 trial with its histories. The trial takes no observer,
+/// so nothing could stop it early: it runs on the calling thread with the GIL released (no
+/// helper thread to hand over to and back), and a Ctrl-C pressed meanwhile is raised when it
+/// returns.
 #[pyfunction]
 pub fn _two_layer(py: Python<'_>, options: &Bound<'_, PyAny>, out: PathBuf) -> PyResult<Py<PyAny>> {
     let cfg: experiments::fig2::TwoLayerRunConfig = from_py(py, options, "two_layer options")?;
-    run_driver(py, None, move |_obs| {
-        experiments::fig2::run_two_layer(&cfg, &out).map(|(r, _path)| r)
-    })
+    let r = py.detach(move || {
+        let timer = crate::network::CallTimer::start();
+        let r = experiments::fig2::run_two_layer(&cfg, &out).map(|(r, _path)| r);
+        drop(timer);
+        r
+    });
+    let v = crate::util::core(py, r)?;
+    py.check_signals()?;
+    Ok(to_py(py, &v)?.unbind())
 }
 
 /// `mlmatvamp mmv`: multi-task regression over the sampling ratio.

@@ -751,6 +751,16 @@ pub enum OutputConfig {
         /// `"mmse"` (default) or `"map"` (joint MAP over the value and the label).
         estimator: Option<Estimator>,
     },
+    /// `kind = "probit"`: `y_ij = sign([Z_{L−1}]_ij + N(0, σ²))` entry by entry (vampyre's
+    /// `BinaryQuantEst` with Gaussian pre-activation noise; `docs/probit.md`).
+    Probit {
+        /// The signs `Y` (`n_{L−1} x d`, every entry `-1` or `+1`). Omitted: teacher mode.
+        y: Option<ArraySource>,
+        /// The pre-activation noise variance `σ² > 0`.
+        noise_variance: f64,
+        /// `"mmse"` (default) or `"map"`.
+        estimator: Option<Estimator>,
+    },
 }
 
 /// Information about one hidden layer, for the history.
@@ -1209,6 +1219,14 @@ impl LayerConfig {
                                 format!("{} x {}", spec.rows, spec.cols),
                             ));
                         }
+                        // The operator's own memory (a permutation and signs) and its output's.
+                        let words = (spec.rows as u64 + 2 * spec.cols as u64)
+                            .saturating_add((spec.rows as u64).saturating_mul(12 * d as u64));
+                        crate::limits::check_memory(
+                            &format!("the {} x {} operator", spec.rows, spec.cols),
+                            &key,
+                            crate::limits::f64_bytes(words),
+                        )?;
                         let op = match spec.operator {
                             OperatorKind::Dct => crate::operator::SubsampledDct::new(
                                 spec.rows,
@@ -1510,6 +1528,52 @@ impl OutputConfig {
                     mask_law: None,
                 })
             }
+            OutputConfig::Probit {
+                y,
+                noise_variance,
+                estimator,
+            } => {
+                if !(*noise_variance > 0.0 && noise_variance.is_finite()) {
+                    return Err(Error::invalid(
+                        "output.noise_variance",
+                        format!(
+                            "the probit noise variance σ² must be positive and finite, got {noise_variance}"
+                        ),
+                    ));
+                }
+                let (y, teacher) = match y {
+                    Some(src) => {
+                        let a = res.resolve(src, "output.y", "signs y of the probit output")?;
+                        let label = a.label.clone();
+                        let y = a.finite()?.matrix(n, d)?;
+                        for j in 0..d {
+                            for i in 0..n {
+                                let v = y[(i, j)];
+                                if v != 1.0 && v != -1.0 {
+                                    return Err(Error::invalid(
+                                        &label,
+                                        format!(
+                                            "entry ({i}, {j}) (0-based row, column) is {v}; entries must be -1 or +1"
+                                        ),
+                                    ));
+                                }
+                            }
+                        }
+                        (y, false)
+                    }
+                    None => (Mat::from_fn(n, d, |_, _| 1.0), true),
+                };
+                let channel = crate::denoise::ProbitOutput::new(
+                    y,
+                    *noise_variance,
+                    estimator.unwrap_or_default(),
+                )?;
+                Ok(BuiltOutput {
+                    channel: Arc::new(channel),
+                    teacher,
+                    mask_law: None,
+                })
+            }
         }
     }
 }
@@ -1519,7 +1583,9 @@ impl RunConfig {
     /// kind), so the truth and the observation are drawn from the model with `seed`.
     pub fn is_teacher(&self) -> bool {
         match &self.output {
-            OutputConfig::Awgn { y, .. } | OutputConfig::MixedRegression { y, .. } => y.is_none(),
+            OutputConfig::Awgn { y, .. }
+            | OutputConfig::MixedRegression { y, .. }
+            | OutputConfig::Probit { y, .. } => y.is_none(),
         }
     }
 
@@ -1616,6 +1682,7 @@ impl RunConfig {
             seed: self.seed,
         };
         let (prior, n0) = self.prior.build(&res, d, path)?;
+        check_network_memory(&[n0], d, &[])?;
         let mut rows = vec![n0];
         let mut prepared = Vec::with_capacity(self.layer.len());
         for (i, layer) in self.layer.iter().enumerate() {

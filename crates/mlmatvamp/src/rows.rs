@@ -132,21 +132,41 @@ pub fn par_map_rows<F>(n: usize, k: usize, m: usize, f: F) -> Result<RowMapOutpu
 where
     F: Fn(usize, &mut [f64], &mut [f64]) -> Result<()> + Sync,
 {
+    par_map_rows_with(n, k, m, || (), |_, i, out, acc| f(i, out, acc))
+}
+
+/// As [`par_map_rows`], with a scratch value made once per chunk by `init` and handed to every
+/// row of the chunk, so that a row function needs no allocation of its own (buffers, a Newton
+/// workspace). A problem of a single chunk runs on the calling thread: no task is spawned.
+pub fn par_map_rows_with<S, I, F>(
+    n: usize,
+    k: usize,
+    m: usize,
+    init: I,
+    f: F,
+) -> Result<RowMapOutput>
+where
+    I: Fn() -> S + Sync,
+    F: Fn(&mut S, usize, &mut [f64], &mut [f64]) -> Result<()> + Sync,
+{
     let nchunks = n.div_ceil(ROW_CHUNK);
-    let parts: Vec<Result<(Vec<f64>, Vec<f64>)>> = (0..nchunks)
-        .into_par_iter()
-        .map(|c| {
-            let start = c * ROW_CHUNK;
-            let end = (start + ROW_CHUNK).min(n);
-            let mut out = vec![0.0; (end - start) * k];
-            let mut acc = vec![0.0; m];
-            for i in start..end {
-                let o = &mut out[(i - start) * k..(i - start + 1) * k];
-                f(i, o, &mut acc)?;
-            }
-            Ok((out, acc))
-        })
-        .collect();
+    let chunk = |c: usize| -> Result<(Vec<f64>, Vec<f64>)> {
+        let start = c * ROW_CHUNK;
+        let end = (start + ROW_CHUNK).min(n);
+        let mut scratch = init();
+        let mut out = vec![0.0; (end - start) * k];
+        let mut acc = vec![0.0; m];
+        for i in start..end {
+            let o = &mut out[(i - start) * k..(i - start + 1) * k];
+            f(&mut scratch, i, o, &mut acc)?;
+        }
+        Ok((out, acc))
+    };
+    let parts: Vec<Result<(Vec<f64>, Vec<f64>)>> = if nchunks <= 1 {
+        (0..nchunks).map(chunk).collect()
+    } else {
+        (0..nchunks).into_par_iter().map(chunk).collect()
+    };
     let mut rows = Mat::<f64>::zeros(n, k);
     let mut acc = vec![0.0; m];
     for (c, part) in parts.into_iter().enumerate() {
@@ -199,12 +219,51 @@ pub fn par_for(work: usize) -> faer::Par {
     }
 }
 
-/// `A B` with [`par_for`] parallelism (independent of faer's global setting).
+/// `A B` (independent of faer's global setting); see [`matmul_into`].
 pub fn matmul(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
     let mut out = Mat::<f64>::zeros(a.nrows(), b.ncols());
-    let par = par_for(a.nrows() * a.ncols() * b.ncols());
-    faer::linalg::matmul::matmul(out.as_mut(), faer::Accum::Replace, a, b, 1.0, par);
+    matmul_into(out.as_mut(), a, b);
     out
+}
+
+/// `out = A B` for the thin products of the engine (`A` large, `B` with `d` columns). Below
+/// `2^20` multiply-adds, one sequential kernel on the calling thread. Above, the rows of `A`
+/// and `out` are split into [`PAR_WIDTH`] fixed halves computed by two sequential kernels under
+/// one `rayon::join`: one fork and one join per product. (faer's own parallel kernel forks and
+/// joins once per cache block of the inner dimension; on a busy machine each of those waits for
+/// a descheduled thread, which made two threads up to three times slower than one.) Every entry
+/// is the same sequential sum whatever the pool size, so results do not depend on the threads.
+pub fn matmul_into(out: faer::MatMut<'_, f64>, a: MatRef<'_, f64>, b: MatRef<'_, f64>) {
+    use faer::linalg::matmul::matmul as gemm;
+    let m = a.nrows();
+    if a.nrows() * a.ncols() * b.ncols() < 1 << 20 || m < 2 * 64 {
+        gemm(out, faer::Accum::Replace, a, b, 1.0, faer::Par::Seq);
+        return;
+    }
+    let half = (m / PAR_WIDTH).next_multiple_of(8).min(m);
+    let (top, bottom) = out.split_at_row_mut(half);
+    rayon::join(
+        || {
+            gemm(
+                top,
+                faer::Accum::Replace,
+                a.subrows(0, half),
+                b,
+                1.0,
+                faer::Par::Seq,
+            )
+        },
+        || {
+            gemm(
+                bottom,
+                faer::Accum::Replace,
+                a.subrows(half, m - half),
+                b,
+                1.0,
+                faer::Par::Seq,
+            )
+        },
+    );
 }
 
 /// The thin SVD `A = U diag(s) V^T` with [`par_for`] parallelism (independent of faer's global

@@ -271,3 +271,88 @@ pub(crate) fn psd_inverse(a: &DMat) -> Option<DMat> {
     let q = &e.eigenvectors;
     Some(sym(&(q * DMat::from_diagonal(&inv_vals) * q.transpose())))
 }
+
+/// The largest `d` of [`small_spd_inverse`]'s stack path.
+const SMALL_D: usize = 16;
+
+/// `sym(A)^{-1}` of a small symmetric positive-definite `d x d` matrix, written row-major into
+/// `out` (`d²` entries), without allocating for `d ≤ 16` (a Cholesky factor and its inverse on
+/// the stack): the per-row covariance of a MAP row denoiser, `Σ = H^{-1}`. Returns `false` (and
+/// leaves `out` unspecified) if `A` is not positive definite or the result is not finite.
+pub fn small_spd_inverse(a: &DMat, out: &mut [f64]) -> bool {
+    let d = a.nrows();
+    debug_assert_eq!(out.len(), d * d);
+    if d > SMALL_D {
+        return match Spd::from_symmetric("matrix", a.clone()) {
+            Ok(s) => {
+                out.copy_from_slice(s.inverse().as_slice());
+                true
+            }
+            Err(_) => false,
+        };
+    }
+    // Lower Cholesky factor L of sym(A), row-major on the stack.
+    let mut l = [0.0f64; SMALL_D * SMALL_D];
+    for i in 0..d {
+        for j in 0..=i {
+            let mut s = 0.5 * (a[(i, j)] + a[(j, i)]);
+            for p in 0..j {
+                s -= l[i * d + p] * l[j * d + p];
+            }
+            if i == j {
+                if !(s > 0.0 && s.is_finite()) {
+                    return false;
+                }
+                l[i * d + i] = s.sqrt();
+            } else {
+                l[i * d + j] = s / l[j * d + j];
+            }
+        }
+    }
+    // M = L^{-1} (lower), then A^{-1} = Mᵀ M.
+    let mut m = [0.0f64; SMALL_D * SMALL_D];
+    for j in 0..d {
+        m[j * d + j] = 1.0 / l[j * d + j];
+        for i in j + 1..d {
+            let mut s = 0.0;
+            for p in j..i {
+                s -= l[i * d + p] * m[p * d + j];
+            }
+            m[i * d + j] = s / l[i * d + i];
+        }
+    }
+    for i in 0..d {
+        for j in 0..=i {
+            let mut s = 0.0;
+            for p in i..d {
+                s += m[p * d + i] * m[p * d + j];
+            }
+            out[i * d + j] = s;
+            out[j * d + i] = s;
+        }
+    }
+    out.iter().all(|x| x.is_finite())
+}
+
+#[cfg(test)]
+mod small_inverse_tests {
+    use super::*;
+
+    #[test]
+    fn the_stack_inverse_equals_the_cholesky_inverse_and_rejects_indefinite_matrices() {
+        for d in [1usize, 2, 4, 7, 16, 17] {
+            let b = DMat::from_fn(d, d, |i, j| {
+                ((i * 7 + j * 3) % 5) as f64 - 2.0 + 0.1 * i as f64
+            });
+            let a = &b * b.transpose() + DMat::identity(d, d) * 0.5;
+            let mut out = vec![0.0; d * d];
+            assert!(small_spd_inverse(&a, &mut out));
+            let want = Spd::from_symmetric("a", a.clone()).unwrap().inverse();
+            let got = DMat::from_row_slice(d, d, &out);
+            assert!((&got - &want).norm() <= 1e-12 * want.norm(), "d = {d}");
+            let mut neg = a.clone();
+            neg[(0, 0)] = -1.0;
+            assert!(!small_spd_inverse(&neg, &mut out), "d = {d}");
+        }
+    }
+}

@@ -610,6 +610,36 @@ fn mixed_case(name: &str, est: Estimator, seed: u64) -> OutputCase {
     OutputCase::full(name, build, z, SeKind::MonteCarlo, law)
 }
 
+/// The probit output `y = sign(z + N(0, 0.1))` entry by entry. With `d = 2` and the random,
+/// non-diagonal message precision of the forward law, the MMSE denoiser integrates the belief
+/// by Gauss–Hermite quadrature in the EP frame (a smooth function of `r`, exact up to the
+/// quadrature error); `d = 1` is the exact closed form.
+fn probit_case(name: &str, d: usize, est: Estimator, seed: u64) -> OutputCase {
+    use mlmatvamp::denoise::ProbitOutput;
+    let law = fwd(d, 1.0, 0.3, seed);
+    let z = truth(OUT_ROWS, &law, seed ^ 1);
+    let proto = ProbitOutput::new(Mat::from_fn(1, d, |_, _| 1.0), 1.0, est).unwrap();
+    let y = proto
+        .draw(z.as_ref(), &mut rng_from_seed(seed ^ 3))
+        .unwrap()
+        .observation()
+        .to_owned();
+    let build = move |rows: &[usize]| -> mlmatvamp::Result<Arc<dyn OutputChannel>> {
+        let rows = all_rows(rows, OUT_ROWS);
+        Ok(Arc::new(ProbitOutput::new(
+            select_rows(y.as_ref(), &rows),
+            1.0,
+            est,
+        )?))
+    };
+    let case = OutputCase::full(name, build, z, SeKind::MonteCarlo, law);
+    if d > 1 && est == Estimator::Mmse {
+        case.with_se(se_small())
+    } else {
+        case
+    }
+}
+
 /// The complex-exponential output of sketched clustering (`K = d = 3`, gains and noise variances
 /// varying over rows). The approximate MMSE denoiser is not an exact posterior mean, so its
 /// Jacobian equals `ΓΣ̄` only up to the approximation (measured 1.9e-2 on this case, with the
@@ -671,6 +701,10 @@ fn outputs() -> Vec<OutputCase> {
         two_layer_case("two-layer output, identity, MMSE", Identity, mmse(), 56),
         mixed_case("mixed regression output, MAP", Estimator::Map, 61),
         mixed_case("mixed regression output, MMSE", Estimator::Mmse, 62),
+        probit_case("probit output, d = 1, MMSE", 1, Estimator::Mmse, 81),
+        probit_case("probit output, d = 1, MAP", 1, Estimator::Map, 82),
+        probit_case("probit output, d = 2, MMSE", 2, Estimator::Mmse, 83),
+        probit_case("probit output, d = 2, MAP", 2, Estimator::Map, 84),
         cexp_case("complex-exponential output, MAP", Estimator::Map, 71),
         cexp_case(
             "complex-exponential output, approximate MMSE",

@@ -10,14 +10,16 @@ use mlmatvamp::config;
 use mlmatvamp::predict::{build_se_model, SeOverrides};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-/// A number that is usually sensible and sometimes hostile.
+/// A positive number that is usually sensible and sometimes hostile (about one in six).
 fn number() -> impl Strategy<Value = String> {
     prop_oneof![
-        6 => (-3.0f64..3.0).prop_map(|x| format!("{x:.3}")),
-        2 => (0.01f64..200.0).prop_map(|x| format!("{x:.3}")),
+        24 => (0.05f64..3.0).prop_map(|x| format!("{x:.3}")),
+        6 => (0.01f64..200.0).prop_map(|x| format!("{x:.3}")),
         1 => Just("0.0".to_string()),
         1 => Just("-1.0".to_string()),
         1 => Just("1e300".to_string()),
@@ -28,10 +30,19 @@ fn number() -> impl Strategy<Value = String> {
     ]
 }
 
-/// A count that is usually small and sometimes absurd.
-fn count() -> impl Strategy<Value = String> {
+/// A probability, usually in (0, 1].
+fn fraction() -> impl Strategy<Value = String> {
     prop_oneof![
-        8 => (1usize..40).prop_map(|n| n.to_string()),
+        8 => (0.02f64..1.0).prop_map(|x| format!("{x:.3}")),
+        1 => number(),
+    ]
+}
+
+/// A count: `n` (coherent with the rest of the network) or, rarely, something absurd.
+fn count(n: usize) -> impl Strategy<Value = String> {
+    prop_oneof![
+        24 => Just(n.to_string()),
+        2 => (1usize..40).prop_map(|n| n.to_string()),
         1 => Just("0".to_string()),
         1 => Just("1000000000".to_string()),
         1 => Just("\"10\"".to_string()),
@@ -41,7 +52,7 @@ fn count() -> impl Strategy<Value = String> {
 /// A `d x d` matrix: usually SPD (diagonal-dominant), sometimes anything.
 fn matrix(d: usize) -> impl Strategy<Value = String> {
     prop_oneof![
-        4 => (0.5f64..50.0).prop_map(move |x| {
+        20 => (0.5f64..50.0).prop_map(move |x| {
             let rows: Vec<String> = (0..d)
                 .map(|i| {
                     let r: Vec<String> = (0..d)
@@ -60,38 +71,42 @@ fn matrix(d: usize) -> impl Strategy<Value = String> {
     ]
 }
 
-/// A weight: a law, a file (written by [`write_files`]), an operator, or garbage.
-fn weight() -> impl Strategy<Value = String> {
+/// A weight `rows x cols`: usually a law of that shape, else a file (written by [`files`]; its
+/// shape is random), an operator, a scaled or zero law, or garbage.
+fn weight(rows: usize, cols: usize) -> impl Strategy<Value = String> {
     prop_oneof![
-        4 => (count(), count()).prop_map(|(r, c)| format!("{{ law = \"gaussian\", rows = {r}, cols = {c} }}")),
-        2 => Just("\"W.npy\"".to_string()),
+        12 => (count(rows), count(cols)).prop_map(|(r, c)| format!("{{ law = \"gaussian\", rows = {r}, cols = {c} }}")),
+        2 => (count(rows), count(cols), number()).prop_map(|(r, c, v)| format!("{{ law = \"gaussian\", rows = {r}, cols = {c}, variance = {v} }}")),
+        1 => Just("\"W.npy\"".to_string()),
         1 => Just("\"W.csv\"".to_string()),
         1 => Just("\"garbage.npy\"".to_string()),
         1 => Just("\"missing.npy\"".to_string()),
-        1 => (count(), count()).prop_map(|(r, c)| format!("{{ operator = \"dct\", rows = {r}, cols = {c} }}")),
+        2 => (count(rows.min(cols)), count(cols)).prop_map(|(r, c)| format!("{{ operator = \"dct\", rows = {r}, cols = {c} }}")),
         1 => Just("[[1.0, 2.0], [3.0]]".to_string()),
     ]
 }
 
-/// A whole configuration file.
+/// A whole configuration file: a coherent network (`n_0 … n_3`, `d`) whose fields are, one by
+/// one and rarely, replaced by hostile values, so that a good share of the cases reach the
+/// solver and the SE and the rest exercise the named errors.
 fn configuration() -> impl Strategy<Value = String> {
-    (1usize..4, 1usize..6, count(), prop::bool::ANY)
-        .prop_flat_map(|(d, iterations, rows, teacher)| {
-            let (r1, r2, r3) = (rows.clone(), rows.clone(), rows);
+    (1usize..4, 1usize..6, proptest::collection::vec(2usize..40, 4), prop::bool::ANY)
+        .prop_flat_map(|(d, iterations, n, teacher)| {
             let prior = prop_oneof![
-                matrix(d).prop_map(move |c| format!("kind = \"gaussian\"\nrows = {r1}\ncovariance = {c}")),
-                (number(), matrix(d)).prop_map(move |(s, c)| format!("kind = \"row-sparse\"\nrows = {r2}\nsparsity = {s}\ncovariance = {c}")),
-                number().prop_map(move |l| format!("kind = \"group-lasso\"\nrows = {r3}\nlambda = {l}")),
+                (count(n[0]), matrix(d)).prop_map(|(r, c)| format!("kind = \"gaussian\"\nrows = {r}\ncovariance = {c}")),
+                (count(n[0]), fraction(), matrix(d)).prop_map(|(r, s, c)| format!("kind = \"row-sparse\"\nrows = {r}\nsparsity = {s}\ncovariance = {c}")),
+                (count(n[0]), number()).prop_map(|(r, l)| format!("kind = \"group-lasso\"\nrows = {r}\nlambda = {l}")),
             ];
+            let (n0, n1, n2) = (n[0], n[1], n[2]);
             let layers = prop_oneof![
-                (weight(), prop::option::of(matrix(d)), prop::option::of(number()))
+                (weight(n1, n0), prop::option::of(matrix(d)), prop::option::of(number()))
                     .prop_map(|(w, nz, b)| {
                         let mut s = format!("[[layer]]\nkind = \"linear\"\nweight = {w}\n");
                         if let Some(nz) = nz { s += &format!("noise_precision = {nz}\n"); }
                         if let Some(b) = b { s += &format!("bias = [{b}]\n"); }
                         s
                     }),
-                (weight(), prop_oneof![Just("relu"), Just("identity")], matrix(d), weight())
+                (weight(n1, n0), prop_oneof![Just("relu"), Just("identity")], matrix(d), weight(n2, n1))
                     .prop_map(|(w1, act, nz, w2)| format!(
                         "[[layer]]\nkind = \"linear\"\nweight = {w1}\n[[layer]]\nkind = \"{act}\"\nnoise_precision = {nz}\n[[layer]]\nkind = \"linear\"\nweight = {w2}\n"
                     )),
@@ -107,8 +122,9 @@ fn configuration() -> impl Strategy<Value = String> {
                 }),
             ];
             let policy = prop_oneof![
-                3 => Just(String::new()),
-                1 => (number(), number()).prop_map(|(a, b)| format!("[policy]\nlam_min = {a}\ndamp_precision = {b}\n")),
+                6 => Just(String::new()),
+                1 => (number(), fraction()).prop_map(|(a, b)| format!("[policy]\nlam_min = {a}\ndamp_precision = {b}\n")),
+                1 => prop_oneof![Just("damp"), Just("stop")].prop_map(|o| format!("[policy]\non_divergence = \"{o}\"\n")),
             ];
             (Just(d), Just(iterations), prior, layers, output, policy)
         })
@@ -128,8 +144,11 @@ fn files() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
         )
             .prop_map(|(r, c, v)| {
                 let m = faer::Mat::from_fn(r, c, |i, j| v[i * 30 + j]);
-                let p =
-                    std::env::temp_dir().join(format!("mlmatvamp-fuzz-npy-{}", std::process::id()));
+                let p = std::env::temp_dir().join(format!(
+                    "mlmatvamp-fuzz-npy-{}-{:?}",
+                    std::process::id(),
+                    std::thread::current().id()
+                ));
                 mlmatvamp::io::write_npy(&p, m.as_ref()).unwrap();
                 let mut bytes = std::fs::read(&p).unwrap();
                 let _ = std::fs::remove_file(&p);
@@ -158,14 +177,57 @@ fn files() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
 }
 
 fn scratch() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mlmatvamp-fuzz-{}", std::process::id()));
+    // One directory per call: the tests of this file run in parallel in one process.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("mlmatvamp-fuzz-{}-{k}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
+/// How each case ended, counted for the soak's report (`FUZZ_REPORT`): per front door (`run`,
+/// `se`), a success or the kind of the named error.
+#[derive(Default)]
+struct Outcomes {
+    counts: BTreeMap<String, u64>,
+    cases: u64,
+    /// Every `every` cases, the counts so far (the soak's figure).
+    trace: Vec<(u64, BTreeMap<String, u64>)>,
+    every: u64,
+}
+
+impl Outcomes {
+    fn add<T>(&mut self, door: &str, result: &Result<T, mlmatvamp::Error>) {
+        let what = match result {
+            Ok(_) => "success".to_string(),
+            Err(e) => format!("{} error", kind(e)),
+        };
+        *self.counts.entry(format!("{door}: {what}")).or_default() += 1;
+    }
+}
+
+fn kind(e: &mlmatvamp::Error) -> &'static str {
+    use mlmatvamp::Error::*;
+    match e {
+        Shape { .. } => "shape",
+        NonFinite { .. } => "non-finite",
+        NotSymmetric { .. } | NotPositiveDefinite { .. } => "not positive definite",
+        Diverged { .. } => "divergence",
+        Invalid { .. } => "invalid option",
+        Config { .. } => "configuration",
+        Io { .. } | Data { .. } => "file",
+        _ => "other",
+    }
+}
+
 /// Runs one case: `run` (build and solve) and `se` (build and run). A panic, or a success with
 /// a non-finite estimate, fails the case; errors are fine.
-fn check(dir: &Path, text: &str, files: &[(String, Vec<u8>)]) -> Result<(), TestCaseError> {
+fn check(
+    dir: &Path,
+    text: &str,
+    files: &[(String, Vec<u8>)],
+    outcomes: &RefCell<Outcomes>,
+) -> Result<(), TestCaseError> {
     for (name, bytes) in files {
         std::fs::write(dir.join(name), bytes).unwrap();
     }
@@ -173,8 +235,20 @@ fn check(dir: &Path, text: &str, files: &[(String, Vec<u8>)]) -> Result<(), Test
         eprintln!("----- case\n{text}");
     }
     let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
-        if let Ok(problem) = config::from_toml_str(text, dir, None) {
-            if let Ok(sol) = problem.solve(&mut |_, _| mlmatvamp::solver::Control::Continue) {
+        let mut out = outcomes.borrow_mut();
+        out.cases += 1;
+        if out.every > 0 && out.cases.is_multiple_of(out.every) {
+            let snapshot = (out.cases, out.counts.clone());
+            out.trace.push(snapshot);
+        }
+        let run = config::from_toml_str(text, dir, None)
+            .and_then(|problem| problem.solve(&mut |_, _| mlmatvamp::solver::Control::Continue));
+        out.add("run", &run);
+        if let (Some(_), Err(e)) = (std::env::var_os("FUZZ_TRACE"), &run) {
+            eprintln!("run: {e}");
+        }
+        if let Ok(sol) = run {
+            {
                 for (l, z) in sol.estimates.iter().enumerate() {
                     if !z.norm_max().is_finite() {
                         return Err(format!("run succeeded with a non-finite estimate of Z_{l}"));
@@ -189,9 +263,13 @@ fn check(dir: &Path, text: &str, files: &[(String, Vec<u8>)]) -> Result<(), Test
                 }
             }
         }
-        if let Ok(cfg) = config::RunConfig::parse(text, None) {
-            if let Ok(model) = build_se_model(&cfg, dir, None, &SeOverrides::default()) {
-                if let Ok((iters, _)) = model.run() {
+        let se = config::RunConfig::parse(text, None)
+            .and_then(|cfg| build_se_model(&cfg, dir, None, &SeOverrides::default()))
+            .and_then(|model| model.run());
+        out.add("se", &se);
+        {
+            {
+                if let Ok((iters, _)) = se {
                     for it in &iters {
                         for v in &it.variables {
                             if !v.se_mse.is_finite() {
@@ -211,7 +289,18 @@ fn check(dir: &Path, text: &str, files: &[(String, Vec<u8>)]) -> Result<(), Test
     }
 }
 
-fn fuzz(cases: u32) {
+/// Runs `cases` cases on a thread with a large stack (proptest's nested strategy types need more
+/// than a test thread's default 2 MB to build).
+fn fuzz(cases: u32) -> Outcomes {
+    std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(move || fuzz_here(cases))
+        .unwrap()
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+fn fuzz_here(cases: u32) -> Outcomes {
     let dir = scratch();
     // Panics are caught and reported as failures; keep their default messages out of the log.
     let hook = std::panic::take_hook();
@@ -222,19 +311,35 @@ fn fuzz(cases: u32) {
         rng_seed: proptest::test_runner::RngSeed::Fixed(20261206),
         ..Config::default()
     });
+    let outcomes = RefCell::new(Outcomes {
+        every: (cases as u64 / 100).max(1),
+        ..Outcomes::default()
+    });
     let result = runner.run(&(configuration(), files()), |(text, files)| {
-        check(&dir, &text, &files)
+        check(&dir, &text, &files, &outcomes)
     });
     std::panic::set_hook(hook);
     let _ = std::fs::remove_dir_all(&dir);
     if let Err(e) = result {
         panic!("{e}");
     }
+    outcomes.into_inner()
 }
 
 #[test]
 fn random_configurations_never_panic_or_succeed_with_non_finite_results() {
-    fuzz(400);
+    let outcomes = fuzz(400);
+    // The generator reaches both front doors' successes and their named errors.
+    for door in ["run", "se"] {
+        assert!(outcomes
+            .counts
+            .get(&format!("{door}: success"))
+            .is_some_and(|&n| n > 0));
+        assert!(outcomes
+            .counts
+            .iter()
+            .any(|(k, &n)| k.starts_with(door) && k.ends_with(" error") && n > 0));
+    }
 }
 
 /// The soak: `FUZZ_CASES` (default 100 000) cases of the same generator.
@@ -246,6 +351,23 @@ fn soak() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let start = std::time::Instant::now();
-    fuzz(cases);
-    println!("{cases} cases in {:.1} s", start.elapsed().as_secs_f64());
+    let outcomes = fuzz(cases);
+    let seconds = start.elapsed().as_secs_f64();
+    println!("{cases} cases in {seconds:.1} s");
+    for (what, n) in &outcomes.counts {
+        println!("  {what}: {n}");
+    }
+    // The report that docs/testing.md's figure is drawn from (a failing case panics above, so
+    // a written report always has zero panics and zero non-finite successes).
+    if let Some(path) = std::env::var_os("FUZZ_REPORT") {
+        let report = serde_json::json!({
+            "cases": outcomes.cases,
+            "seconds": seconds,
+            "panics": 0,
+            "non_finite_successes": 0,
+            "outcomes": outcomes.counts,
+            "trace": outcomes.trace.iter().map(|(n, c)| serde_json::json!({"cases": n, "counts": c})).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    }
 }

@@ -415,6 +415,32 @@ fn check_inputs(sketch: &Sketch, freqs: &Frequencies, config: &ClusterConfig) ->
     Ok(())
 }
 
+/// How far from the data mean a recovered centroid may lie, in units of the data's total
+/// standard deviation `√(Σ_j Var x_j)`, before its restart counts as diverged.
+pub const CENTROID_RANGE: f64 = 10.0;
+
+/// A restart's centroids (`p x K`, centred) must be finite and within [`CENTROID_RANGE`] total
+/// standard deviations of the data mean; otherwise the restart diverged (a named error, so that
+/// it is never kept as a candidate).
+fn check_centroids(c: MatRef<'_, f64>, sketch: &Sketch) -> Result<()> {
+    let scale = sketch.variance.iter().sum::<f64>().sqrt();
+    for k in 0..c.ncols() {
+        let norm = (0..c.nrows())
+            .map(|j| c[(j, k)].powi(2))
+            .sum::<f64>()
+            .sqrt();
+        if !norm.is_finite() || (scale > 0.0 && norm > CENTROID_RANGE * scale) {
+            return Err(Error::Numerical {
+                what: "sketched clustering".into(),
+                detail: format!(
+                    "the restart diverged: centroid {k} lies {norm:.3e} from the data mean, more than {CENTROID_RANGE} data standard deviations ({scale:.3e})"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The network of the module documentation for weights `α`.
 pub fn cluster_network(
     sketch: &Sketch,
@@ -543,6 +569,7 @@ pub fn recover_from(
                         )?;
                     }
                 }
+                check_centroids(c.as_ref(), sketch)?;
                 let res = sketch_residual(sketch.y.as_ref(), freqs, &gains, c.as_ref(), &alpha);
                 Ok((c, alpha, res, history))
             })();

@@ -533,19 +533,22 @@ impl RowObjective for RowFit<'_> {
             })
             .collect();
         let iv = 1.0 / self.v;
+        // The prior term ½ (z − r)ᵀ Γ (z − r) from the gradient's Γ (z − r).
+        let mut prior = 0.0;
         for a in 0..k {
-            let mut g = (er * u[a].1 - ei * u[a].0) * iv;
+            let mut gz = 0.0;
             for b in 0..k {
-                g += self.gamma[(a, b)] * (z[b] - self.r[b]);
+                gz += self.gamma[(a, b)] * (z[b] - self.r[b]);
                 let mut h = (u[a].0 * u[b].0 + u[a].1 * u[b].1) * iv + self.gamma[(a, b)];
                 if a == b && kind == HessianKind::Exact {
                     h += (er * u[a].0 + ei * u[a].1) * iv;
                 }
                 hess[(a, b)] = h;
             }
-            grad[a] = g;
+            prior += 0.5 * (z[a] - self.r[a]) * gz;
+            grad[a] = (er * u[a].1 - ei * u[a].0) * iv + gz;
         }
-        (er * er + ei * ei) * iv * 0.5 + self.prior(z)
+        (er * er + ei * ei) * iv * 0.5 + prior
     }
 }
 

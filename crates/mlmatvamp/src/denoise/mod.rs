@@ -6,7 +6,8 @@
 //!   conjugate gradients and a spectral law, `docs/matrix-free.md`), [`spectral`] (a linear layer known
 //!   by its singular values, SE only), [`activation`] and [`relu`] (row-wise nonlinear layers);
 //! * outputs: [`output`] (AWGN with missing entries), [`mask_law`] (AWGN known by its mask law,
-//!   SE only), [`two_layer`], [`mixed`], [`cexp`] (the complex exponential of sketched clustering);
+//!   SE only), [`two_layer`], [`mixed`], [`probit`] (sign of a noisy pre-activation), [`cexp`]
+//!   (the complex exponential of sketched clustering);
 //! * shared numerical tools: [`newton`], [`quadrature`].
 //!
 //! Every denoiser is a pure function of its incoming messages and returns a
@@ -23,6 +24,7 @@ pub mod mixed;
 pub mod newton;
 pub mod operator_layer;
 pub mod output;
+pub mod probit;
 pub mod quadrature;
 pub mod relu;
 pub mod sparse;
@@ -38,6 +40,7 @@ pub use mixed::MixedRegressionOutput;
 pub use newton::HessianKind;
 pub use operator_layer::{LawOptions, OperatorLayer};
 pub use output::AwgnOutput;
+pub use probit::ProbitOutput;
 pub use relu::ReluMmseMethod;
 pub use sparse::BernoulliGaussianPrior;
 pub use sparse::GroupLassoPrior;

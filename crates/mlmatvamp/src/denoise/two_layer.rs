@@ -28,7 +28,9 @@ use super::{standard_normal, Estimator, Rng};
 use crate::error::{Error, Result};
 use crate::factor::{Factor, MonteCarloSe, OutputChannel, OutputDenoiser, OutputLaw, OutputShape};
 use crate::message::{Belief, Message};
-use crate::rows::{check_finite, check_shape, mul_small_sum, par_map_rows, read_row, shape_str};
+use crate::rows::{
+    check_finite, check_shape, mul_small_sum, par_map_rows_with, read_row, shape_str,
+};
 use crate::spd::{check_finite_dmat, sym, DMat, Spd};
 use faer::{Mat, MatRef};
 use serde::{Deserialize, Serialize};
@@ -465,30 +467,38 @@ impl TwoLayerOutput {
         let r = plus.mean.as_ref();
         // Per row: d estimates, then [Newton iterations, flags, ESS].
         let width = d + 3;
-        let out = par_map_rows(n, width, d * d, |i, row, acc| {
-            let mut rs = RowScratch::new(d);
-            read_row(r, i, &mut rs.r);
-            let r_i = std::mem::take(&mut rs.r);
-            let obj = self.objective(i, &r_i, gamma);
-            let stats = match &self.estimator {
-                TwoLayerEstimator::Map(o) => self.map_row(&obj, o, &mut rs)?,
-                TwoLayerEstimator::Mmse(o) => self.mmse_row(&obj, o, &prior_sd, &mut rs)?,
-            };
-            row[..d].copy_from_slice(&rs.v);
-            row[d] = stats.iterations as f64;
-            row[d + 1] = stats.flags as f64;
-            row[d + 2] = stats.ess;
-            for (a, s) in acc.iter_mut().zip(rs.sigma.iter()) {
-                *a += s;
-            }
-            if rs.v.iter().any(|x| !x.is_finite()) || rs.sigma.iter().any(|x| !x.is_finite()) {
-                return Err(Error::Numerical {
-                    what: "two-layer output denoiser".into(),
-                    detail: format!("row {i}: the estimate or its covariance is not finite"),
-                });
-            }
-            Ok(())
-        })?;
+        // One set of buffers per chunk of rows: no allocation per row.
+        let out = par_map_rows_with(
+            n,
+            width,
+            d * d,
+            || RowScratch::new(d),
+            |rs, i, row, acc| {
+                read_row(r, i, &mut rs.r);
+                let r_i = std::mem::take(&mut rs.r);
+                let obj = self.objective(i, &r_i, gamma);
+                let stats = match &self.estimator {
+                    TwoLayerEstimator::Map(o) => self.map_row(&obj, o, rs),
+                    TwoLayerEstimator::Mmse(o) => self.mmse_row(&obj, o, &prior_sd, rs),
+                };
+                rs.r = r_i;
+                let stats = stats?;
+                row[..d].copy_from_slice(&rs.v);
+                row[d] = stats.iterations as f64;
+                row[d + 1] = stats.flags as f64;
+                row[d + 2] = stats.ess;
+                for (a, s) in acc.iter_mut().zip(rs.sigma.iter()) {
+                    *a += s;
+                }
+                if rs.v.iter().any(|x| !x.is_finite()) || rs.sigma.iter().any(|x| !x.is_finite()) {
+                    return Err(Error::Numerical {
+                        what: "two-layer output denoiser".into(),
+                        detail: format!("row {i}: the estimate or its covariance is not finite"),
+                    });
+                }
+                Ok(())
+            },
+        )?;
         let mean = Mat::from_fn(n, d, |i, j| out.rows[(i, j)]);
         let cov = sym(&DMat::from_fn(d, d, |a, b| out.acc[a * d + b] / n as f64));
         let mut ess_sum = 0.0;
@@ -538,20 +548,17 @@ impl TwoLayerOutput {
             }
             return Ok(RowStats::default());
         }
-        let mut ws = NewtonWorkspace::new(d);
         rs.v.copy_from_slice(obj.r);
         let scale = 1.0 + obj.r.iter().map(|x| x * x).sum::<f64>().sqrt();
-        let rep = newton::minimize(obj, &mut rs.v, o.hessian, &o.newton, scale, &mut ws)?;
+        let rep = newton::minimize(obj, &mut rs.v, o.hessian, &o.newton, scale, &mut rs.newton)?;
         let mut stats = RowStats::from_report(&rep);
-        let inv = match Spd::from_symmetric("MAP Hessian", ws.hessian().clone()) {
-            Ok(h) => h.inverse(),
-            Err(_) => {
-                stats.flags |= FLAG_GN_COVARIANCE;
-                obj.derivatives(&rs.v, HessianKind::GaussNewton, &mut rs.grad, &mut rs.hess);
-                Spd::from_symmetric("Gauss-Newton MAP Hessian", rs.hess.clone())?.inverse()
-            }
-        };
-        rs.sigma.copy_from_slice(inv.as_slice());
+        // Σ = H^{-1} (symmetric, so row- and column-major agree), on the stack.
+        if !crate::spd::small_spd_inverse(rs.newton.hessian(), &mut rs.sigma) {
+            stats.flags |= FLAG_GN_COVARIANCE;
+            obj.derivatives(&rs.v, HessianKind::GaussNewton, &mut rs.grad, &mut rs.hess);
+            let inv = Spd::from_symmetric("Gauss-Newton MAP Hessian", rs.hess.clone())?.inverse();
+            rs.sigma.copy_from_slice(inv.as_slice());
+        }
         Ok(stats)
     }
 
@@ -584,7 +591,6 @@ impl TwoLayerOutput {
             relu_orthant_map(obj, &mut rs.v)?;
             obj.derivatives(&rs.v, HessianKind::GaussNewton, &mut rs.grad, &mut rs.hess);
         } else {
-            let mut ws = NewtonWorkspace::new(d);
             rs.v.copy_from_slice(obj.r);
             let scale = 1.0 + obj.r.iter().map(|x| x * x).sum::<f64>().sqrt();
             let rep = newton::minimize(
@@ -593,10 +599,10 @@ impl TwoLayerOutput {
                 HessianKind::Exact,
                 &o.newton,
                 scale,
-                &mut ws,
+                &mut rs.newton,
             )?;
             stats = RowStats::from_report(&rep);
-            rs.hess.copy_from(ws.hessian());
+            rs.hess.copy_from(rs.newton.hessian());
         }
         if self.activation == Activation::Relu {
             // Relu frame: the belief of a coordinate near the kink extends to the side where
@@ -671,13 +677,15 @@ impl RowStats {
     }
 }
 
-/// Per-row buffers (allocated once per row).
+/// Row buffers, allocated once per chunk of rows ([`par_map_rows_with`]) and reused by every
+/// row of the chunk.
 struct RowScratch {
     r: Vec<f64>,
     v: Vec<f64>,
     grad: Vec<f64>,
     hess: DMat,
     sigma: Vec<f64>,
+    newton: NewtonWorkspace,
 }
 
 impl RowScratch {
@@ -688,6 +696,7 @@ impl RowScratch {
             grad: vec![0.0; d],
             hess: DMat::zeros(d, d),
             sigma: vec![0.0; d * d],
+            newton: NewtonWorkspace::new(d),
         }
     }
 }

@@ -2,17 +2,23 @@
 //! Gaussian mixtures against k-means++ on the full data, and on one real dataset
 //! (`docs/sketched-clustering.md`).
 //!
+//! * **Streaming.** The `T` points of the mixture of [`MixtureConfig`] are generated chunk by
+//!   chunk (each chunk of 2^16 points from its own seed, so any chunk can be generated again
+//!   without the ones before it) and sketched as they are generated; the SSE of a set of
+//!   centroids on the full data is accumulated over the chunks the same way. So the sketch and
+//!   the SSE never hold the data: only the k-means++ baseline does (it needs the data in
+//!   memory), and it runs only up to `kmeans_max_t` points. Above that the relative SSE is
+//!   taken against the true centroids' SSE instead (the field `baseline` says which).
 //! * **Relative SSE against the sketch length.** For every dimension `p` and seed: `K`
-//!   centroids and `T` points of the mixture of [`MixtureConfig`] are generated chunk by chunk
-//!   (each chunk of 2^16 points from its own seed), sketched once at the largest `M` of the sweep
-//!   (a prefix of i.i.d. frequencies is itself a sketch, so every smaller `M` is a prefix), and
-//!   the centroids are recovered at every `M/(K p)`. The relative SSE is the SSE of the recovered
-//!   centroids on the full data over the SSE of k-means++ (the `linfa-clustering` crate, best of
-//!   `kmeans_runs` seeded runs) on the same data; a trial succeeds when it is at most
-//!   [`SUCCESS_THRESHOLD`].
-//! * **Time against `T`.** For seed 0 and `M/(Kp)` = `timing_ratio`, at each `T` of `timing_t`:
-//!   the sketching time (generation excluded: the points are generated first, then sketched
-//!   from memory in chunks), the decoding time, and the k-means++ time.
+//!   centroids and `T` points, sketched once at the largest `M` of the sweep (a prefix of i.i.d.
+//!   frequencies is itself a sketch, so every smaller `M` is a prefix), and the centroids
+//!   recovered at every `M/(K p)`. The relative SSE is the SSE of the recovered centroids on the
+//!   full data over the SSE of k-means++ (the `linfa-clustering` crate, best of `kmeans_runs`
+//!   seeded runs) on the same data; a trial succeeds when it is at most [`SUCCESS_THRESHOLD`].
+//! * **Time against `T`.** For the base seed and `M/(Kp)` = `timing_ratio`, at each `T` of
+//!   `timing_t`: the sketching time (generation excluded: only the sketching of each generated
+//!   chunk is timed) and its throughput in point-frequency pairs per second, the decoding time,
+//!   and the k-means++ time.
 //! * **Iris** (shipped by the `linfa-datasets` crate): `K = 3`, `p = 4`, `T = 150`; the adjusted
 //!   Rand index of the recovered clustering and of k-means++ against the species.
 //!
@@ -22,7 +28,7 @@
 
 use super::{prepare_out_dir, trial_seed, write_csv_rows, Meta, Observer, Progress, Summary};
 use crate::apps::cluster::{
-    adjusted_rand_index, assign, recover, sse, ClusterConfig, MixtureConfig,
+    adjusted_rand_index, assign, recover, sse, ClusterConfig, MixtureConfig, MIXTURE_CHUNK,
 };
 use crate::apps::sketch::{Frequencies, PartialSketch};
 use crate::error::{Error, Result};
@@ -57,6 +63,9 @@ pub struct SketchedClusteringConfig {
     pub sigma2: f64,
     /// k-means++ runs of the baseline (best SSE kept).
     pub kmeans_runs: usize,
+    /// The largest `T` for which the data are kept in memory and k-means++ is run (above it the
+    /// relative SSE is against the true centroids).
+    pub kmeans_max_t: u64,
     /// The recovery's options (`k` and `seed` are set per trial).
     pub cluster: ClusterConfig,
     /// Run the iris experiment.
@@ -77,6 +86,7 @@ impl Default for SketchedClusteringConfig {
             timing_ratio: 5.0,
             sigma2: 1.0,
             kmeans_runs: 3,
+            kmeans_max_t: 10_000_000,
             cluster: ClusterConfig::default(),
             iris: true,
             seed: 0,
@@ -143,18 +153,75 @@ pub fn kmeans_plus_plus(
     Ok((Mat::from_fn(k, p, |i, j| c[(i, j)]), secs))
 }
 
-/// Sketches in-memory data chunk by chunk (2^16 rows), returning the partial sketch and seconds.
-fn sketch_chunks(data: MatRef<'_, f64>, freqs: &Frequencies) -> Result<(PartialSketch, f64)> {
-    let t0 = Instant::now();
-    let mut s = PartialSketch::empty(freqs);
-    let chunk = 1 << 16;
-    let mut start = 0;
-    while start < data.nrows() {
-        let n = chunk.min(data.nrows() - start);
-        s.add_block(data.subrows(start, n), freqs, start as u64)?;
-        start += n;
+/// Points per generated chunk of a streamed mixture.
+const STREAM_CHUNK: u64 = MIXTURE_CHUNK;
+
+/// A mixture's `T` points, generated chunk by chunk on demand.
+struct MixtureStream<'a> {
+    mix: &'a MixtureConfig,
+    centroids: MatRef<'a, f64>,
+    seed: u64,
+    t: u64,
+}
+
+impl MixtureStream<'_> {
+    /// Calls `f(first_row, chunk)` for every chunk in order.
+    fn for_each(&self, mut f: impl FnMut(u64, MatRef<'_, f64>) -> Result<()>) -> Result<()> {
+        let mut start = 0u64;
+        while start < self.t {
+            let n = STREAM_CHUNK.min(self.t - start);
+            let (x, _) = self
+                .mix
+                .points(self.centroids, self.seed, start, n as usize);
+            f(start, x.as_ref())?;
+            start += n;
+        }
+        Ok(())
     }
-    Ok((s, t0.elapsed().as_secs_f64()))
+
+    /// Sketches the stream (only the sketching is timed) and keeps a copy of the data when
+    /// `keep`: the partial sketch, the sketching seconds and the data.
+    fn sketch(
+        &self,
+        freqs: &Frequencies,
+        keep: bool,
+    ) -> Result<(PartialSketch, f64, Option<Mat<f64>>)> {
+        let mut s = PartialSketch::empty(freqs);
+        let mut seconds = 0.0;
+        let mut data = if keep {
+            Some(Mat::<f64>::zeros(self.t as usize, self.mix.p))
+        } else {
+            None
+        };
+        self.for_each(|start, x| {
+            let t0 = Instant::now();
+            s.add_block(x, freqs, start)?;
+            seconds += t0.elapsed().as_secs_f64();
+            if let Some(d) = data.as_mut() {
+                d.as_mut()
+                    .subrows_mut(start as usize, x.nrows())
+                    .copy_from(x);
+            }
+            Ok(())
+        })?;
+        Ok((s, seconds, data))
+    }
+
+    /// The SSE of every set of centroids (`K x p` each) on the full data: from `data` if it is
+    /// in memory, else accumulated over the regenerated chunks.
+    fn sse(&self, data: Option<&Mat<f64>>, sets: &[MatRef<'_, f64>]) -> Result<Vec<f64>> {
+        if let Some(d) = data {
+            return Ok(sets.iter().map(|c| sse(d.as_ref(), *c)).collect());
+        }
+        let mut out = vec![0.0; sets.len()];
+        self.for_each(|_, x| {
+            for (o, c) in out.iter_mut().zip(sets) {
+                *o += sse(x, *c);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
 }
 
 /// One seed at one `p`: the relative SSE and decoding time at every ratio.
@@ -164,14 +231,20 @@ pub struct SeedResult {
     pub p: usize,
     /// The seed.
     pub seed: u64,
-    /// The k-means++ SSE (the denominator).
+    /// `T`.
+    pub t: u64,
+    /// The k-means++ SSE (`NaN` when `T` is above `kmeans_max_t`).
     pub kmeans_sse: f64,
     /// The SSE of the true centroids.
     pub truth_sse: f64,
-    /// k-means++ seconds.
+    /// The denominator of the relative SSE: `"k-means++"` or `"true centroids"`.
+    pub baseline: String,
+    /// k-means++ seconds (`NaN` when not run).
     pub kmeans_seconds: f64,
     /// Sketching seconds at the largest `M`.
     pub sketch_seconds: f64,
+    /// The largest `M`.
+    pub m_max: usize,
     /// Per ratio: relative SSE (`NaN` if the recovery failed).
     pub relative_sse: Vec<f64>,
     /// Per ratio: decoding seconds.
@@ -214,25 +287,36 @@ pub struct TimingRow {
     pub pairs_per_second: f64,
     /// Decoding seconds.
     pub decode_seconds: f64,
-    /// k-means++ seconds (best of `kmeans_runs`).
+    /// k-means++ seconds (all `kmeans_runs`; `NaN` when not run).
     pub kmeans_seconds: f64,
     /// Relative SSE of the recovered centroids.
     pub relative_sse: f64,
+    /// Its denominator: `"k-means++"` or `"true centroids"`.
+    pub baseline: String,
+    /// Worker threads of the sketching and decoding.
+    pub threads: usize,
 }
 
-/// The iris experiment.
+/// The iris experiment: one sketch and recovery per seed (its own frequencies, `σ²` heuristic
+/// and restarts).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IrisResult {
-    /// `M`.
+    /// `M` (`10 K p = 120`).
     pub m: usize,
-    /// `σ²` (subsample heuristic on all 150 points).
-    pub sigma2: f64,
-    /// Adjusted Rand index of the sketched clustering against the species.
-    pub ari_sketch: f64,
-    /// Adjusted Rand index of k-means++ against the species.
+    /// Restarts of every recovery.
+    pub restarts: usize,
+    /// Per seed: `σ²` (subsample heuristic on all 150 points).
+    pub sigma2: Vec<f64>,
+    /// Per seed: adjusted Rand index of the sketched clustering against the species.
+    pub ari_sketch: Vec<f64>,
+    /// Per seed: relative SSE (sketched / k-means++).
+    pub relative_sse: Vec<f64>,
+    /// Median of `ari_sketch`.
+    pub ari_sketch_median: f64,
+    /// Adjusted Rand index of k-means++ (best of `kmeans_runs`) against the species.
     pub ari_kmeans: f64,
-    /// Relative SSE (sketched / k-means++).
-    pub relative_sse: f64,
+    /// The SSE of k-means++.
+    pub kmeans_sse: f64,
 }
 
 /// The content of `sketched_clustering.json`.
@@ -265,7 +349,12 @@ fn run_seed(config: &SketchedClusteringConfig, p: usize, seed: u64) -> Result<Se
         separation: 1.0,
     };
     let cents = mix.centroids(seed);
-    let (data, _) = mix.points(cents.as_ref(), seed, 0, config.t as usize);
+    let stream = MixtureStream {
+        mix: &mix,
+        centroids: cents.as_ref(),
+        seed,
+        t: config.t,
+    };
     let m_max = config
         .ratios
         .iter()
@@ -273,23 +362,32 @@ fn run_seed(config: &SketchedClusteringConfig, p: usize, seed: u64) -> Result<Se
         .max()
         .unwrap_or(config.k);
     let freqs = Frequencies::draw(m_max, p, config.sigma2, trial_seed(seed, 7, 0))?;
-    let (partial, sketch_seconds) = sketch_chunks(data.as_ref(), &freqs)?;
+    let keep = config.t <= config.kmeans_max_t;
+    let (partial, sketch_seconds, data) = stream.sketch(&freqs, keep)?;
     let full = partial.finish(&freqs)?;
-    let (km, kmeans_seconds) = kmeans_plus_plus(data.as_ref(), config.k, config.kmeans_runs, seed)?;
-    let kmeans_sse = sse(data.as_ref(), km.as_ref());
-    let truth_sse = sse(data.as_ref(), cents.as_ref());
+    let (km, kmeans_seconds) = match &data {
+        Some(d) => {
+            let (c, s) = kmeans_plus_plus(d.as_ref(), config.k, config.kmeans_runs, seed)?;
+            (Some(c), s)
+        }
+        None => (None, f64::NAN),
+    };
     let mut out = SeedResult {
         p,
         seed,
-        kmeans_sse,
-        truth_sse,
+        t: config.t,
+        kmeans_sse: f64::NAN,
+        truth_sse: f64::NAN,
+        baseline: String::new(),
         kmeans_seconds,
         sketch_seconds,
+        m_max,
         relative_sse: vec![],
         decode_seconds: vec![],
         residual: vec![],
         errors: vec![],
     };
+    let mut recovered: Vec<Option<Mat<f64>>> = Vec::new();
     for &ratio in &config.ratios {
         let m = config.m(p, ratio);
         let f = freqs.prefix(m)?;
@@ -301,18 +399,43 @@ fn run_seed(config: &SketchedClusteringConfig, p: usize, seed: u64) -> Result<Se
         };
         match recover(&sk, &f, &cfg) {
             Ok(r) => {
-                out.relative_sse
-                    .push(sse(data.as_ref(), r.centroids.as_ref()) / kmeans_sse);
                 out.decode_seconds.push(r.seconds);
                 out.residual.push(r.residual);
                 out.errors.push(None);
+                recovered.push(Some(r.centroids));
             }
             Err(e) => {
-                out.relative_sse.push(f64::NAN);
                 out.decode_seconds.push(f64::NAN);
                 out.residual.push(f64::NAN);
                 out.errors.push(Some(e.to_string()));
+                recovered.push(None);
             }
+        }
+    }
+    // Every SSE in one pass over the data.
+    let mut sets: Vec<MatRef<'_, f64>> = vec![cents.as_ref()];
+    if let Some(c) = &km {
+        sets.push(c.as_ref());
+    }
+    sets.extend(recovered.iter().flatten().map(|c| c.as_ref()));
+    let sses = stream.sse(data.as_ref(), &sets)?;
+    out.truth_sse = sses[0];
+    let mut next = 1;
+    let denominator = if km.is_some() {
+        out.kmeans_sse = sses[1];
+        next = 2;
+        out.baseline = "k-means++".into();
+        out.kmeans_sse
+    } else {
+        out.baseline = "true centroids".into();
+        out.truth_sse
+    };
+    for r in &recovered {
+        if r.is_some() {
+            out.relative_sse.push(sses[next] / denominator);
+            next += 1;
+        } else {
+            out.relative_sse.push(f64::NAN);
         }
     }
     Ok(out)
@@ -328,10 +451,15 @@ fn run_timing(config: &SketchedClusteringConfig, t: u64) -> Result<TimingRow> {
     };
     let seed = config.seed;
     let cents = mix.centroids(seed);
-    let (data, _) = mix.points(cents.as_ref(), seed, 0, t as usize);
+    let stream = MixtureStream {
+        mix: &mix,
+        centroids: cents.as_ref(),
+        seed,
+        t,
+    };
     let m = config.m(p, config.timing_ratio);
     let freqs = Frequencies::draw(m, p, config.sigma2, trial_seed(seed, 7, 1))?;
-    let (partial, sketch_seconds) = sketch_chunks(data.as_ref(), &freqs)?;
+    let (partial, sketch_seconds, data) = stream.sketch(&freqs, t <= config.kmeans_max_t)?;
     let sk = partial.finish(&freqs)?;
     let cfg = ClusterConfig {
         k: config.k,
@@ -339,8 +467,22 @@ fn run_timing(config: &SketchedClusteringConfig, t: u64) -> Result<TimingRow> {
         ..config.cluster.clone()
     };
     let r = recover(&sk, &freqs, &cfg)?;
-    let (km, kmeans_seconds) = kmeans_plus_plus(data.as_ref(), config.k, config.kmeans_runs, seed)?;
-    let relative_sse = sse(data.as_ref(), r.centroids.as_ref()) / sse(data.as_ref(), km.as_ref());
+    let (km, kmeans_seconds) = match &data {
+        Some(d) => {
+            let (c, s) = kmeans_plus_plus(d.as_ref(), config.k, config.kmeans_runs, seed)?;
+            (Some(c), s)
+        }
+        None => (None, f64::NAN),
+    };
+    let mut sets = vec![r.centroids.as_ref(), cents.as_ref()];
+    if let Some(c) = &km {
+        sets.push(c.as_ref());
+    }
+    let sses = stream.sse(data.as_ref(), &sets)?;
+    let (denominator, baseline) = match km {
+        Some(_) => (sses[2], "k-means++"),
+        None => (sses[1], "true centroids"),
+    };
     Ok(TimingRow {
         t,
         p,
@@ -349,7 +491,9 @@ fn run_timing(config: &SketchedClusteringConfig, t: u64) -> Result<TimingRow> {
         pairs_per_second: t as f64 * m as f64 / sketch_seconds.max(1e-9),
         decode_seconds: r.seconds,
         kmeans_seconds,
-        relative_sse,
+        relative_sse: sses[0] / denominator,
+        baseline: baseline.into(),
+        threads: rayon::current_num_threads(),
     })
 }
 
@@ -363,27 +507,48 @@ pub fn iris() -> (Mat<f64>, Vec<usize>) {
     (data, labels)
 }
 
+/// Restarts of the iris recoveries (at least; a recovery takes well under a second there).
+const IRIS_RESTARTS: usize = 10;
+
 fn run_iris(config: &SketchedClusteringConfig) -> Result<IrisResult> {
     let (data, labels) = iris();
     let (k, p) = (3, data.ncols());
-    let sigma2 = crate::apps::sketch::estimate_sigma2(data.as_ref(), k, 10, config.seed)?;
     let m = 10 * k * p;
-    let freqs = Frequencies::draw(m, p, sigma2, config.seed)?;
-    let sk = crate::apps::sketch::sketch(data.as_ref(), &freqs)?;
-    let cfg = ClusterConfig {
-        k,
-        seed: config.seed,
-        ..config.cluster.clone()
-    };
-    let r = recover(&sk, &freqs, &cfg)?;
+    let restarts = config.cluster.restarts.max(IRIS_RESTARTS);
     let (km, _) = kmeans_plus_plus(data.as_ref(), k, config.kmeans_runs, config.seed)?;
-    Ok(IrisResult {
+    let kmeans_sse = sse(data.as_ref(), km.as_ref());
+    let mut out = IrisResult {
         m,
-        sigma2,
-        ari_sketch: adjusted_rand_index(&assign(data.as_ref(), r.centroids.as_ref()), &labels)?,
+        restarts,
+        sigma2: vec![],
+        ari_sketch: vec![],
+        relative_sse: vec![],
+        ari_sketch_median: f64::NAN,
         ari_kmeans: adjusted_rand_index(&assign(data.as_ref(), km.as_ref()), &labels)?,
-        relative_sse: sse(data.as_ref(), r.centroids.as_ref()) / sse(data.as_ref(), km.as_ref()),
-    })
+        kmeans_sse,
+    };
+    for s in 0..config.seeds {
+        let seed = trial_seed(config.seed, 17, s as u64);
+        let sigma2 = crate::apps::sketch::estimate_sigma2(data.as_ref(), k, 10, seed)?;
+        let freqs = Frequencies::draw(m, p, sigma2, seed)?;
+        let sk = crate::apps::sketch::sketch(data.as_ref(), &freqs)?;
+        let cfg = ClusterConfig {
+            k,
+            seed,
+            restarts,
+            ..config.cluster.clone()
+        };
+        let r = recover(&sk, &freqs, &cfg)?;
+        out.sigma2.push(sigma2);
+        out.ari_sketch.push(adjusted_rand_index(
+            &assign(data.as_ref(), r.centroids.as_ref()),
+            &labels,
+        )?);
+        out.relative_sse
+            .push(sse(data.as_ref(), r.centroids.as_ref()) / kmeans_sse);
+    }
+    out.ari_sketch_median = crate::figure::quartiles(&out.ari_sketch).map_or(f64::NAN, |q| q.1);
+    Ok(out)
 }
 
 /// Runs the experiment and writes `sketched_clustering.json`, `.csv` (and lists the figure's
@@ -605,7 +770,7 @@ fn figure(
         },
         Series {
             label: "sketch + decode".into(),
-            x: x.clone(),
+            x,
             y: timing
                 .iter()
                 .map(|t| t.sketch_seconds + t.decode_seconds)
@@ -616,8 +781,16 @@ fn figure(
         },
         Series {
             label: format!("k-means++ ({} runs)", config.kmeans_runs),
-            x,
-            y: timing.iter().map(|t| t.kmeans_seconds).collect(),
+            x: timing
+                .iter()
+                .filter(|t| t.kmeans_seconds.is_finite())
+                .map(|t| t.t as f64)
+                .collect(),
+            y: timing
+                .iter()
+                .filter(|t| t.kmeans_seconds.is_finite())
+                .map(|t| t.kmeans_seconds)
+                .collect(),
             color: Some(3),
             ..Default::default()
         },

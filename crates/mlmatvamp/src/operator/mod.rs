@@ -25,7 +25,7 @@ pub use sparse::SparseOperator;
 pub use spectral::SpectralLaw;
 
 use crate::error::{Error, Result};
-use crate::rows::{check_finite, check_shape, par_for, shape_str};
+use crate::rows::{check_finite, check_shape, shape_str};
 use faer::{Mat, MatMut, MatRef};
 
 /// A linear map `W: R^{n_in} → R^{n_out}` applied to blocks of `d` columns.
@@ -169,14 +169,12 @@ impl LinearOperator for DenseOperator {
     }
     fn apply(&self, x: MatRef<'_, f64>, out: MatMut<'_, f64>) -> Result<()> {
         check_shape("input of W X", x, self.wt.nrows(), out.ncols())?;
-        let par = par_for(self.wt.nrows() * self.wt.ncols() * x.ncols());
-        faer::linalg::matmul::matmul(out, faer::Accum::Replace, self.wt.transpose(), x, 1.0, par);
+        crate::rows::matmul_into(out, self.wt.transpose(), x);
         Ok(())
     }
     fn apply_transpose(&self, y: MatRef<'_, f64>, out: MatMut<'_, f64>) -> Result<()> {
         check_shape("input of Wᵀ Y", y, self.wt.ncols(), out.ncols())?;
-        let par = par_for(self.wt.nrows() * self.wt.ncols() * y.ncols());
-        faer::linalg::matmul::matmul(out, faer::Accum::Replace, self.wt.as_ref(), y, 1.0, par);
+        crate::rows::matmul_into(out, self.wt.as_ref(), y);
         Ok(())
     }
 

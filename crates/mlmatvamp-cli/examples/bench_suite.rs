@@ -1,0 +1,205 @@
+//! The benchmark suite of `docs/speed.md`: per-iteration times with the machine's limit next to
+//! them, for 1 and 2 threads, written as JSON.
+//!
+//! ```sh
+//! cargo run --release -p mlmatvamp-cli --example bench_suite -- out/bench.json
+//! ```
+//!
+//! * **The limit.** The streaming-read bandwidth is measured here (a sum over a 1 GiB array,
+//!   best of 5, with 1 and with 2 threads). A linear-layer call reads the SVD factors `U`
+//!   (`n_1 x r`) and `V` (`n_0 x r`) twice (the products into and out of the shared basis), so
+//!   its bound is `2 · 8 (|U| + |V|)` bytes at that bandwidth, and a whole iteration's (one
+//!   forward and one backward call) twice that; everything else in an iteration is `O(n d²)`.
+//! * **The engine.** Gaussian prior (full covariance) → noisy linear layer, i.i.d. Gaussian `W`
+//!   of `2n x n` → AWGN output, `d = 4`, `n ∈ {200, 1000, 2000, 4000}`: one whole iteration, the
+//!   linear layer's forward and backward calls, the output denoiser, the message rule; median of
+//!   repetitions after a warm-up, each in a pool of 1 and of 2 threads.
+//! * **The paper's problem.** One Figure-2 trial of ML-Mat-VAMP (two-layer network, sigmoid,
+//!   `n_in = 100`, `d = 4`, 20 iterations, MAP output; SVD of `X_tr` included), and the
+//!   two-layer output denoiser alone, at `ntr ∈ {200, 1000, 4000}`.
+//!
+//! Timing is wall-clock on whatever else the machine is doing: run it on an idle machine.
+
+use faer::Mat;
+use mlmatvamp::apps::two_layer::{Init, TwoLayerConfig};
+use mlmatvamp::apps::two_layer_vamp::VampConfig;
+use mlmatvamp::experiments::fig2::draw_trial;
+use mlmatvamp::prelude::*;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+const D: usize = 4;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Median seconds of `f` over `reps` runs after one warm-up.
+fn time<T>(reps: usize, mut f: impl FnMut() -> T) -> f64 {
+    std::hint::black_box(f());
+    median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(f());
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool")
+}
+
+/// Streaming-read bandwidth in bytes per second (sum over a 1 GiB array, best of 5).
+fn bandwidth(threads: usize) -> f64 {
+    let data = vec![1.0f64; 1 << 27];
+    let p = pool(threads);
+    let best = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            let s: f64 = p.install(|| {
+                use rayon::prelude::*;
+                data.par_chunks(1 << 16)
+                    .map(|c| c.iter().sum::<f64>())
+                    .sum()
+            });
+            std::hint::black_box(s);
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    (data.len() * 8) as f64 / best
+}
+
+fn spd(scale: f64) -> Spd {
+    let m = DMat::from_fn(D, D, |i, j| {
+        if i == j {
+            scale
+        } else {
+            0.1 * scale / (1 + i + j) as f64
+        }
+    });
+    Spd::new("benchmark matrix", m, Some(D)).expect("SPD")
+}
+
+/// The engine network at `n` and a solver state after two iterations.
+fn engine(n: usize) -> (Network, State, Solver) {
+    let mut rng = rng_from_seed(7 + n as u64);
+    let w = mlmatvamp::denoise::standard_normal(2 * n, n, &mut rng)
+        * faer::Scale(1.0 / (n as f64).sqrt());
+    let prior = Arc::new(
+        GaussianPrior::new(vec![0.1, -0.2, 0.0, 0.3], spd(1.0).into_matrix()).expect("prior"),
+    );
+    let layer = Arc::new(LinearLayer::new(w.as_ref(), None, Some(spd(50.0)), D).expect("layer"));
+    let out = Arc::new(AwgnOutput::new(Mat::zeros(2 * n, D), spd(20.0), None).expect("output"));
+    let model = Network::new(prior, n, vec![layer], out).expect("network");
+    let (_, net) = model.sample(&mut rng).expect("sample");
+    let solver = Solver::new(SolverConfig {
+        iterations: 2,
+        ..Default::default()
+    })
+    .expect("solver");
+    let state = solver.run(&net, None).expect("run").state;
+    (net, state, solver)
+}
+
+fn main() -> anyhow::Result<()> {
+    let out = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "out/bench.json".into());
+    mlmatvamp::use_deterministic_parallelism();
+    let bw: Vec<f64> = [1, 2].iter().map(|&t| bandwidth(t)).collect();
+    eprintln!(
+        "streaming read: {:.1} GB/s (1 thread), {:.1} GB/s (2 threads)",
+        bw[0] / 1e9,
+        bw[1] / 1e9
+    );
+    let mut engine_rows = Vec::new();
+    for n in [200usize, 1000, 2000, 4000] {
+        let (net, state, solver) = engine(n);
+        let factor_bytes = 8.0 * ((2 * n * n) + (n * n)) as f64;
+        let reps = if n >= 2000 { 15 } else { 51 };
+        for (ti, threads) in [1usize, 2].into_iter().enumerate() {
+            let p = pool(threads);
+            let (it, fwd, bwd, outd, rule) = p.install(|| {
+                let it = time(reps, || {
+                    let mut s = state.clone();
+                    solver.forward_pass(&net, &mut s).expect("forward");
+                    solver.backward_pass(&net, &mut s).expect("backward");
+                    s
+                });
+                let layer = net.layer(1).expect("layer");
+                let plus0 = state.plus(0).expect("message");
+                let minus1 = state.minus(1).expect("message");
+                let fwd = time(reps, || layer.forward(minus1, plus0).expect("forward"));
+                let bwd = time(reps, || layer.backward(minus1, plus0).expect("backward"));
+                let plus1 = state.plus(1).expect("message");
+                let outd = time(reps, || net.output().denoise(plus1).expect("output"));
+                let belief = net.output().denoise(plus1).expect("output");
+                let rule = time(reps, || {
+                    solver
+                        .config
+                        .policy
+                        .extrinsic(&belief, plus1, None, "bench", 0)
+                        .expect("rule")
+                });
+                (it, fwd, bwd, outd, rule)
+            });
+            let layer_bound = 2.0 * factor_bytes / bw[ti];
+            let row = json!({
+                "n0": n, "n1": 2 * n, "d": D, "threads": threads,
+                "iteration_s": it,
+                "iteration_bound_s": 2.0 * layer_bound,
+                "iteration_ratio": it / (2.0 * layer_bound),
+                "linear_forward_s": fwd,
+                "linear_backward_s": bwd,
+                "linear_bound_s": layer_bound,
+                "linear_forward_ratio": fwd / layer_bound,
+                "output_denoise_s": outd,
+                "message_rule_s": rule,
+            });
+            eprintln!("{row}");
+            engine_rows.push(row);
+        }
+    }
+    let mut trial_rows = Vec::new();
+    for ntr in [200usize, 1000, 4000] {
+        let problem = TwoLayerConfig {
+            ntr,
+            ..Default::default()
+        };
+        let (t, init) = draw_trial(&problem, &Init::reference(), 11)?;
+        let cfg = VampConfig {
+            analytic_every_iteration: false,
+            ..Default::default()
+        };
+        for threads in [1usize, 2] {
+            let p = pool(threads);
+            let reps = if ntr >= 4000 { 7 } else { 21 };
+            let trial = p.install(|| time(reps, || cfg.run(&t, &init).expect("trial")));
+            let row = json!({"ntr": ntr, "threads": threads, "trial_s": trial, "iterations": cfg.iterations});
+            eprintln!("{row}");
+            trial_rows.push(row);
+        }
+    }
+    let report: Value = json!({
+        "machine": {
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "stream_read_bytes_per_s": {"1": bw[0], "2": bw[1]},
+        },
+        "engine": engine_rows,
+        "two_layer_trial": trial_rows,
+    });
+    if let Some(dir) = std::path::Path::new(&out).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+    println!("wrote {out}");
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! Our half of `scripts/side_by_side.sh` (`docs/side-by-side.md`): the workloads of issue 14 with
+//! the same sizes and iteration counts as the reference codes, timed inside the process (problem
+//! generation and SVDs excluded, as in the Python helper), one JSON line per call on stdout.
+//!
+//! ```text
+//! cargo run --release -p mlmatvamp-cli --example side_by_side -- two-layer NTR [REPS]
+//! cargo run --release -p mlmatvamp-cli --example side_by_side -- vamp-sparse NZ NY [ITERS] [REPS]
+//! cargo run --release -p mlmatvamp-cli --example side_by_side -- mlvamp-probit NZ0 NZ1 [ITERS] [REPS]
+//! ```
+//!
+//! * `two-layer`: one Figure-2 trial (`n_in = 100`, `d = 4`, sigmoid, SNR 10 dB, 20 iterations,
+//!   MAP output, reference start), seconds per trial (metrics included, as the authors' script
+//!   computes its test metric every iteration).
+//! * `vamp-sparse`: vampyre's sparse linear inverse (`test_vamp_sparse.py`): Bernoulli–Gaussian
+//!   `z` (ρ = 0.1, unit variance), Gaussian `A` (`NY x NZ`, variance `1/NZ`), AWGN at 30 dB,
+//!   `d = 1`; seconds per iteration.
+//! * `mlvamp-probit`: vampyre's ML-VAMP probit test (`test_mlvamp_probit.py`, one column):
+//!   Bernoulli–Gaussian `z_0` (ρ = 0.1, power 2), `z_1 = A z_0 + b + w` (30 dB), `y = sign(z_1)`;
+//!   here the probit output with `σ² = 1e-10 · mean(z_1²)` (vampyre's noiseless threshold is the
+//!   limit `σ → 0`); seconds per iteration.
+//!
+//! Every report also gives the final normalized MSE of `Ẑ_0` (dB), to show that the work done
+//! is the same. The thread count is rayon's (`RAYON_NUM_THREADS`).
+
+use faer::Mat;
+use mlmatvamp::apps::two_layer::{Init, TwoLayerConfig};
+use mlmatvamp::apps::two_layer_vamp::VampConfig;
+use mlmatvamp::denoise::ProbitOutput;
+use mlmatvamp::prelude::*;
+use rand::RngExt;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Instant;
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
+    args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// A Bernoulli–Gaussian vector (`n x 1`): `N(0, var)` with probability `rho`, else 0.
+fn bernoulli_gaussian(n: usize, rho: f64, var: f64, rng: &mut Rng) -> Mat<f64> {
+    let g = standard_normal(n, 1, rng);
+    Mat::from_fn(n, 1, |i, _| {
+        let u: f64 = rng.random();
+        if u < rho {
+            var.sqrt() * g[(i, 0)]
+        } else {
+            0.0
+        }
+    })
+}
+
+fn nmse_db(est: faer::MatRef<'_, f64>, truth: faer::MatRef<'_, f64>) -> f64 {
+    10.0 * ((est - truth).norm_l2().powi(2) / truth.norm_l2().powi(2)).log10()
+}
+
+fn two_layer(args: &[String]) -> Result<serde_json::Value> {
+    let ntr: usize = arg(args, 2, 1000);
+    let reps: usize = arg(args, 3, 5);
+    let cfg = TwoLayerConfig {
+        ntr,
+        ..Default::default()
+    };
+    let vamp = VampConfig::default();
+    let mut times = Vec::new();
+    let mut mse = Vec::new();
+    for rep in 0..reps {
+        let trial = cfg.sample(1000 + rep as u64)?;
+        let init = Init::reference().draw(&trial, &mut rng_from_seed(2000 + rep as u64))?;
+        let t = Instant::now();
+        let run = vamp.run(&trial, &init)?;
+        times.push(t.elapsed().as_secs_f64());
+        mse.push(run.final_test_mse());
+    }
+    Ok(json!({"workload": "two-layer", "ntr": ntr, "reps": reps,
+        "seconds_per_trial": median(times), "final_test_mse_median": median(mse)}))
+}
+
+fn vamp_sparse(args: &[String]) -> Result<serde_json::Value> {
+    let nz: usize = arg(args, 2, 4096);
+    let ny: usize = arg(args, 3, 2048);
+    let iters: usize = arg(args, 4, 10);
+    let reps: usize = arg(args, 5, 3);
+    let mut rng = rng_from_seed(7);
+    let a = standard_normal(ny, nz, &mut rng) * faer::Scale(1.0 / (nz as f64).sqrt());
+    let layer = Arc::new(LinearLayer::new(a.as_ref(), None, None, 1)?);
+    let prior = Arc::new(BernoulliGaussianPrior::new(
+        0.1,
+        vec![0.0],
+        DMat::identity(1, 1),
+    )?);
+    let mut per_it = Vec::new();
+    let mut last_db = f64::NAN;
+    for rep in 0..reps {
+        let mut rng = rng_from_seed(100 + rep as u64);
+        let z = bernoulli_gaussian(nz, 0.1, 1.0, &mut rng);
+        let y0 = &a * &z;
+        let wvar = 1e-3 * y0.norm_l2().powi(2) / ny as f64;
+        let y = &y0 + standard_normal(ny, 1, &mut rng) * faer::Scale(wvar.sqrt());
+        let out = Arc::new(AwgnOutput::new(
+            y,
+            Spd::new(
+                "noise precision",
+                DMat::from_element(1, 1, 1.0 / wvar),
+                Some(1),
+            )?,
+            None,
+        )?);
+        let net = Network::new(prior.clone(), nz, vec![layer.clone()], out)?;
+        let solver = Solver::new(SolverConfig {
+            iterations: iters,
+            ..Default::default()
+        })?;
+        let t = Instant::now();
+        let sol = solver.run(&net, None)?;
+        per_it.push(t.elapsed().as_secs_f64() / iters as f64);
+        last_db = nmse_db(sol.estimates[0].as_ref(), z.as_ref());
+    }
+    Ok(
+        json!({"workload": "vamp-sparse", "nz": nz, "ny": ny, "iterations": iters, "reps": reps,
+        "seconds_per_iteration": median(per_it), "final_nmse_db": last_db}),
+    )
+}
+
+fn mlvamp_probit(args: &[String]) -> Result<serde_json::Value> {
+    let nz0: usize = arg(args, 2, 512);
+    let nz1: usize = arg(args, 3, 4096);
+    let iters: usize = arg(args, 4, 10);
+    let reps: usize = arg(args, 5, 3);
+    let (rho, zvar0) = (0.1, 20.0);
+    let mut rng = rng_from_seed(11);
+    let a = standard_normal(nz1, nz0, &mut rng) * faer::Scale(1.0 / (nz0 as f64).sqrt());
+    let b = standard_normal(nz1, 1, &mut rng);
+    let prior = Arc::new(BernoulliGaussianPrior::new(
+        rho,
+        vec![0.0],
+        DMat::from_element(1, 1, zvar0),
+    )?);
+    let mut per_it = Vec::new();
+    let mut last_db = f64::NAN;
+    for rep in 0..reps {
+        let mut rng = rng_from_seed(300 + rep as u64);
+        let z0 = bernoulli_gaussian(nz0, rho, zvar0, &mut rng);
+        let az = &a * &z0 + &b;
+        let wvar = 1e-3 * az.norm_l2().powi(2) / nz1 as f64;
+        let z1 = &az + standard_normal(nz1, 1, &mut rng) * faer::Scale(wvar.sqrt());
+        let y = Mat::from_fn(nz1, 1, |i, _| if z1[(i, 0)] > 0.0 { 1.0 } else { -1.0 });
+        let sigma2 = 1e-10 * z1.norm_l2().powi(2) / nz1 as f64;
+        let layer = Arc::new(LinearLayer::new(
+            a.as_ref(),
+            Some(b.clone()),
+            Some(Spd::new(
+                "noise precision",
+                DMat::from_element(1, 1, 1.0 / wvar),
+                Some(1),
+            )?),
+            1,
+        )?);
+        let out = Arc::new(ProbitOutput::new(y, sigma2, Estimator::Mmse)?);
+        let net = Network::new(prior.clone(), nz0, vec![layer], out)?;
+        let solver = Solver::new(SolverConfig {
+            iterations: iters,
+            ..Default::default()
+        })?;
+        let t = Instant::now();
+        let sol = solver.run(&net, None)?;
+        per_it.push(t.elapsed().as_secs_f64() / iters as f64);
+        // vampyre's debiased NMSE: 1 − <ẑ, z>² / (|ẑ|² |z|²).
+        let zh = &sol.estimates[0];
+        let dot: f64 = (0..nz0).map(|i| zh[(i, 0)] * z0[(i, 0)]).sum();
+        last_db = 10.0 * (1.0 - dot * dot / (zh.norm_l2().powi(2) * z0.norm_l2().powi(2))).log10();
+    }
+    Ok(
+        json!({"workload": "mlvamp-probit", "nz0": nz0, "nz1": nz1, "iterations": iters,
+        "reps": reps, "seconds_per_iteration": median(per_it), "final_debiased_nmse_db": last_db}),
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let res = match args.get(1).map(String::as_str) {
+        Some("two-layer") => two_layer(&args),
+        Some("vamp-sparse") => vamp_sparse(&args),
+        Some("mlvamp-probit") => mlvamp_probit(&args),
+        _ => {
+            eprintln!("usage: side_by_side two-layer NTR [REPS] | vamp-sparse NZ NY [ITERS] [REPS] | mlvamp-probit NZ0 NZ1 [ITERS] [REPS]");
+            std::process::exit(2);
+        }
+    };
+    match res {
+        Ok(v) => println!("{v}"),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Side by side with the reference implementations (issue 14, docs/side-by-side.md).
+#
+#   scripts/side_by_side.sh            # from the repository root
+#
+# Creates a scratch folder OUTSIDE the repository (${SIDE_BY_SIDE_DIR:-${TMPDIR:-/tmp}/mlmatvamp-side-by-side}),
+# fetches vampyre (GAMPTeam/vampyre) and the paper's code (parthe/ML-Mat-VAMP) into it read-only
+# (git clone; or, without network access to GitHub, from local git directories given as
+# VAMPYRE_GIT=... and MLMATVAMP_REF_GIT=...), creates a venv there with numpy<2, scipy and
+# PyWavelets from PyPI, builds our example `side_by_side` in release mode, runs every workload
+# on both sides single-threaded, and prints a table of times and ratios (reference / ours).
+#
+# Nothing is written into the repository except the Cargo build in target/.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+scratch="${SIDE_BY_SIDE_DIR:-${TMPDIR:-/tmp}/mlmatvamp-side-by-side}"
+case "$scratch/" in "$root"/*) echo "the scratch folder must be outside the repository" >&2; exit 1;; esac
+mkdir -p "$scratch"
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 RAYON_NUM_THREADS=1
+
+fetch() { # name url local-git-override
+  local dir="$scratch/$1" url="$2" local_git="${3:-}"
+  [ -d "$dir" ] && return 0
+  if [ -n "$local_git" ]; then
+    mkdir -p "$dir" && git --git-dir="$local_git" archive HEAD | tar -x -C "$dir"
+  else
+    git clone --quiet --depth 1 "$url" "$dir"
+  fi
+}
+fetch vampyre https://github.com/GAMPTeam/vampyre "${VAMPYRE_GIT:-}"
+fetch ref https://github.com/parthe/ML-Mat-VAMP "${MLMATVAMP_REF_GIT:-}"
+
+if [ ! -x "$scratch/venv/bin/python" ]; then
+  python3 -m venv "$scratch/venv"
+  "$scratch/venv/bin/pip" install --quiet "numpy<2" "scipy<1.14" "PyWavelets<1.7"
+fi
+py="$scratch/venv/bin/python"
+
+(cd "$root" && cargo build --release --quiet -p mlmatvamp-cli --example side_by_side)
+ours="$root/target/release/examples/side_by_side"
+helper="$root/scripts/side_by_side.py"
+
+reps_trial="${REPS_TRIAL:-5}"
+reps_it="${REPS_IT:-3}"
+rows=()
+run() { # label key reference-args... -- our-args...
+  local label="$1" key="$2"; shift 2
+  local refargs=() ourargs=()
+  while [ "$1" != "--" ]; do refargs+=("$1"); shift; done; shift
+  ourargs=("$@")
+  local r o
+  r="$("$py" "$helper" --vampyre "$scratch/vampyre" --ref "$scratch/ref" "${refargs[@]}" | tail -1)"
+  o="$("$ours" "${ourargs[@]}" | tail -1)"
+  rows+=("$label"$'\t'"$key"$'\t'"$r"$'\t'"$o")
+}
+
+for ntr in 200 1000 4000; do
+  run "two-layer trial (d 4, n_in 100, sigmoid, 20 its), ntr $ntr; authors' MadVamp" seconds_per_trial \
+    two-layer "$ntr" "$reps_trial" -- two-layer "$ntr" "$reps_trial"
+done
+run "VAMP per iteration, sparse linear inverse 4096 x 2048, d 1; vampyre" seconds_per_iteration \
+  vamp-sparse 4096 2048 10 "$reps_it" -- vamp-sparse 4096 2048 10 "$reps_it"
+run "ML-VAMP probit per iteration, 512 x 4096, d 1; vampyre" seconds_per_iteration \
+  mlvamp-probit 512 4096 10 "$reps_it" -- mlvamp-probit 512 4096 10 "$reps_it"
+
+printf '%s\n' "${rows[@]}" | "$py" -c '
+import json, sys
+print("| workload | reference | ours | ratio (reference / ours) | accuracy (reference / ours) |")
+print("|---|---|---|---|---|")
+for line in sys.stdin:
+    label, key, r, o = line.rstrip("\n").split("\t")
+    r, o = json.loads(r), json.loads(o)
+    acc = [k for k in r if k.startswith("final")][0]
+    unit = lambda s: "%.3f s" % s if key == "seconds_per_trial" else "%.2f ms" % (1e3 * s)
+    print("| %s | %s | %s | %.2fx | %s: %.3g / %.3g |" % (label, unit(r[key]), unit(o[key]),
+          r[key] / o[key], acc, r[acc], o[acc]))
+'
+echo "(medians over repetitions; one thread on both sides; wall time of the solver only)"
