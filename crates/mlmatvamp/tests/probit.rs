@@ -10,6 +10,8 @@
 //! * the state evolution (Monte-Carlo output step) predicts the simulated error of ML-VAMP on a
 //!   small probit regression problem within 3% per iteration.
 
+#![allow(clippy::type_complexity, clippy::needless_range_loop)]
+
 use faer::Mat;
 use mlmatvamp::denoise::probit::{mills, scalar_posterior};
 use mlmatvamp::denoise::relu::log_ndtr;

@@ -784,3 +784,36 @@ impl MixtureConfig {
 
 /// Points per independently seeded chunk of [`MixtureConfig::points`].
 pub const MIXTURE_CHUNK: u64 = 1 << 16;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sketch_with_variance(variance: Vec<f64>) -> Sketch {
+        Sketch {
+            y: Mat::zeros(3, 2),
+            count: 10,
+            mean: vec![0.0; variance.len()],
+            variance,
+        }
+    }
+
+    /// A restart whose centroids are not finite or lie beyond `CENTROID_RANGE` data standard
+    /// deviations is a named error (so it is never kept); centroids inside the range pass.
+    #[test]
+    fn diverged_centroids_are_named_errors() {
+        let s = sketch_with_variance(vec![1.0, 3.0]); // total standard deviation 2
+        let inside = Mat::from_fn(
+            2,
+            3,
+            |j, k| if j == 0 { 19.0 * (k as f64 - 1.0) } else { 0.0 },
+        );
+        assert!(check_centroids(inside.as_ref(), &s).is_ok());
+        let far = Mat::from_fn(2, 3, |j, k| if j == 1 && k == 2 { 20.5 } else { 0.0 });
+        let e = check_centroids(far.as_ref(), &s).unwrap_err();
+        assert!(matches!(e, Error::Numerical { .. }), "{e:?}");
+        assert!(e.to_string().contains("centroid 2"), "{e}");
+        let nan = Mat::from_fn(2, 3, |j, k| if j == 0 && k == 1 { f64::NAN } else { 0.0 });
+        assert!(check_centroids(nan.as_ref(), &s).is_err());
+    }
+}
