@@ -181,6 +181,9 @@ fn mlvamp_probit(args: &[String]) -> Result<serde_json::Value> {
 }
 
 fn main() {
+    // faer calls made here (the problem's `A z`) use the library's fixed task width, so that a
+    // draw does not depend on the thread count.
+    mlmatvamp::use_deterministic_parallelism();
     let args: Vec<String> = std::env::args().collect();
     let res = match args.get(1).map(String::as_str) {
         Some("two-layer") => two_layer(&args),
