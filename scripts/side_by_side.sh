@@ -43,14 +43,14 @@ helper="$root/scripts/side_by_side.py"
 reps_trial="${REPS_TRIAL:-5}"
 reps_it="${REPS_IT:-3}"
 rows=()
-run() { # label key reference-args... -- our-args...
+run() { # label key reference-args... -- our-args...   (OUR_THREADS=n: our side on n threads)
   local label="$1" key="$2"; shift 2
   local refargs=() ourargs=()
   while [ "$1" != "--" ]; do refargs+=("$1"); shift; done; shift
   ourargs=("$@")
   local r o
   r="$("$py" "$helper" --vampyre "$scratch/vampyre" --ref "$scratch/ref" "${refargs[@]}" | tail -1)"
-  o="$("$ours" "${ourargs[@]}" | tail -1)"
+  o="$(RAYON_NUM_THREADS="${OUR_THREADS:-1}" "$ours" "${ourargs[@]}" | tail -1)"
   rows+=("$label"$'\t'"$key"$'\t'"$r"$'\t'"$o")
 }
 
@@ -59,6 +59,8 @@ for ntr in 200 1000 4000; do
     two-layer "$ntr" "$reps_trial" -- two-layer "$ntr" "$reps_trial"
 done
 run "VAMP per iteration, sparse linear inverse 4096 x 2048, d 1; vampyre" seconds_per_iteration \
+  vamp-sparse 4096 2048 10 "$reps_it" -- vamp-sparse 4096 2048 10 "$reps_it"
+OUR_THREADS=2 run "same, ours on 2 threads (vampyre on 1)" seconds_per_iteration \
   vamp-sparse 4096 2048 10 "$reps_it" -- vamp-sparse 4096 2048 10 "$reps_it"
 run "ML-VAMP probit per iteration, 512 x 4096, d 1; vampyre" seconds_per_iteration \
   mlvamp-probit 512 4096 10 "$reps_it" -- mlvamp-probit 512 4096 10 "$reps_it"
@@ -75,4 +77,4 @@ for line in sys.stdin:
     print("| %s | %s | %s | %.2fx | %s: %.3g / %.3g |" % (label, unit(r[key]), unit(o[key]),
           r[key] / o[key], acc, r[acc], o[acc]))
 '
-echo "(medians over repetitions; one thread on both sides; wall time of the solver only)"
+echo "(medians over repetitions; one thread on both sides unless the row says otherwise; wall time of the solver only)"

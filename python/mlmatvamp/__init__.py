@@ -21,6 +21,9 @@ A minimal run::
     sol.estimates[0]                           # (500, 2) numpy array
     sol.history["mse"][:, 0]                   # empirical MSE of Z_0, per iteration
 
+Sketched clustering (sketch a dataset in one mergeable pass, on numpy blocks or a Dask array,
+and recover the centroids from the sketch) is the submodule ``mlmatvamp.sketch``.
+
 The guide (errors, zero-copy rules, threads and Ctrl-C, operators, Dask) is ``docs/python.md``.
 """
 
@@ -83,6 +86,8 @@ __all__ = [
     "MessagePolicy", "Solution", "solve", "state_evolution", "compare", "from_toml", "Problem",
     # experiments
     "fig2", "two_layer", "mmv", "mixed", "inpaint",
+    # sketched clustering (the submodule mlmatvamp.sketch)
+    "sketch",
     # utilities
     "history_arrays", "columns", "threads",
     # errors
@@ -578,3 +583,8 @@ def inpaint(
     Adam vs the SE over the observed fraction. ``options``: the fields of the core's
     ``InpaintExperiment``. Returns ``inpaint.json`` as dicts of arrays."""
     return _run_with_dir(out, lambda d: _core._inpaint(options, d, callback))
+
+
+# The submodule ``mlmatvamp.sketch`` (sketched clustering), imported last: it uses
+# ``history_arrays`` above.
+from . import sketch  # noqa: E402

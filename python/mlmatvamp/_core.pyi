@@ -353,6 +353,142 @@ def _compare(
     seed: Optional[int],
     callback: Optional[Callable[..., Any]],
 ) -> dict[str, Any]: ...
+# ----------------------------------------------------------------------------------------------
+# Sketched clustering (wrapped by ``mlmatvamp.sketch``)
+# ----------------------------------------------------------------------------------------------
+
+@final
+class Frequencies:
+    """The frequency matrix ``Ω`` (``M x p``) of a sketch with the ``σ²`` it was adapted to.
+    ``Frequencies(matrix, sigma2)`` takes given frequencies; ``Frequencies.draw`` draws them.
+    Picklable."""
+
+    def __new__(cls, matrix: _ArrayLike, sigma2: float) -> Frequencies: ...
+    @staticmethod
+    def draw(m: int, p: int, sigma2: float, seed: int = 0) -> "Frequencies":
+        """``m`` frequencies in ``R^p`` from the adapted-radius law for ``sigma2``, seeded."""
+    @property
+    def matrix(self) -> npt.NDArray[np.float64]:
+        """``Ω`` (``M x p``), a new array."""
+    @property
+    def sigma2(self) -> float:
+        """The ``σ²`` the frequencies were adapted to."""
+    @property
+    def fingerprint(self) -> int:
+        """The identifier of ``Ω`` stored in partial sketches."""
+    @property
+    def m(self) -> int:
+        """``M``."""
+    @property
+    def p(self) -> int:
+        """``p``."""
+    def prefix(self, m: int) -> "Frequencies":
+        """The first ``m`` frequencies."""
+    def gains(self, sigma2: Optional[float] = None) -> npt.NDArray[np.float64]:
+        """The gains ``exp(−σ² ‖w_m‖²/2)`` (length ``M``)."""
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]: ...
+
+@final
+class PartialSketch:
+    """The mergeable sums behind the sketch of the points seen so far; ``PartialSketch(freqs)``
+    is the sketch of no points. Picklable (its ``state``)."""
+
+    def __new__(cls, freqs: Frequencies) -> PartialSketch: ...
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "PartialSketch":
+        """The partial sketch with the given ``state`` (inverse of ``state``)."""
+    def add_block(self, data: _ArrayLike, freqs: Frequencies, first_row: Optional[int] = None) -> None:
+        """Adds a block of points (``n x p``, finite) in place."""
+    def finish(self, freqs: Frequencies) -> Sketch:
+        """The finished sketch (centred at the data mean)."""
+    def merge(self, other: "PartialSketch", freqs: Frequencies) -> "PartialSketch":
+        """The partial sketch of the union with ``other``."""
+    def copy(self) -> "PartialSketch":
+        """A copy."""
+    @property
+    def count(self) -> int:
+        """The number of points ``T``."""
+    @property
+    def m(self) -> int:
+        """``M``."""
+    @property
+    def p(self) -> int:
+        """``p``."""
+    @property
+    def fingerprint(self) -> int:
+        """The fingerprint of the frequencies."""
+    @property
+    def shift(self) -> npt.NDArray[np.float64]:
+        """The shift ``s`` of the sums (length ``p``)."""
+    @property
+    def sums(self) -> npt.NDArray[np.complex128]:
+        """``Σ_t e^{i w_mᵀ(x_t − s)}`` (length ``M``)."""
+    @property
+    def mean(self) -> npt.NDArray[np.float64]:
+        """The running mean (length ``p``)."""
+    @property
+    def m2(self) -> npt.NDArray[np.float64]:
+        """``Σ_t (x_tj − mean_j)²`` per coordinate."""
+    @property
+    def state(self) -> dict[str, Any]:
+        """Everything it holds as ints and float64 arrays."""
+    def __eq__(self, other: object) -> bool: ...
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]: ...
+
+@final
+class Sketch:
+    """A finished sketch ``y`` (centred at the data mean) with ``T``, the mean and the variance
+    of the data. Picklable."""
+
+    def __new__(cls, y: _ArrayLike, count: int, mean: _ArrayLike, variance: _ArrayLike) -> Sketch: ...
+    @property
+    def y(self) -> npt.NDArray[np.float64]:
+        """``M x 2``: real and imaginary parts."""
+    @property
+    def values(self) -> npt.NDArray[np.complex128]:
+        """``y`` as a complex array (length ``M``)."""
+    @property
+    def count(self) -> int:
+        """``T``."""
+    @property
+    def mean(self) -> npt.NDArray[np.float64]:
+        """The data mean (length ``p``)."""
+    @property
+    def variance(self) -> npt.NDArray[np.float64]:
+        """The per-coordinate variance of the data."""
+    @property
+    def m(self) -> int:
+        """``M``."""
+    @property
+    def p(self) -> int:
+        """``p``."""
+    def prefix(self, m: int) -> "Sketch":
+        """The sketch at the first ``m`` frequencies."""
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]: ...
+
+def sketch_block(data: _ArrayLike, freqs: Frequencies) -> PartialSketch:
+    """The partial sketch of one block of points (the "map")."""
+def merge(a: PartialSketch, b: PartialSketch, freqs: Frequencies) -> PartialSketch:
+    """The partial sketch of the union of two disjoint shards (the "reduce")."""
+def sketch(data: _ArrayLike, freqs: Frequencies) -> Sketch:
+    """The sketch of an in-memory dataset (``T x p``)."""
+def estimate_sigma2(sample: _ArrayLike, k: int, rounds: int = 10, seed: int = 0) -> float:
+    """The within-cluster variance ``σ²`` by seeded k-means++ and Lloyd on a subsample."""
+def _cluster(
+    sketch: Sketch,
+    freqs: Frequencies,
+    k: int,
+    *,
+    estimator: str = "map",
+    restarts: Optional[int] = None,
+    iterations: Optional[int] = None,
+    rounds: Optional[int] = None,
+    seed: int = 0,
+    sigma2: Optional[float] = None,
+    noise: Optional[float] = None,
+    init: Optional[_ArrayLike] = None,
+    options: Any = None,
+) -> dict[str, Any]: ...
 def _conversion_log(clear: bool = False) -> List[Tuple[str, str]]:
     """``(argument, mode)`` of recent array conversions: ``"view"`` (no copy), ``"copy"`` (one
     copy into the core's storage), ``"converted"`` (a new float64 array first)."""

@@ -9,7 +9,9 @@
 //! * `factors` — priors, layers, outputs and operators as Python classes;
 //! * `pyop` — a Python `matmat`/`rmatmat` object as a core linear operator;
 //! * `network` — the network, Algorithm 1, the state evolution, configuration files;
-//! * `experiments` — the experiments and `compare`.
+//! * `experiments` — the experiments and `compare`;
+//! * `sketch` — sketched clustering: frequencies, mergeable (picklable) partial sketches, the
+//!   recovery of the centroids.
 
 // PyO3's generated code for `#[pyfunction]`s with many arguments.
 #![allow(clippy::too_many_arguments)]
@@ -22,6 +24,7 @@ mod experiments;
 mod factors;
 mod network;
 mod pyop;
+mod sketch;
 mod util;
 
 /// `(argument, mode)` for the recent array conversions, oldest first (`mode`: `"view"` — read
@@ -88,6 +91,14 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(experiments::_mixed, m)?)?;
     m.add_function(wrap_pyfunction!(experiments::_inpaint, m)?)?;
     m.add_function(wrap_pyfunction!(experiments::_compare, m)?)?;
+    m.add_class::<sketch::Frequencies>()?;
+    m.add_class::<sketch::PartialSketch>()?;
+    m.add_class::<sketch::Sketch>()?;
+    m.add_function(wrap_pyfunction!(sketch::sketch_block, m)?)?;
+    m.add_function(wrap_pyfunction!(sketch::merge, m)?)?;
+    m.add_function(wrap_pyfunction!(sketch::sketch, m)?)?;
+    m.add_function(wrap_pyfunction!(sketch::estimate_sigma2, m)?)?;
+    m.add_function(wrap_pyfunction!(sketch::_cluster, m)?)?;
     m.add_function(wrap_pyfunction!(_conversion_log, m)?)?;
     m.add_function(wrap_pyfunction!(_last_call_seconds, m)?)?;
     m.add_function(wrap_pyfunction!(threads, m)?)?;

@@ -72,7 +72,7 @@ pub mod run;
 
 pub use error::{Error, Result};
 pub use rng::rng_from_seed;
-pub use rows::use_deterministic_parallelism;
+pub use rows::{matmul_into, stream_sum, use_deterministic_parallelism};
 
 /// The commonly used items.
 pub mod prelude {

@@ -2,8 +2,11 @@
 //! messages: shape and finiteness checks, right-multiplication by a small `d x d` matrix, and
 //! the parallel row map used by every row-wise denoiser.
 
+mod thin;
+
 use crate::error::{Error, Result};
 use crate::spd::DMat;
+use faer::reborrow::ReborrowMut;
 use faer::{Mat, MatRef};
 use rayon::prelude::*;
 
@@ -24,9 +27,21 @@ pub fn check_shape(what: &str, m: MatRef<'_, f64>, rows: usize, cols: usize) -> 
     Ok(())
 }
 
+/// Column `j` of `m` as a slice when it is contiguous (faer's default layout).
+fn col_slice<'a>(m: MatRef<'a, f64>, j: usize) -> Option<&'a [f64]> {
+    m.col(j).try_as_col_major().map(|c| c.as_slice())
+}
+
 /// Returns the first non-finite entry, if any.
 pub fn first_non_finite(m: MatRef<'_, f64>) -> Option<(usize, usize, f64)> {
     for j in 0..m.ncols() {
+        if let Some(c) = col_slice(m, j) {
+            // A contiguous column is scanned as a slice; only a column with a non-finite
+            // entry is searched again for its position.
+            if c.iter().all(|x| x.is_finite()) {
+                continue;
+            }
+        }
         for i in 0..m.nrows() {
             let x = m[(i, j)];
             if !x.is_finite() {
@@ -60,9 +75,19 @@ pub fn mul_small(r: MatRef<'_, f64>, g: &DMat) -> Mat<f64> {
             if c == 0.0 {
                 continue;
             }
-            let rl = r.col(l);
-            for i in 0..n {
-                oj[i] += c * rl[i];
+            match (oj.rb_mut().try_as_col_major_mut(), col_slice(r, l)) {
+                // The same sums as below, on slices (no bounds checks, vectorised).
+                (Some(o), Some(rl)) => {
+                    for (o, x) in o.as_slice_mut().iter_mut().zip(rl) {
+                        *o += c * x;
+                    }
+                }
+                _ => {
+                    let rl = r.col(l);
+                    for i in 0..n {
+                        oj[i] += c * rl[i];
+                    }
+                }
             }
         }
     }
@@ -93,12 +118,13 @@ pub fn cross_moment(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> DMat {
     let mut out = DMat::zeros(a.ncols(), b.ncols());
     for p in 0..a.ncols() {
         for q in 0..b.ncols() {
-            let ca = a.col(p);
-            let cb = b.col(q);
-            let mut s = 0.0;
-            for i in 0..a.nrows() {
-                s += ca[i] * cb[i];
-            }
+            let s = match (col_slice(a, p), col_slice(b, q)) {
+                (Some(ca), Some(cb)) => ca.iter().zip(cb).fold(0.0, |s, (x, y)| s + x * y),
+                _ => {
+                    let (ca, cb) = (a.col(p), b.col(q));
+                    (0..a.nrows()).fold(0.0, |s, i| s + ca[i] * cb[i])
+                }
+            };
             out[(p, q)] = s / n;
         }
     }
@@ -228,42 +254,48 @@ pub fn matmul(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
 
 /// `out = A B` for the thin products of the engine (`A` large, `B` with `d` columns). Below
 /// `2^20` multiply-adds, one sequential kernel on the calling thread. Above, the rows of `A`
-/// and `out` are split into [`PAR_WIDTH`] fixed halves computed by two sequential kernels under
+/// and `out` are split into two fixed halves (`PAR_WIDTH`) computed by two sequential kernels under
 /// one `rayon::join`: one fork and one join per product. (faer's own parallel kernel forks and
 /// joins once per cache block of the inner dimension; on a busy machine each of those waits for
 /// a descheduled thread, which made two threads up to three times slower than one.) Every entry
 /// is the same sequential sum whatever the pool size, so results do not depend on the threads.
 pub fn matmul_into(out: faer::MatMut<'_, f64>, a: MatRef<'_, f64>, b: MatRef<'_, f64>) {
-    use faer::linalg::matmul::matmul as gemm;
     let m = a.nrows();
     if a.nrows() * a.ncols() * b.ncols() < 1 << 20 || m < 2 * 64 {
-        gemm(out, faer::Accum::Replace, a, b, 1.0, faer::Par::Seq);
+        sequential_product(out, a, b);
         return;
     }
     let half = (m / PAR_WIDTH).next_multiple_of(8).min(m);
     let (top, bottom) = out.split_at_row_mut(half);
     rayon::join(
-        || {
-            gemm(
-                top,
-                faer::Accum::Replace,
-                a.subrows(0, half),
-                b,
-                1.0,
-                faer::Par::Seq,
-            )
-        },
-        || {
-            gemm(
-                bottom,
-                faer::Accum::Replace,
-                a.subrows(half, m - half),
-                b,
-                1.0,
-                faer::Par::Seq,
-            )
-        },
+        || sequential_product(top, a.subrows(0, half), b),
+        || sequential_product(bottom, a.subrows(half, m - half), b),
     );
+}
+
+/// `out = A B` on the calling thread: the streaming kernels of [`thin`] for thin `B`, faer's
+/// sequential kernel otherwise.
+fn sequential_product(out: faer::MatMut<'_, f64>, a: MatRef<'_, f64>, b: MatRef<'_, f64>) {
+    let mut out = out;
+    if !thin::thin_product(out.rb_mut(), a, b) {
+        faer::linalg::matmul::matmul(out, faer::Accum::Replace, a, b, 1.0, faer::Par::Seq);
+    }
+}
+
+/// The sum of `data` with eight independent accumulators, so that the loop is limited by memory
+/// bandwidth rather than by the latency of one chain of additions: the benchmarks measure the
+/// machine's streaming-read bandwidth with it (a plain `iter().sum()` is one dependent chain and
+/// reads at less than half the bandwidth).
+pub fn stream_sum(data: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = data.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 /// The thin SVD `A = U diag(s) V^T` with [`par_for`] parallelism (independent of faer's global
@@ -272,7 +304,13 @@ pub fn thin_svd(a: MatRef<'_, f64>) -> Result<(Mat<f64>, Vec<f64>, Mat<f64>)> {
     use faer::linalg::svd::{svd, svd_scratch, ComputeSvdVectors};
     let (m, n) = (a.nrows(), a.ncols());
     let r = m.min(n);
-    let par = par_for(m * n * r);
+    // Below 2^22 multiply-adds (e.g. the 200 x 100 inputs of Figure 2) faer's parallel SVD
+    // costs more in synchronisation than it saves: two threads made a trial slower than one.
+    let par = if m * n * r < 1 << 22 {
+        faer::Par::Seq
+    } else {
+        par_for(m * n * r)
+    };
     let mut u = Mat::<f64>::zeros(m, r);
     let mut v = Mat::<f64>::zeros(n, r);
     let mut s = faer::diag::Diag::<f64>::zeros(r);

@@ -451,9 +451,15 @@ impl Schedule for AlgorithmStep<'_, '_, '_> {
         let ext = self
             .policy
             .extrinsic(&belief, plus, Some(prev), &loc, self.k)?;
+        // An output whose message does not depend on what it receives sends it exactly, when the
+        // rule left it as it is (no damping or clipping moved it beyond rounding).
+        let message = match self.net.output().likelihood_message() {
+            Some(exact) if same_up_to_rounding(&ext.message, &exact) => exact,
+            _ => ext.message,
+        };
         self.keep_warnings(&loc, &belief);
         self.est_minus[last] = Some(belief);
-        self.finish(last, ext.message)
+        self.finish(last, message)
     }
 
     fn layer_backward(
@@ -477,6 +483,26 @@ impl Schedule for AlgorithmStep<'_, '_, '_> {
         self.est_minus[l - 1] = Some(belief);
         self.finish(l - 1, ext.message)
     }
+}
+
+/// Whether two messages agree to `1e-9` relative (precision in Frobenius norm, means entry by
+/// entry against the largest entry): the exact likelihood message replaces the computed one
+/// only then.
+fn same_up_to_rounding(computed: &Message, exact: &Message) -> bool {
+    let (a, b) = (computed.precision.matrix(), exact.precision.matrix());
+    if a.shape() != b.shape() || (a - b).norm() > 1e-9 * b.norm() {
+        return false;
+    }
+    let (x, y) = (computed.mean.as_ref(), exact.mean.as_ref());
+    if x.nrows() != y.nrows() || x.ncols() != y.ncols() {
+        return false;
+    }
+    let scale = (0..y.ncols())
+        .flat_map(|j| (0..y.nrows()).map(move |i| (i, j)))
+        .fold(0.0f64, |m, (i, j)| m.max(y[(i, j)].abs()));
+    (0..y.ncols())
+        .flat_map(|j| (0..y.nrows()).map(move |i| (i, j)))
+        .all(|(i, j)| (x[(i, j)] - y[(i, j)]).abs() <= 1e-9 * scale.max(f64::MIN_POSITIVE))
 }
 
 impl Solver {

@@ -224,14 +224,24 @@ pub fn predict(
             format!("must be non-empty, got {}", shape_str(f1)),
         ));
     }
-    check_finite("inputs X", x)?;
-    check_finite("F_1", f1)?;
-    check_finite("F_2", f2)?;
+    if check_finite("F_1", f1).is_err() || check_finite("F_2", f2).is_err() {
+        // The same error, in the same order, as checking X first.
+        check_finite("inputs X", x)?;
+        check_finite("F_1", f1)?;
+        check_finite("F_2", f2)?;
+    }
     let mut h = x * f1;
+    // With F_1 finite, a non-finite entry of X makes every entry of its row of X F_1 non-finite
+    // (`±∞·0` is NaN), so X (`n x nin`, the large input) needs a check only then.
+    let mut finite = true;
     for j in 0..d {
         for v in h.col_mut(j).iter_mut() {
+            finite &= v.is_finite();
             *v = activation.eval(*v);
         }
+    }
+    if !finite {
+        check_finite("inputs X", x)?;
     }
     Ok(&h * f2)
 }

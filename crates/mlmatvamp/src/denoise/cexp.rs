@@ -27,7 +27,15 @@
 //!   theorem gives the Jacobian `Γ H^{-1}`). Where `H` is not positive definite (a non-convex
 //!   region) Newton takes gradient steps, and at a point where `H` is still not positive definite
 //!   the Gauss–Newton Hessian stands in for `Σ_i`; both are counted in a warning of the belief
-//!   (and so in the solver's history).
+//!   (and so in the solver's history). The rows are solved by a row solver specialised to this
+//!   objective (one scratch per chunk of rows, the sines and cosines of the line search's
+//!   accepted point reused for the derivatives, loops of compile-time length for `K ≤ 16`): with
+//!   the exact Hessian it performs [`super::newton::minimize`]'s operations (the same bits);
+//!   with the Gauss–Newton Hessian `H = Γ + (u uᵀ + w wᵀ)/v` (`u + i w = g α ∘ e^{i z}`), a
+//!   rank-2 update of the shared `Γ`, the step and `Σ_i = H^{-1}` come from the Woodbury
+//!   identity through `Γ^{-1}` and the prior term along the line search from `Γ(z − r)` and
+//!   `Γ p`, so a Newton step costs `O(K²)` instead of a `K x K` factorisation (equal up to
+//!   rounding).
 //! * **Approximate MMSE** ([`Estimator::Mmse`]), in the spirit of SHyGAMP (Byrne, Chatalic,
 //!   Gribonval and Schniter, 2019): for each `k`, the phase `t = z_k` is integrated exactly by a
 //!   one-dimensional quadrature while the rest of the row is treated as Gaussian given `t`:
@@ -49,15 +57,16 @@
 //! when `max_nodes` binds (very uncertain phases, early iterations) the spacing is coarser and a
 //! warning says so.
 
-use super::newton::{minimize, NewtonOptions, NewtonWorkspace, RowObjective};
+use super::newton::{NewtonOptions, NewtonReport, RowObjective};
 use super::{Estimator, HessianKind, Rng};
 use crate::error::{Error, Result};
 use crate::factor::{Factor, MonteCarloSe, OutputChannel, OutputDenoiser, OutputLaw, OutputShape};
 use crate::message::{Belief, Message};
-use crate::rows::{check_finite, first_non_finite, par_map_rows, shape_str};
+use crate::rows::{
+    check_finite, first_non_finite, par_map_rows, par_map_rows_with, shape_str, RowMapOutput,
+};
 use crate::spd::{sym, DMat};
 use faer::{Mat, MatRef};
-use nalgebra::Cholesky;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
@@ -363,58 +372,101 @@ impl CexpOutput {
         (n, wanted > self.options.max_nodes)
     }
 
+    /// The MAP rows of [`CexpOutput::map_denoise`] with the row solver for `K = N` (`N = 0`: any).
+    fn map_rows<const N: usize>(
+        &self,
+        r: MatRef<'_, f64>,
+        gamma_rows: &[f64],
+        cov_rows: &[f64],
+    ) -> Result<RowMapOutput> {
+        let (m, k) = (self.y.nrows(), self.weights.len());
+        let kind = self.options.hessian;
+        let newton = &self.options.newton;
+        par_map_rows_with(
+            m,
+            k,
+            k * k + 3,
+            || MapRow::<N>::new(k),
+            |row, i, z, acc| {
+                row.set(
+                    (self.y[(i, 0)], self.y[(i, 1)]),
+                    self.gains[i],
+                    self.noise[i],
+                    &self.weights,
+                    |j| r[(i, j)],
+                );
+                z.copy_from_slice(&row.r);
+                let scale = 1.0 + row.r.iter().map(|x| x * x).sum::<f64>().sqrt();
+                if kind == HessianKind::GaussNewton {
+                    let rep = row.minimize_gn(gamma_rows, cov_rows, z, newton, scale)?;
+                    if rep.fallback_steps > 0 {
+                        acc[k * k] += 1.0;
+                    }
+                    if !rep.converged {
+                        acc[k * k + 2] += 1.0;
+                    }
+                    if row.woodbury_covariance(cov_rows, &mut acc[..k * k]) {
+                        return Ok(());
+                    }
+                    // The 2 x 2 capacitance matrix was not positive definite numerically: the
+                    // Cholesky inverse of the assembled Hessian.
+                    row.derivatives(gamma_rows, z, HessianKind::GaussNewton);
+                } else {
+                    let rep = row.minimize(gamma_rows, z, kind, newton, scale)?;
+                    if rep.fallback_steps > 0 {
+                        acc[k * k] += 1.0;
+                    }
+                    if !rep.converged {
+                        acc[k * k + 2] += 1.0;
+                    }
+                }
+                if !row.covariance_into_inverse() {
+                    acc[k * k + 1] += 1.0;
+                    // Gauss–Newton curvature at the solution (the sines and cosines at `z` are
+                    // those of the last evaluation of the derivatives).
+                    row.derivatives(gamma_rows, z, HessianKind::GaussNewton);
+                    if !row.covariance_into_inverse() {
+                        return Err(Error::Numerical {
+                            what: "complex-exponential MAP denoiser".into(),
+                            detail: format!("the Gauss–Newton Hessian of row {i} is singular"),
+                        });
+                    }
+                }
+                for (a, c) in acc[..k * k].iter_mut().zip(row.inv.iter()) {
+                    *a += c;
+                }
+                Ok(())
+            },
+        )
+    }
+
     fn map_denoise(&self, plus: &Message) -> Result<Belief> {
         let (m, k) = (self.y.nrows(), self.weights.len());
         let gamma = plus.precision.matrix();
+        // Γ row-major, shared by every row.
+        let gamma_rows: Vec<f64> = (0..k * k).map(|i| gamma[(i / k, i % k)]).collect();
         let r = plus.mean.as_ref();
+        // With the Gauss–Newton curvature, H_i = Γ + (u_i u_iᵀ + w_i w_iᵀ)/v_i is a rank-2 update
+        // of Γ, solved through C = Γ^{-1} (row-major) by the Woodbury identity.
+        let cov_rows: Vec<f64> = if self.options.hessian == HessianKind::GaussNewton {
+            let c = plus.precision.inverse();
+            (0..k * k).map(|i| c[(i / k, i % k)]).collect()
+        } else {
+            vec![]
+        };
         // Accumulator: Σ_i H_i^{-1} (k*k), rows with gradient fallbacks, rows whose final
-        // Hessian was not positive definite, rows that did not converge.
-        let out = par_map_rows(m, k, k * k + 3, |i, z, acc| {
-            let obj = RowFit {
-                y: (self.y[(i, 0)], self.y[(i, 1)]),
-                g: self.gains[i],
-                v: self.noise[i],
-                alpha: &self.weights,
-                r: (0..k).map(|j| r[(i, j)]).collect(),
-                gamma,
-            };
-            z.copy_from_slice(&obj.r);
-            let mut ws = NewtonWorkspace::new(k);
-            let scale = 1.0 + obj.r.iter().map(|x| x * x).sum::<f64>().sqrt();
-            let rep = minimize(
-                &obj,
-                z,
-                self.options.hessian,
-                &self.options.newton,
-                scale,
-                &mut ws,
-            )?;
-            if rep.fallback_steps > 0 {
-                acc[k * k] += 1.0;
-            }
-            if !rep.converged {
-                acc[k * k + 2] += 1.0;
-            }
-            let cov = match Cholesky::new(ws.hessian().clone()) {
-                Some(ch) => ch.inverse(),
-                None => {
-                    acc[k * k + 1] += 1.0;
-                    let mut h = DMat::zeros(k, k);
-                    let mut g = vec![0.0; k];
-                    obj.derivatives(z, HessianKind::GaussNewton, &mut g, &mut h);
-                    Cholesky::new(h)
-                        .ok_or_else(|| Error::Numerical {
-                            what: "complex-exponential MAP denoiser".into(),
-                            detail: format!("the Gauss–Newton Hessian of row {i} is singular"),
-                        })?
-                        .inverse()
+        // Hessian was not positive definite, rows that did not converge. The row solver is
+        // compiled for every K up to 16 (loops of known length); any other K takes the general
+        // one. All perform the same operations.
+        macro_rules! dispatch {
+            ($($n:literal)*) => {
+                match k {
+                    $($n => self.map_rows::<$n>(r, &gamma_rows, &cov_rows)?,)*
+                    _ => self.map_rows::<0>(r, &gamma_rows, &cov_rows)?,
                 }
             };
-            for (a, c) in acc[..k * k].iter_mut().zip(cov.iter()) {
-                *a += c;
-            }
-            Ok(())
-        })?;
+        }
+        let out = dispatch!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
         let nf = m as f64;
         let cov = DMat::from_fn(k, k, |a, b| out.acc[a + b * k] / nf);
         let mut belief = Belief::new(out.rows, sym(&cov));
@@ -549,6 +601,642 @@ impl RowObjective for RowFit<'_> {
             grad[a] = (er * u[a].1 - ei * u[a].0) * iv + gz;
         }
         (er * er + ei * ei) * iv * 0.5 + prior
+    }
+}
+
+/// The MAP row solver with its scratch (one per chunk of rows, so that no row allocates): the
+/// damped Newton iteration of [`super::newton::minimize`] on the objective of [`RowFit`],
+/// specialised to it. It performs the same floating-point operations in the same order (the
+/// Cholesky factorisation, triangular solves and dot products of `nalgebra` included), so the
+/// results are bit-identical to the generic solver's, but it keeps the sines and cosines of the
+/// line search's accepted point for the derivatives there (one `sin_cos` per phase and
+/// evaluation instead of three per Newton step) and works on flat arrays.
+struct MapRow<const N: usize> {
+    /// `K` when `N = 0` (any `K`); for `N > 0` the dimension is `N`, known at compile time.
+    k: usize,
+    y: (f64, f64),
+    /// `v` and `1/v`.
+    v: f64,
+    iv: f64,
+    /// `g α_j`.
+    ga: Vec<f64>,
+    /// `u_j = g α_j e^{i z_j}` (real, imaginary part) at the current point.
+    u0: Vec<f64>,
+    u1: Vec<f64>,
+    /// The message mean of the row.
+    r: Vec<f64>,
+    /// `z − r` at the last evaluated point.
+    dz: Vec<f64>,
+    /// The residual `e` at the current point (Gauss–Newton path).
+    res: (f64, f64),
+    /// Gauss–Newton path: `Γ (z − r)` at the current point, `Γ p` of the step, and `C u`,
+    /// `C w`, `C g` (`C = Γ^{-1}`).
+    gz: Vec<f64>,
+    gp: Vec<f64>,
+    cu0: Vec<f64>,
+    cu1: Vec<f64>,
+    cg: Vec<f64>,
+    /// Sine and cosine of the phases at the current point and at the line search's trial point.
+    sin: Vec<f64>,
+    cos: Vec<f64>,
+    tsin: Vec<f64>,
+    tcos: Vec<f64>,
+    grad: Vec<f64>,
+    /// The Hessian, column-major (`hess[a + b k] = H_ab`).
+    hess: Vec<f64>,
+    /// Cholesky factor (lower triangle, column-major, as `nalgebra` stores it).
+    factor: Vec<f64>,
+    step: Vec<f64>,
+    trial: Vec<f64>,
+    /// `H^{-1}`, column-major.
+    inv: Vec<f64>,
+}
+
+/// `nalgebra`'s dot product of two equally long slices (eight accumulators over blocks of eight,
+/// then the tail in order), for bit-identical triangular solves.
+#[inline]
+fn nalgebra_dot(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len();
+    let mut res = 0.0;
+    let mut i = 0;
+    let mut acc = [0.0f64; 8];
+    while n - i >= 8 {
+        for q in 0..8 {
+            acc[q] += x[i + q] * y[i + q];
+        }
+        i += 8;
+    }
+    res += acc[0] + acc[4];
+    res += acc[1] + acc[5];
+    res += acc[2] + acc[6];
+    res += acc[3] + acc[7];
+    for q in i..n {
+        res += x[q] * y[q];
+    }
+    res
+}
+
+/// `nalgebra`'s `Cholesky::new` of the `n x n` column-major `a` in place (lower triangle; the
+/// strict upper triangle is left as it was). Returns `false` if a pivot is zero, negative or NaN.
+fn cholesky_in_place<const N: usize>(l: &mut [f64], n: usize) -> bool {
+    let n = if N > 0 { N } else { n };
+    let l = &mut l[..n * n];
+    for j in 0..n {
+        let (left, right) = l.split_at_mut(j * n);
+        let col_j = &mut right[..n];
+        for kk in 0..j {
+            let col_k = &left[kk * n..(kk + 1) * n];
+            let factor = -col_k[j];
+            for i in j..n {
+                col_j[i] += factor * col_k[i];
+            }
+        }
+        let diag = col_j[j];
+        if diag <= 0.0 || diag.is_nan() {
+            return false;
+        }
+        let denom = diag.sqrt();
+        col_j[j] = denom;
+        for x in col_j[j + 1..].iter_mut() {
+            *x /= denom;
+        }
+    }
+    true
+}
+
+/// `nalgebra`'s `Cholesky::solve_mut` for one right-hand side `b`: `L y = b`, then `Lᵀ x = y`.
+/// `skip` leading entries of `b` are known to be zero (they stay zero in the forward pass).
+fn cholesky_solve<const N: usize>(l: &[f64], n: usize, b: &mut [f64], skip: usize) {
+    let n = if N > 0 { N } else { n };
+    let (l, b) = (&l[..n * n], &mut b[..n]);
+    for i in skip..n {
+        let coeff = b[i] / l[i + i * n];
+        b[i] = coeff;
+        let col = &l[i * n..(i + 1) * n];
+        for r in i + 1..n {
+            b[r] += -coeff * col[r];
+        }
+    }
+    for i in (0..n).rev() {
+        let dot = nalgebra_dot(&l[i * n + i + 1..(i + 1) * n], &b[i + 1..n]);
+        b[i] = (b[i] - dot) / l[i + i * n];
+    }
+}
+
+impl<const N: usize> MapRow<N> {
+    /// The dimension `K`.
+    #[inline(always)]
+    fn k(&self) -> usize {
+        if N > 0 {
+            N
+        } else {
+            self.k
+        }
+    }
+
+    fn new(k: usize) -> Self {
+        debug_assert!(N == 0 || N == k);
+        let v = || vec![0.0; k];
+        MapRow {
+            k,
+            y: (0.0, 0.0),
+            v: 1.0,
+            iv: 1.0,
+            ga: v(),
+            u0: v(),
+            u1: v(),
+            r: v(),
+            dz: v(),
+            res: (0.0, 0.0),
+            gz: v(),
+            gp: v(),
+            cu0: v(),
+            cu1: v(),
+            cg: v(),
+            sin: v(),
+            cos: v(),
+            tsin: v(),
+            tcos: v(),
+            grad: v(),
+            hess: vec![0.0; k * k],
+            factor: vec![0.0; k * k],
+            step: v(),
+            trial: v(),
+            inv: vec![0.0; k * k],
+        }
+    }
+
+    /// Loads row `i`: observation, gain, noise variance, weights and message mean `r_j`.
+    fn set(&mut self, y: (f64, f64), g: f64, v: f64, alpha: &[f64], r: impl Fn(usize) -> f64) {
+        self.y = y;
+        self.v = v;
+        self.iv = 1.0 / v;
+        for (j, a) in alpha.iter().enumerate() {
+            self.ga[j] = g * a;
+            self.r[j] = r(j);
+        }
+    }
+
+    /// The residual `e = y − Σ g α_j e^{i z_j}` from the sines and cosines `(s, c)`.
+    #[inline]
+    fn residual(&self, s: &[f64], c: &[f64]) -> (f64, f64) {
+        let (mut re, mut im) = (self.y.0, self.y.1);
+        for ((ga, s), c) in self.ga.iter().zip(s).zip(c) {
+            re -= ga * c;
+            im -= ga * s;
+        }
+        (re, im)
+    }
+
+    /// `f(z)` at the trial point `self.trial`, whose sines and cosines are kept in
+    /// `tsin`, `tcos` ([`RowFit::value`]'s operations).
+    fn trial_value(&mut self, gamma: &[f64]) -> f64 {
+        let k = self.k();
+        for j in 0..k {
+            let (s, c) = self.trial[j].sin_cos();
+            self.tsin[j] = s;
+            self.tcos[j] = c;
+            self.dz[j] = self.trial[j] - self.r[j];
+        }
+        let (er, ei) = self.residual(&self.tsin, &self.tcos);
+        let mut q = 0.0;
+        for a in 0..k {
+            let da = self.dz[a];
+            let row = &gamma[a * k..(a + 1) * k];
+            for (g, db) in row.iter().zip(&self.dz) {
+                q += da * g * db;
+            }
+        }
+        (er * er + ei * ei) / (2.0 * self.v) + 0.5 * q
+    }
+
+    /// `f(z)`, the gradient and the Hessian of kind `kind` at `z`, whose sines and cosines are
+    /// in `sin`, `cos` ([`RowFit::derivatives`]'s operations).
+    fn derivatives(&mut self, gamma: &[f64], z: &[f64], kind: HessianKind) -> f64 {
+        let k = self.k();
+        let (er, ei) = self.residual(&self.sin, &self.cos);
+        for j in 0..k {
+            self.dz[j] = z[j] - self.r[j];
+        }
+        for j in 0..k {
+            self.u0[j] = self.ga[j] * self.cos[j];
+            self.u1[j] = self.ga[j] * self.sin[j];
+        }
+        let iv = self.iv;
+        let (u0, u1, dz) = (&self.u0[..k], &self.u1[..k], &self.dz[..k]);
+        let hess = &mut self.hess[..k * k];
+        let mut prior = 0.0;
+        for a in 0..k {
+            let (ua0, ua1) = (u0[a], u1[a]);
+            let row = &gamma[a * k..(a + 1) * k];
+            let mut gz = 0.0;
+            for b in 0..k {
+                gz += row[b] * dz[b];
+                let mut h = (ua0 * u0[b] + ua1 * u1[b]) * iv + row[b];
+                if a == b && kind == HessianKind::Exact {
+                    h += (er * ua0 + ei * ua1) * iv;
+                }
+                hess[a + b * k] = h;
+            }
+            prior += 0.5 * dz[a] * gz;
+            self.grad[a] = (er * ua1 - ei * ua0) * iv + gz;
+        }
+        (er * er + ei * ei) * iv * 0.5 + prior
+    }
+
+    /// `newton::newton_direction`: `p = −H^{-1} g`; `false` if `H` is not positive definite.
+    fn newton_direction(&mut self) -> bool {
+        let k = self.k();
+        self.factor.copy_from_slice(&self.hess);
+        if !cholesky_in_place::<N>(&mut self.factor, k) {
+            return false;
+        }
+        for j in 0..k {
+            self.step[j] = -self.grad[j];
+        }
+        cholesky_solve::<N>(&self.factor, k, &mut self.step, 0);
+        self.step.iter().all(|x| x.is_finite())
+    }
+
+    /// `newton::gradient_direction`.
+    fn gradient_direction(&mut self) {
+        let k = self.k();
+        let mut kappa = 0.0_f64;
+        for a in 0..k {
+            let s: f64 = (0..k).map(|b| self.hess[a + b * k].abs()).sum();
+            kappa = kappa.max(s);
+        }
+        if !(kappa.is_finite() && kappa > 0.0) {
+            kappa = 1.0;
+        }
+        for j in 0..k {
+            self.step[j] = -self.grad[j] / kappa;
+        }
+    }
+
+    /// `newton::line_search`; on success `v` and the current sines and cosines move to the
+    /// accepted point.
+    fn line_search(
+        &mut self,
+        gamma: &[f64],
+        v: &mut [f64],
+        f: f64,
+        opts: &NewtonOptions,
+    ) -> Option<f64> {
+        let slope: f64 = self
+            .grad
+            .iter()
+            .zip(self.step.iter())
+            .map(|(g, p)| g * p)
+            .sum();
+        if slope.is_nan() || slope >= 0.0 {
+            return None;
+        }
+        let noise = 8.0 * f64::EPSILON * (1.0 + f.abs());
+        let mut t = 1.0;
+        for _ in 0..=opts.max_halvings {
+            for ((x, &vj), &pj) in self.trial.iter_mut().zip(v.iter()).zip(self.step.iter()) {
+                *x = vj + t * pj;
+            }
+            let ft = self.trial_value(gamma);
+            if ft.is_finite() && ft <= f + opts.armijo * t * slope + noise {
+                v.copy_from_slice(&self.trial);
+                std::mem::swap(&mut self.sin, &mut self.tsin);
+                std::mem::swap(&mut self.cos, &mut self.tcos);
+                return Some(ft);
+            }
+            t *= 0.5;
+        }
+        None
+    }
+
+    /// `newton::minimize` from `v` (overwritten with the solution); afterwards `hess` holds the
+    /// Hessian of kind `kind` at the returned point.
+    fn minimize(
+        &mut self,
+        gamma: &[f64],
+        v: &mut [f64],
+        kind: HessianKind,
+        opts: &NewtonOptions,
+        scale: f64,
+    ) -> Result<NewtonReport> {
+        for j in 0..self.k() {
+            let (s, c) = v[j].sin_cos();
+            self.sin[j] = s;
+            self.cos[j] = c;
+        }
+        let tol = opts.grad_tol * scale;
+        let mut report = NewtonReport {
+            converged: false,
+            iterations: 0,
+            fallback_steps: 0,
+            value: f64::NAN,
+            grad_norm: f64::NAN,
+        };
+        loop {
+            let f = self.derivatives(gamma, v, kind);
+            let gn = self.grad.iter().map(|a| a * a).sum::<f64>().sqrt();
+            report.value = f;
+            report.grad_norm = gn;
+            if !f.is_finite() || !gn.is_finite() || self.hess.iter().any(|x| !x.is_finite()) {
+                return Err(Error::Numerical {
+                    what: "Newton MAP solver".into(),
+                    detail: format!(
+                        "objective or its derivatives are not finite at iteration {} (f = {f}, |g| = {gn})",
+                        report.iterations
+                    ),
+                });
+            }
+            if gn <= tol {
+                report.converged = true;
+                return Ok(report);
+            }
+            if report.iterations >= opts.max_iterations {
+                return Ok(report);
+            }
+            let accepted = if self.newton_direction() {
+                match self.line_search(gamma, v, f, opts) {
+                    Some(_) => true,
+                    None => {
+                        self.gradient_direction();
+                        report.fallback_steps += 1;
+                        self.line_search(gamma, v, f, opts).is_some()
+                    }
+                }
+            } else {
+                self.gradient_direction();
+                report.fallback_steps += 1;
+                self.line_search(gamma, v, f, opts).is_some()
+            };
+            if !accepted {
+                return Ok(report);
+            }
+            report.iterations += 1;
+        }
+    }
+
+    /// `y = A x` for the row-major `k x k` matrix `a`.
+    #[inline]
+    fn matvec(a: &[f64], x: &[f64], y: &mut [f64], k: usize) {
+        for (row, yi) in a[..k * k].chunks_exact(k).zip(y[..k].iter_mut()) {
+            let mut s = 0.0;
+            for (aj, xj) in row.iter().zip(&x[..k]) {
+                s += aj * xj;
+            }
+            *yi = s;
+        }
+    }
+
+    /// Gauss–Newton solve: `C u`, `C w` and the 2 x 2 capacitance matrix
+    /// `S = v I + [u w]ᵀ C [u w]` at the current point (`u`, `w` = `u0`, `u1`); `None` if `S` is
+    /// not positive definite numerically.
+    fn capacitance(&mut self, cov: &[f64]) -> Option<[f64; 3]> {
+        let k = self.k();
+        Self::matvec(cov, &self.u0, &mut self.cu0, k);
+        Self::matvec(cov, &self.u1, &mut self.cu1, k);
+        let dot =
+            |a: &[f64], b: &[f64]| a[..k].iter().zip(&b[..k]).map(|(x, y)| x * y).sum::<f64>();
+        let s00 = self.v + dot(&self.u0, &self.cu0);
+        let s11 = self.v + dot(&self.u1, &self.cu1);
+        let s01 = 0.5 * (dot(&self.u0, &self.cu1) + dot(&self.u1, &self.cu0));
+        let det = s00 * s11 - s01 * s01;
+        if det > 0.0 && det.is_finite() && s00 > 0.0 {
+            Some([s11 / det, -s01 / det, s00 / det])
+        } else {
+            None
+        }
+    }
+
+    /// `f`, the gradient, `u` and `w` at the current point from the kept sines, cosines,
+    /// `Γ (z − r)` and `(z − r)ᵀ Γ (z − r) = q`.
+    fn gn_derivatives(&mut self, q: f64) -> f64 {
+        let k = self.k();
+        let (er, ei) = self.residual(&self.sin, &self.cos);
+        self.res = (er, ei);
+        let iv = self.iv;
+        for a in 0..k {
+            let (u0, u1) = (self.ga[a] * self.cos[a], self.ga[a] * self.sin[a]);
+            self.u0[a] = u0;
+            self.u1[a] = u1;
+            self.grad[a] = (er * u1 - ei * u0) * iv + self.gz[a];
+        }
+        (er * er + ei * ei) * iv * 0.5 + 0.5 * q
+    }
+
+    /// [`MapRow::minimize`] with the Gauss–Newton curvature, in `O(K²)` per step: the step
+    /// `p = −H^{-1} g` by the Woodbury identity through `C = Γ^{-1}` (`cov`, row-major), and the
+    /// prior term along the line search from `Γ (z − r)` and `Γ p` (no `K x K` matrix is formed
+    /// or factorised). The same stopping rule, Armijo line search and gradient fallback.
+    fn minimize_gn(
+        &mut self,
+        gamma: &[f64],
+        cov: &[f64],
+        v: &mut [f64],
+        opts: &NewtonOptions,
+        scale: f64,
+    ) -> Result<NewtonReport> {
+        let k = self.k();
+        for j in 0..k {
+            let (s, c) = v[j].sin_cos();
+            self.sin[j] = s;
+            self.cos[j] = c;
+            self.dz[j] = v[j] - self.r[j];
+        }
+        Self::matvec(gamma, &self.dz, &mut self.gz, k);
+        let mut q: f64 = self.dz[..k]
+            .iter()
+            .zip(&self.gz[..k])
+            .map(|(a, b)| a * b)
+            .sum();
+        let tol = opts.grad_tol * scale;
+        let mut report = NewtonReport {
+            converged: false,
+            iterations: 0,
+            fallback_steps: 0,
+            value: f64::NAN,
+            grad_norm: f64::NAN,
+        };
+        loop {
+            let f = self.gn_derivatives(q);
+            let gn = self.grad[..k].iter().map(|a| a * a).sum::<f64>().sqrt();
+            report.value = f;
+            report.grad_norm = gn;
+            if !f.is_finite() || !gn.is_finite() {
+                return Err(Error::Numerical {
+                    what: "Newton MAP solver".into(),
+                    detail: format!(
+                        "objective or its derivatives are not finite at iteration {} (f = {f}, |g| = {gn})",
+                        report.iterations
+                    ),
+                });
+            }
+            if gn <= tol {
+                report.converged = true;
+                return Ok(report);
+            }
+            if report.iterations >= opts.max_iterations {
+                return Ok(report);
+            }
+            // p = −(C g − [Cu Cw] S^{-1} [Cu Cw]ᵀ g).
+            let newton = match self.capacitance(cov) {
+                Some([i00, i01, i11]) => {
+                    // C g = C ((e_re w − e_im u)/v + Γ(z − r)) = (e_re Cw − e_im Cu)/v + (z − r).
+                    let (er, ei) = self.res;
+                    for j in 0..k {
+                        self.cg[j] = (er * self.cu1[j] - ei * self.cu0[j]) * self.iv + self.dz[j];
+                    }
+                    let t0: f64 = self.cu0[..k]
+                        .iter()
+                        .zip(&self.grad[..k])
+                        .map(|(a, b)| a * b)
+                        .sum();
+                    let t1: f64 = self.cu1[..k]
+                        .iter()
+                        .zip(&self.grad[..k])
+                        .map(|(a, b)| a * b)
+                        .sum();
+                    let (s0, s1) = (i00 * t0 + i01 * t1, i01 * t0 + i11 * t1);
+                    for j in 0..k {
+                        self.step[j] = -(self.cg[j] - self.cu0[j] * s0 - self.cu1[j] * s1);
+                    }
+                    self.step[..k].iter().all(|x| x.is_finite())
+                }
+                None => false,
+            };
+            let accepted = if newton {
+                match self.gn_line_search(gamma, v, f, &mut q, opts) {
+                    true => true,
+                    false => {
+                        self.gn_gradient_direction(gamma);
+                        report.fallback_steps += 1;
+                        self.gn_line_search(gamma, v, f, &mut q, opts)
+                    }
+                }
+            } else {
+                self.gn_gradient_direction(gamma);
+                report.fallback_steps += 1;
+                self.gn_line_search(gamma, v, f, &mut q, opts)
+            };
+            if !accepted {
+                return Ok(report);
+            }
+            report.iterations += 1;
+        }
+    }
+
+    /// [`MapRow::gradient_direction`] for the Gauss–Newton Hessian `Γ + (u uᵀ + w wᵀ)/v`.
+    fn gn_gradient_direction(&mut self, gamma: &[f64]) {
+        let k = self.k();
+        let mut kappa = 0.0_f64;
+        for a in 0..k {
+            let s: f64 = (0..k)
+                .map(|b| {
+                    ((self.u0[a] * self.u0[b] + self.u1[a] * self.u1[b]) * self.iv
+                        + gamma[a * k + b])
+                        .abs()
+                })
+                .sum();
+            kappa = kappa.max(s);
+        }
+        if !(kappa.is_finite() && kappa > 0.0) {
+            kappa = 1.0;
+        }
+        for j in 0..k {
+            self.step[j] = -self.grad[j] / kappa;
+        }
+    }
+
+    /// [`MapRow::line_search`] with the prior term `½ (d + t p)ᵀ Γ (d + t p)` expanded in `t`;
+    /// on success `v`, the sines and cosines, `z − r`, `Γ (z − r)` and `q` move to the accepted
+    /// point.
+    fn gn_line_search(
+        &mut self,
+        gamma: &[f64],
+        v: &mut [f64],
+        f: f64,
+        q: &mut f64,
+        opts: &NewtonOptions,
+    ) -> bool {
+        let k = self.k();
+        let slope: f64 = self.grad[..k]
+            .iter()
+            .zip(&self.step[..k])
+            .map(|(g, p)| g * p)
+            .sum();
+        if slope.is_nan() || slope >= 0.0 {
+            return false;
+        }
+        Self::matvec(gamma, &self.step, &mut self.gp, k);
+        let cross: f64 = (0..k)
+            .map(|j| self.step[j] * self.gz[j] + self.dz[j] * self.gp[j])
+            .sum();
+        let quad: f64 = self.step[..k]
+            .iter()
+            .zip(&self.gp[..k])
+            .map(|(a, b)| a * b)
+            .sum();
+        let noise = 8.0 * f64::EPSILON * (1.0 + f.abs());
+        let mut t = 1.0;
+        for _ in 0..=opts.max_halvings {
+            for j in 0..k {
+                let x = v[j] + t * self.step[j];
+                self.trial[j] = x;
+                let (s, c) = x.sin_cos();
+                self.tsin[j] = s;
+                self.tcos[j] = c;
+            }
+            let (er, ei) = self.residual(&self.tsin, &self.tcos);
+            let qt = *q + t * cross + t * t * quad;
+            let ft = (er * er + ei * ei) / (2.0 * self.v) + 0.5 * qt;
+            if ft.is_finite() && ft <= f + opts.armijo * t * slope + noise {
+                v[..k].copy_from_slice(&self.trial[..k]);
+                std::mem::swap(&mut self.sin, &mut self.tsin);
+                std::mem::swap(&mut self.cos, &mut self.tcos);
+                for j in 0..k {
+                    self.dz[j] = v[j] - self.r[j];
+                    self.gz[j] += t * self.gp[j];
+                }
+                *q = qt;
+                return true;
+            }
+            t *= 0.5;
+        }
+        false
+    }
+
+    /// Adds `H^{-1} = C − [Cu Cw] S^{-1} [Cu Cw]ᵀ` at the current point to `acc` (column-major);
+    /// `false` (nothing added) if `S` is not positive definite numerically.
+    fn woodbury_covariance(&mut self, cov: &[f64], acc: &mut [f64]) -> bool {
+        let k = self.k();
+        // u, w at the solution (gn_derivatives ran there last).
+        let Some([i00, i01, i11]) = self.capacitance(cov) else {
+            return false;
+        };
+        for b in 0..k {
+            let (x0, x1) = (self.cu0[b], self.cu1[b]);
+            let (y0, y1) = (i00 * x0 + i01 * x1, i01 * x0 + i11 * x1);
+            let col = &mut acc[b * k..(b + 1) * k];
+            for a in 0..k {
+                col[a] += cov[a * k + b] - (self.cu0[a] * y0 + self.cu1[a] * y1);
+            }
+        }
+        true
+    }
+
+    /// `inv = H^{-1}` (`nalgebra`'s `Cholesky::inverse`); `false` if `H` is not positive definite.
+    fn covariance_into_inverse(&mut self) -> bool {
+        let k = self.k();
+        self.factor.copy_from_slice(&self.hess);
+        if !cholesky_in_place::<N>(&mut self.factor, k) {
+            return false;
+        }
+        self.inv.fill(0.0);
+        for c in 0..k {
+            let col = &mut self.inv[c * k..(c + 1) * k];
+            col[c] = 1.0;
+            cholesky_solve::<N>(&self.factor, k, col, c);
+        }
+        true
     }
 }
 
@@ -834,4 +1522,155 @@ pub fn row_objective(
     let mut hess = DMat::zeros(k, k);
     let f = obj.derivatives(z, HessianKind::Exact, &mut grad, &mut hess);
     (f, grad, hess)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::denoise::newton::{minimize, NewtonWorkspace};
+    use crate::rng::{rng_from_seed, standard_normal};
+    use crate::spd::Spd;
+    use nalgebra::Cholesky;
+
+    /// The reference: every row by the generic `newton::minimize` on [`RowFit`], `Σ_i` by
+    /// `nalgebra`'s Cholesky inverse (the denoiser before its specialised row solvers).
+    fn reference(out: &CexpOutput, plus: &Message) -> (Mat<f64>, DMat) {
+        let (m, k) = (out.y.nrows(), out.weights.len());
+        let gamma = plus.precision.matrix();
+        let mut est = Mat::zeros(m, k);
+        let mut acc = DMat::zeros(k, k);
+        // Summed per chunk of rows, then over chunks, as `par_map_rows` does.
+        let mut chunk = DMat::zeros(k, k);
+        for i in 0..m {
+            if i % crate::rows::ROW_CHUNK == 0 {
+                acc += &chunk;
+                chunk.fill(0.0);
+            }
+            let obj = RowFit {
+                y: (out.y[(i, 0)], out.y[(i, 1)]),
+                g: out.gains[i],
+                v: out.noise[i],
+                alpha: &out.weights,
+                r: (0..k).map(|j| plus.mean[(i, j)]).collect(),
+                gamma,
+            };
+            let mut z = obj.r.clone();
+            let mut ws = NewtonWorkspace::new(k);
+            let scale = 1.0 + obj.r.iter().map(|x| x * x).sum::<f64>().sqrt();
+            minimize(
+                &obj,
+                &mut z,
+                out.options.hessian,
+                &out.options.newton,
+                scale,
+                &mut ws,
+            )
+            .unwrap();
+            chunk += match Cholesky::new(ws.hessian().clone()) {
+                Some(ch) => ch.inverse(),
+                None => {
+                    let mut h = DMat::zeros(k, k);
+                    let mut g = vec![0.0; k];
+                    obj.derivatives(&z, HessianKind::GaussNewton, &mut g, &mut h);
+                    Cholesky::new(h).unwrap().inverse()
+                }
+            };
+            for j in 0..k {
+                est[(i, j)] = z[j];
+            }
+        }
+        acc += &chunk;
+        (est, acc / m as f64)
+    }
+
+    fn problem(k: usize, hessian: HessianKind, seed: u64) -> (CexpOutput, Message) {
+        let m = 300;
+        let mut rng = rng_from_seed(seed);
+        let z = standard_normal(m, k, &mut rng);
+        let weights: Vec<f64> = (0..k).map(|j| 1.0 + 0.1 * j as f64).collect();
+        let total: f64 = weights.iter().sum();
+        let weights: Vec<f64> = weights.iter().map(|w| w / total).collect();
+        let gains: Vec<f64> = (0..m).map(|i| 0.3 + 0.7 * (i as f64 / m as f64)).collect();
+        let noise: Vec<f64> = (0..m).map(|i| 1e-3 + 1e-4 * (i % 7) as f64).collect();
+        // A tight gradient tolerance, so that the two Gauss–Newton paths (equal up to rounding)
+        // stop at the same point up to rounding.
+        let options = CexpOptions {
+            hessian,
+            newton: NewtonOptions {
+                grad_tol: 1e-13,
+                ..NewtonOptions::default()
+            },
+            ..CexpOptions::default()
+        };
+        let proto = CexpOutput::new(
+            Mat::zeros(m, 2),
+            gains,
+            weights,
+            noise,
+            Estimator::Map,
+            options,
+        )
+        .unwrap();
+        let out = proto.draw(z.as_ref(), &mut rng).unwrap();
+        // The message: the truth plus noise, with a correlated precision.
+        let mean = &z + standard_normal(m, k, &mut rng) * faer::Scale(0.3);
+        let b = DMat::from_fn(k, k, |a, c| {
+            if a == c {
+                2.0
+            } else {
+                0.3 / (1.0 + (a + c) as f64)
+            }
+        });
+        let precision = Spd::from_symmetric("Γ", &b * b.transpose()).unwrap();
+        (out, Message { mean, precision })
+    }
+
+    /// With the exact Hessian the specialised row solver gives the generic Newton solver's bits
+    /// (fixed-size path for `K ≤ 16`, general path above); with Gauss–Newton (the Woodbury
+    /// path, `O(K²)` per step) the same estimates and covariance up to rounding.
+    #[test]
+    fn specialised_map_rows_match_the_generic_newton_solver() {
+        for (k, seed) in [(1usize, 1u64), (3, 2), (10, 3), (20, 4)] {
+            let (out, plus) = problem(k, HessianKind::Exact, seed);
+            let got = out.denoise(&plus).unwrap();
+            let (est, cov) = reference(&out, &plus);
+            for i in 0..est.nrows() {
+                for j in 0..k {
+                    assert_eq!(
+                        got.mean[(i, j)].to_bits(),
+                        est[(i, j)].to_bits(),
+                        "K = {k}, exact Hessian, row {i}"
+                    );
+                }
+            }
+            assert!(
+                (&got.cov - &sym(&cov)).norm() == 0.0,
+                "K = {k}, exact Hessian Σ"
+            );
+
+            let (out, plus) = problem(k, HessianKind::GaussNewton, seed);
+            let got = out.denoise(&plus).unwrap();
+            let (est, cov) = reference(&out, &plus);
+            let scale = 1.0 + est.norm_max();
+            // Rows where Gauss–Newton (linear convergence) stops on the iteration limit or at
+            // the rounding level of `f` before the tolerance may end apart by more.
+            let apart = (0..est.nrows())
+                .filter(|&i| (0..k).any(|j| (got.mean[(i, j)] - est[(i, j)]).abs() > 1e-10))
+                .count();
+            assert!(
+                apart * 100 <= est.nrows(),
+                "K = {k}, Gauss–Newton: {apart} rows apart"
+            );
+            let dmean = (&got.mean - &est).norm_max();
+            assert!(
+                dmean <= 1e-6 * scale,
+                "K = {k}, Gauss–Newton: mean differs by {dmean:e}"
+            );
+            let dcov = (&got.cov - &sym(&cov)).norm() / cov.norm();
+            assert!(
+                dcov <= 1e-8,
+                "K = {k}, Gauss–Newton: Σ differs by {dcov:e} (relative)"
+            );
+        }
+    }
 }

@@ -32,7 +32,8 @@ pub struct LinearLayer {
     svd_seconds: f64,
     /// The last `U_r^T R⁻` and `V_r^T R⁺` with their inputs: within an iteration the backward
     /// call gets the same `R⁺` as the forward call, and a fully observed AWGN output sends the
-    /// same `R⁻` at every iteration, so each product that streams a whole factor is reused when
+    /// same `R⁻` at every iteration (its exact likelihood message, see
+    /// `OutputDenoiser::likelihood_message`), so each product that streams a whole factor is reused when
     /// its input is bit-identical (the result is the same bits as recomputing it).
     ut_minus: ProductCache,
     vt_plus: ProductCache,

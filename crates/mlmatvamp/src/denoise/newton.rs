@@ -7,12 +7,15 @@
 //! `‖g‖ < 1e-8 (1 + ‖r‖)`. If the Hessian is not positive definite (exact Hessians of
 //! non-convex beliefs), the step falls back to a scaled gradient-descent direction.
 //!
-//! The solver is generic over a [`RowObjective`]; it allocates its workspace once per row
-//! ([`NewtonWorkspace`]) and never allocates inside the iterations.
+//! The solver is generic over a [`RowObjective`]; it allocates its workspace once (per row, or
+//! per chunk of rows: [`NewtonWorkspace`]) and never allocates inside the iterations. The same
+//! iteration also runs on fixed-size nalgebra vectors and matrices (`d x d` on the stack, for
+//! the per-row kernels of small `d`), with the same arithmetic, hence the same bits.
 
 use crate::error::{Error, Result};
 use crate::spd::DMat;
-use nalgebra::{Cholesky, DVector};
+use nalgebra::allocator::Allocator;
+use nalgebra::{Cholesky, DVector, DefaultAllocator, Dim, Dyn, OMatrix, OVector, U1};
 
 /// Which Hessian a Newton step (and the returned curvature `H`) uses (spec §4.2).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -109,31 +112,111 @@ pub struct NewtonReport {
 /// [`NewtonWorkspace::hessian`] hold the gradient and Hessian at the returned point.
 #[derive(Clone, Debug)]
 pub struct NewtonWorkspace {
-    grad: Vec<f64>,
-    hess: DMat,
-    factor: DMat,
-    step: DVector<f64>,
-    trial: Vec<f64>,
+    work: Work<Dyn>,
 }
 
 impl NewtonWorkspace {
     /// Buffers for dimension `d`.
     pub fn new(d: usize) -> Self {
         NewtonWorkspace {
-            grad: vec![0.0; d],
-            hess: DMat::zeros(d, d),
-            factor: DMat::zeros(d, d),
-            step: DVector::zeros(d),
-            trial: vec![0.0; d],
+            work: Work::new(Dyn(d)),
         }
     }
     /// The gradient at the point returned by the last [`minimize`].
     pub fn grad(&self) -> &[f64] {
-        &self.grad
+        self.work.grad.as_slice()
     }
     /// The Hessian (of the kind requested) at the point returned by the last [`minimize`].
     pub fn hessian(&self) -> &DMat {
-        &self.hess
+        &self.work.hess
+    }
+}
+
+/// A row objective on nalgebra vectors of dimension `D`: [`Dyn`] for [`RowObjective`] (any
+/// `d`), or `Const<d>` for fixed-size `d x d` arithmetic on the stack (the per-row kernels of
+/// small `d`). The Newton iteration ([`minimize_in`]) is the same generic code for both, so
+/// both give the same bits.
+///
+/// `memo` lets an objective keep per-point values (e.g. activations `σ(v)`) from `value` for a
+/// later `derivatives` at the same point: the line search's accepted trial point is the next
+/// iterate, so its values need not be computed twice. The result must not depend on whether
+/// the memo is used.
+pub(crate) trait NewtonObjective<D: Dim>
+where
+    DefaultAllocator: Allocator<D> + Allocator<D, D>,
+{
+    /// `f(v)`; may write per-point values into `memo`.
+    fn value(&self, v: &OVector<f64, D>, memo: &mut OVector<f64, D>) -> f64;
+    /// Returns `f(v)`; writes the gradient and the Hessian of the requested kind. `memo`, if
+    /// given, is what `value` wrote at this same `v`.
+    fn derivatives(
+        &self,
+        v: &OVector<f64, D>,
+        kind: HessianKind,
+        grad: &mut OVector<f64, D>,
+        hess: &mut OMatrix<f64, D, D>,
+        memo: Option<&OVector<f64, D>>,
+    ) -> f64;
+}
+
+/// The buffers of [`minimize_in`] for dimension `D`: on the stack for `D = Const<d>`, allocated
+/// once (by [`Work::new`]) for [`Dyn`]. `v` is the current point (the start on entry, the
+/// solution on return); `grad` and `hess` are the derivatives there.
+#[derive(Clone, Debug)]
+pub(crate) struct Work<D: Dim>
+where
+    DefaultAllocator: Allocator<D> + Allocator<D, D>,
+{
+    pub(crate) v: OVector<f64, D>,
+    pub(crate) grad: OVector<f64, D>,
+    pub(crate) hess: OMatrix<f64, D, D>,
+    factor: OMatrix<f64, D, D>,
+    step: OVector<f64, D>,
+    trial: OVector<f64, D>,
+    /// The objective's memo at `trial` and at `v` (valid if `memo_valid`).
+    memo_trial: OVector<f64, D>,
+    memo: OVector<f64, D>,
+    memo_valid: bool,
+}
+
+impl<D: Dim> Work<D>
+where
+    DefaultAllocator: Allocator<D> + Allocator<D, D>,
+{
+    pub(crate) fn new(d: D) -> Self {
+        Work {
+            v: OVector::zeros_generic(d, U1),
+            grad: OVector::zeros_generic(d, U1),
+            hess: OMatrix::zeros_generic(d, d),
+            factor: OMatrix::zeros_generic(d, d),
+            step: OVector::zeros_generic(d, U1),
+            trial: OVector::zeros_generic(d, U1),
+            memo_trial: OVector::zeros_generic(d, U1),
+            memo: OVector::zeros_generic(d, U1),
+            memo_valid: false,
+        }
+    }
+}
+
+/// [`RowObjective`] seen as a [`NewtonObjective`] on dynamic vectors.
+struct DynObjective<'a, O: ?Sized>(&'a O);
+
+impl<O: RowObjective + ?Sized> NewtonObjective<Dyn> for DynObjective<'_, O> {
+    #[inline]
+    fn value(&self, v: &DVector<f64>, _memo: &mut DVector<f64>) -> f64 {
+        self.0.value(v.as_slice())
+    }
+    #[inline]
+    fn derivatives(
+        &self,
+        v: &DVector<f64>,
+        kind: HessianKind,
+        grad: &mut DVector<f64>,
+        hess: &mut DMat,
+        _memo: Option<&DVector<f64>>,
+    ) -> f64 {
+        self.0
+            .derivatives(v.as_slice(), kind, grad.as_mut_slice(), hess)
     }
 }
 
@@ -141,15 +224,32 @@ fn norm(x: &[f64]) -> f64 {
     x.iter().map(|a| a * a).sum::<f64>().sqrt()
 }
 
+/// A placeholder matrix to move the factor storage out of the workspace: `0 x 0` (no
+/// allocation) for [`Dyn`], the (stack) `d x d` zero matrix for a fixed size.
+fn placeholder<D: Dim>(d: D) -> OMatrix<f64, D, D>
+where
+    DefaultAllocator: Allocator<D, D>,
+{
+    let e = if D::try_to_usize().is_some() {
+        d
+    } else {
+        D::from_usize(0)
+    };
+    OMatrix::zeros_generic(e, e)
+}
+
 /// Writes the Newton direction `p = −H^{-1} g` into `ws.step`; returns `false` if `H` is not
 /// positive definite. Reuses `ws.factor` as Cholesky storage (no allocation on success).
-fn newton_direction(ws: &mut NewtonWorkspace) -> bool {
-    let d = ws.grad.len();
+fn newton_direction<D: Dim>(ws: &mut Work<D>) -> bool
+where
+    DefaultAllocator: Allocator<D> + Allocator<D, D>,
+{
+    let (d, _) = ws.hess.shape_generic();
     ws.factor.copy_from(&ws.hess);
-    let m = std::mem::replace(&mut ws.factor, DMat::zeros(0, 0));
+    let m = std::mem::replace(&mut ws.factor, placeholder(d));
     match Cholesky::new(m) {
         Some(ch) => {
-            for j in 0..d {
+            for j in 0..ws.grad.len() {
                 ws.step[j] = -ws.grad[j];
             }
             ch.solve_mut(&mut ws.step);
@@ -157,7 +257,7 @@ fn newton_direction(ws: &mut NewtonWorkspace) -> bool {
             ws.step.iter().all(|x| x.is_finite())
         }
         None => {
-            ws.factor = DMat::zeros(d, d);
+            ws.factor = OMatrix::zeros_generic(d, d);
             false
         }
     }
@@ -165,7 +265,10 @@ fn newton_direction(ws: &mut NewtonWorkspace) -> bool {
 
 /// Writes the scaled steepest-descent direction `p = −g / κ` into `ws.step`, with
 /// `κ = max_a Σ_b |H_ab|` (a Gershgorin bound on the curvature, so that the unit step is safe).
-fn gradient_direction(ws: &mut NewtonWorkspace) {
+fn gradient_direction<D: Dim>(ws: &mut Work<D>)
+where
+    DefaultAllocator: Allocator<D> + Allocator<D, D>,
+{
     let d = ws.grad.len();
     let mut kappa = 0.0_f64;
     for a in 0..d {
@@ -180,17 +283,19 @@ fn gradient_direction(ws: &mut NewtonWorkspace) {
     }
 }
 
-/// Backtracking Armijo line search along `ws.step` from `v` (spec §4.2): the largest
+/// Backtracking Armijo line search along `ws.step` from `ws.v` (spec §4.2): the largest
 /// `t ∈ {1, ½, ¼, …}` (at most `max_halvings` halvings) with `f(v + tp) ≤ f + c t gᵀp`
 /// (up to the rounding error of `f`).
-/// On success updates `v` and returns the new value.
-fn line_search<O: RowObjective + ?Sized>(
+/// On success updates `ws.v` and returns the new value.
+fn line_search<D: Dim, O: NewtonObjective<D> + ?Sized>(
     obj: &O,
-    v: &mut [f64],
     f: f64,
-    ws: &mut NewtonWorkspace,
+    ws: &mut Work<D>,
     opts: &NewtonOptions,
-) -> Option<f64> {
+) -> Option<f64>
+where
+    DefaultAllocator: Allocator<D> + Allocator<D, D>,
+{
     let slope: f64 = ws.grad.iter().zip(ws.step.iter()).map(|(g, p)| g * p).sum();
     if slope.is_nan() || slope >= 0.0 {
         return None;
@@ -200,12 +305,14 @@ fn line_search<O: RowObjective + ?Sized>(
     let noise = 8.0 * f64::EPSILON * (1.0 + f.abs());
     let mut t = 1.0;
     for _ in 0..=opts.max_halvings {
-        for ((x, &vj), &pj) in ws.trial.iter_mut().zip(v.iter()).zip(ws.step.iter()) {
+        for ((x, &vj), &pj) in ws.trial.iter_mut().zip(ws.v.iter()).zip(ws.step.iter()) {
             *x = vj + t * pj;
         }
-        let ft = obj.value(&ws.trial);
+        let ft = obj.value(&ws.trial, &mut ws.memo_trial);
         if ft.is_finite() && ft <= f + opts.armijo * t * slope + noise {
-            v.copy_from_slice(&ws.trial);
+            ws.v.copy_from(&ws.trial);
+            std::mem::swap(&mut ws.memo, &mut ws.memo_trial);
+            ws.memo_valid = true;
             return Some(ft);
         }
         t *= 0.5;
@@ -229,13 +336,32 @@ pub fn minimize<O: RowObjective + ?Sized>(
     ws: &mut NewtonWorkspace,
 ) -> Result<NewtonReport> {
     let d = obj.dim();
-    if v.len() != d || ws.grad.len() != d {
+    if v.len() != d || ws.work.grad.len() != d {
         return Err(Error::shape(
             "Newton start and workspace",
             format!("length {d}"),
-            format!("start {}, workspace {}", v.len(), ws.grad.len()),
+            format!("start {}, workspace {}", v.len(), ws.work.grad.len()),
         ));
     }
+    ws.work.v.as_mut_slice().copy_from_slice(v);
+    let rep = minimize_in(&DynObjective(obj), kind, opts, scale, &mut ws.work);
+    v.copy_from_slice(ws.work.v.as_slice());
+    rep
+}
+
+/// [`minimize`] on nalgebra storage of dimension `D` (fixed size on the stack, or [`Dyn`]),
+/// from the start `ws.v`; on return `ws.v` is the solution and `ws.grad`, `ws.hess` the
+/// derivatives there.
+pub(crate) fn minimize_in<D: Dim, O: NewtonObjective<D> + ?Sized>(
+    obj: &O,
+    kind: HessianKind,
+    opts: &NewtonOptions,
+    scale: f64,
+    ws: &mut Work<D>,
+) -> Result<NewtonReport>
+where
+    DefaultAllocator: Allocator<D> + Allocator<D, D>,
+{
     let tol = opts.grad_tol * scale;
     let mut report = NewtonReport {
         converged: false,
@@ -244,9 +370,11 @@ pub fn minimize<O: RowObjective + ?Sized>(
         value: f64::NAN,
         grad_norm: f64::NAN,
     };
+    ws.memo_valid = false;
     loop {
-        let f = obj.derivatives(v, kind, &mut ws.grad, &mut ws.hess);
-        let gn = norm(&ws.grad);
+        let memo = if ws.memo_valid { Some(&ws.memo) } else { None };
+        let f = obj.derivatives(&ws.v, kind, &mut ws.grad, &mut ws.hess, memo);
+        let gn = norm(ws.grad.as_slice());
         report.value = f;
         report.grad_norm = gn;
         if !f.is_finite() || !gn.is_finite() || ws.hess.iter().any(|x| !x.is_finite()) {
@@ -267,18 +395,18 @@ pub fn minimize<O: RowObjective + ?Sized>(
         }
         // Newton direction if H is positive definite, else gradient descent (spec §4.2).
         let accepted = if newton_direction(ws) {
-            match line_search(obj, v, f, ws, opts) {
+            match line_search(obj, f, ws, opts) {
                 Some(_) => true,
                 None => {
                     gradient_direction(ws);
                     report.fallback_steps += 1;
-                    line_search(obj, v, f, ws, opts).is_some()
+                    line_search(obj, f, ws, opts).is_some()
                 }
             }
         } else {
             gradient_direction(ws);
             report.fallback_steps += 1;
-            line_search(obj, v, f, ws, opts).is_some()
+            line_search(obj, f, ws, opts).is_some()
         };
         if !accepted {
             // No decrease possible at working precision: v is a (numerical) stationary point

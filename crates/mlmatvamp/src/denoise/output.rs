@@ -169,6 +169,17 @@ impl OutputDenoiser for AwgnOutput {
         self.y.as_ref()
     }
 
+    /// `(Y, N)` when every entry is observed (with a mask the rows' precisions differ).
+    fn likelihood_message(&self) -> Option<Message> {
+        if self.mask.is_some() {
+            return None;
+        }
+        Some(Message {
+            mean: self.y.clone(),
+            precision: self.noise_precision().clone(),
+        })
+    }
+
     fn denoise(&self, plus: &Message) -> Result<Belief> {
         let (n, d) = (self.y.nrows(), self.d);
         plus.check("forward message R⁺ into the output", n, d)?;

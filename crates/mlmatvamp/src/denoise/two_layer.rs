@@ -22,17 +22,19 @@
 //!   `Σ = (Γ + F_2F_2ᵀ/yvar)^{-1}`, `v̂ = (rΓ + yF_2ᵀ/yvar)Σ`.
 
 use super::activation::Activation;
-use super::newton::{self, HessianKind, NewtonOptions, NewtonWorkspace, RowObjective};
+use super::newton::{self, HessianKind, NewtonOptions, NewtonWorkspace, RowObjective, Work};
 use super::quadrature::{self, Moments, PointSet};
 use super::{standard_normal, Estimator, Rng};
 use crate::error::{Error, Result};
 use crate::factor::{Factor, MonteCarloSe, OutputChannel, OutputDenoiser, OutputLaw, OutputShape};
 use crate::message::{Belief, Message};
 use crate::rows::{
-    check_finite, check_shape, mul_small_sum, par_map_rows_with, read_row, shape_str,
+    check_finite, check_shape, mul_small_sum, par_map_rows_with, read_row, shape_str, RowMapOutput,
 };
 use crate::spd::{check_finite_dmat, sym, DMat, Spd};
 use faer::{Mat, MatRef};
+use nalgebra::allocator::Allocator;
+use nalgebra::{Const, DefaultAllocator, Dim, Dyn, OMatrix, OVector, SMatrix};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -222,7 +224,13 @@ pub struct TwoLayerOutput {
     estimator: TwoLayerEstimator,
     /// The fixed point set of the MMSE rule (none for MAP or identity).
     points: Option<Arc<PointSet>>,
+    /// Newton MAP rows of `d ≤ MAX_FIXED_D` in fixed-size arithmetic (default `true`).
+    fixed_size: bool,
 }
+
+/// Largest `d` whose Newton MAP rows run in fixed-size `d x d` arithmetic on the stack
+/// (`nalgebra::SMatrix`); larger `d` use the dynamic-size code.
+pub const MAX_FIXED_D: usize = 8;
 
 const STUDENT_T_DOF: u32 = 5;
 
@@ -281,6 +289,7 @@ impl TwoLayerOutput {
             noise_var,
             estimator,
             points,
+            fixed_size: true,
         })
     }
 
@@ -377,6 +386,15 @@ impl TwoLayerOutput {
         })
     }
 
+    /// The same channel with the fixed-size kernels on (`true`, the default) or off. With them
+    /// on, the Newton MAP rows of `d ≤` [`MAX_FIXED_D`] run in fixed-size `d x d` arithmetic on
+    /// the stack; off, every `d` runs the generic dynamic-size code. The iteration and its
+    /// arithmetic are the same, so are the results (for tests and benchmarks).
+    pub fn with_fixed_size_kernels(mut self, on: bool) -> Self {
+        self.fixed_size = on;
+        self
+    }
+
     /// The negative log-belief `f` of row `i` for the message row `r` (length `d`) and
     /// precision `Γ` (spec §4.4), as a [`RowObjective`].
     pub fn row_objective<'a>(
@@ -403,13 +421,28 @@ impl TwoLayerOutput {
     }
 
     fn objective<'a>(&'a self, i: usize, r: &'a [f64], gamma: &'a DMat) -> TwoLayerObjective<'a> {
+        self.objective_in(i, r, gamma, &self.fft)
+    }
+
+    /// The objective of row `i` with `d x d` matrices `Γ` and `F_2F_2ᵀ` of dimension `D`.
+    #[inline]
+    fn objective_in<'a, D: Dim>(
+        &'a self,
+        i: usize,
+        r: &'a [f64],
+        gamma: &'a OMatrix<f64, D, D>,
+        fft: &'a OMatrix<f64, D, D>,
+    ) -> TwoLayerObjective<'a, D>
+    where
+        DefaultAllocator: Allocator<D, D>,
+    {
         let nout = self.f2.ncols();
         TwoLayerObjective {
             r,
             gamma,
             y: &self.y_rows[i * nout..(i + 1) * nout],
             f2: &self.f2,
-            fft: &self.fft,
+            fft,
             activation: self.activation,
             inv_var: 1.0 / self.noise_var,
         }
@@ -453,12 +486,32 @@ impl TwoLayerOutput {
             "forward message R⁺ into the two-layer output",
             plus.mean.as_ref(),
         )?;
-        let mut diag = TwoLayerDiagnostics {
+        let diag = TwoLayerDiagnostics {
             rows: n,
             ..Default::default()
         };
         if self.activation == Activation::Identity {
             return Ok((self.identity_closed_form(plus)?, diag));
+        }
+        if let TwoLayerEstimator::Map(o) = &self.estimator {
+            let orthants =
+                self.activation == Activation::Relu && o.relu_solver == ReluMapSolver::Orthants;
+            if self.fixed_size && !orthants {
+                let out = match d {
+                    1 => Some(self.map_rows_fixed::<1>(plus, o)),
+                    2 => Some(self.map_rows_fixed::<2>(plus, o)),
+                    3 => Some(self.map_rows_fixed::<3>(plus, o)),
+                    4 => Some(self.map_rows_fixed::<4>(plus, o)),
+                    5 => Some(self.map_rows_fixed::<5>(plus, o)),
+                    6 => Some(self.map_rows_fixed::<6>(plus, o)),
+                    7 => Some(self.map_rows_fixed::<7>(plus, o)),
+                    8 => Some(self.map_rows_fixed::<8>(plus, o)),
+                    _ => None,
+                };
+                if let Some(out) = out {
+                    return Ok(self.finish(out?, diag));
+                }
+            }
         }
         let gamma = plus.precision.matrix();
         // Marginal standard deviations of the message, sqrt([Γ^{-1}]_jj).
@@ -499,6 +552,17 @@ impl TwoLayerOutput {
                 Ok(())
             },
         )?;
+        Ok(self.finish(out, diag))
+    }
+
+    /// The belief and diagnostics from the per-row outputs (`d` estimates, then Newton
+    /// iterations, flags and ESS) and the sum of the row covariances.
+    fn finish(
+        &self,
+        out: RowMapOutput,
+        mut diag: TwoLayerDiagnostics,
+    ) -> (Belief, TwoLayerDiagnostics) {
+        let (n, d) = (self.y.nrows(), self.f2.nrows());
         let mean = Mat::from_fn(n, d, |i, j| out.rows[(i, j)]);
         let cov = sym(&DMat::from_fn(d, d, |a, b| out.acc[a * d + b] / n as f64));
         let mut ess_sum = 0.0;
@@ -519,7 +583,67 @@ impl TwoLayerOutput {
             diag.min_ess = Some(ess_min);
             diag.mean_ess = Some(ess_sum / n as f64);
         }
-        Ok((Belief::new(mean, cov), diag))
+        (Belief::new(mean, cov), diag)
+    }
+
+    /// The Newton MAP rows (spec §4.1–4.2) in fixed-size `D x D` arithmetic on the stack: the
+    /// same iteration and arithmetic as [`TwoLayerOutput::map_row`] (hence the same bits),
+    /// without heap storage or dynamic sizes per row. Output as for [`Self::finish`].
+    fn map_rows_fixed<const D: usize>(
+        &self,
+        plus: &Message,
+        o: &MapOptions,
+    ) -> Result<RowMapOutput> {
+        let n = self.y.nrows();
+        let g = plus.precision.matrix();
+        let gamma = SMatrix::<f64, D, D>::from_fn(|a, b| g[(a, b)]);
+        let fft = SMatrix::<f64, D, D>::from_fn(|a, b| self.fft[(a, b)]);
+        let r = plus.mean.as_ref();
+        par_map_rows_with(
+            n,
+            D + 3,
+            D * D,
+            || Work::new(Const::<D>),
+            |ws, i, row, acc| {
+                let mut r_i = [0.0; D];
+                read_row(r, i, &mut r_i);
+                let obj = self.objective_in(i, &r_i, &gamma, &fft);
+                ws.v.copy_from_slice(&r_i);
+                let scale = 1.0 + r_i.iter().map(|x| x * x).sum::<f64>().sqrt();
+                let rep = newton::minimize_in(&obj, o.hessian, &o.newton, scale, ws)?;
+                let mut stats = RowStats::from_report(&rep);
+                // Σ = H^{-1} (symmetric), on the stack.
+                let mut sigma = SMatrix::<f64, D, D>::zeros();
+                if !spd_inverse_fixed(&ws.hess, &mut sigma) {
+                    stats.flags |= FLAG_GN_COVARIANCE;
+                    let mut grad = OVector::<f64, Const<D>>::zeros();
+                    let mut hess = SMatrix::<f64, D, D>::zeros();
+                    obj.derivatives_slice(
+                        ws.v.as_slice(),
+                        HessianKind::GaussNewton,
+                        grad.as_mut_slice(),
+                        &mut hess,
+                    );
+                    let h = DMat::from_column_slice(D, D, hess.as_slice());
+                    let inv = Spd::from_symmetric("Gauss-Newton MAP Hessian", h)?.inverse();
+                    sigma.copy_from_slice(inv.as_slice());
+                }
+                row[..D].copy_from_slice(ws.v.as_slice());
+                row[D] = stats.iterations as f64;
+                row[D + 1] = stats.flags as f64;
+                row[D + 2] = 0.0;
+                for (a, s) in acc.iter_mut().zip(sigma.iter()) {
+                    *a += s;
+                }
+                if ws.v.iter().any(|x| !x.is_finite()) || sigma.iter().any(|x| !x.is_finite()) {
+                    return Err(Error::Numerical {
+                        what: "two-layer output denoiser".into(),
+                        detail: format!("row {i}: the estimate or its covariance is not finite"),
+                    });
+                }
+                Ok(())
+            },
+        )
     }
 
     /// One MAP row (spec §4.1–4.2): writes `v̂` into `rs.v` and `Σ_i` into `rs.sigma`.
@@ -646,6 +770,54 @@ impl TwoLayerOutput {
         }
         Ok(stats)
     }
+}
+
+/// `sym(A)^{-1}` of a symmetric positive-definite `D x D` matrix into `out`, on the stack:
+/// the same arithmetic as [`crate::spd::small_spd_inverse`] (a Cholesky factor `L`, then
+/// `Mᵀ M` with `M = L^{-1}`), hence the same bits. Returns `false` if `A` is not positive
+/// definite or the result is not finite.
+fn spd_inverse_fixed<const D: usize>(a: &SMatrix<f64, D, D>, out: &mut SMatrix<f64, D, D>) -> bool {
+    // Lower Cholesky factor, l[i][j] = L_ij.
+    let mut l = [[0.0f64; D]; D];
+    for i in 0..D {
+        for j in 0..=i {
+            let mut s = 0.5 * (a[(i, j)] + a[(j, i)]);
+            for p in 0..j {
+                s -= l[i][p] * l[j][p];
+            }
+            if i == j {
+                if !(s > 0.0 && s.is_finite()) {
+                    return false;
+                }
+                l[i][i] = s.sqrt();
+            } else {
+                l[i][j] = s / l[j][j];
+            }
+        }
+    }
+    // M = L^{-1} (lower), then A^{-1} = Mᵀ M.
+    let mut m = [[0.0f64; D]; D];
+    for j in 0..D {
+        m[j][j] = 1.0 / l[j][j];
+        for i in j + 1..D {
+            let mut s = 0.0;
+            for p in j..i {
+                s -= l[i][p] * m[p][j];
+            }
+            m[i][j] = s / l[i][i];
+        }
+    }
+    for i in 0..D {
+        for j in 0..=i {
+            let mut s = 0.0;
+            for row in &m[i..] {
+                s += row[i] * row[j];
+            }
+            out[(i, j)] = s;
+            out[(j, i)] = s;
+        }
+    }
+    out.iter().all(|x| x.is_finite())
 }
 
 const FLAG_NOT_CONVERGED: u32 = 1;
@@ -791,13 +963,20 @@ impl MonteCarloSe for TwoLayerOutput {}
 
 /// The negative log-belief of one row of the two-layer output (spec §4.4), with its gradient
 /// and exact or Gauss–Newton Hessian. Obtained from [`TwoLayerOutput::row_objective`].
+///
+/// `D` is the nalgebra dimension of its `d x d` matrices: [`Dyn`] (the public, any-`d` form, a
+/// [`RowObjective`]) or, inside the denoiser, `Const<d>` for small `d` (fixed-size arithmetic on
+/// the stack). Both run the same code, so they give the same bits.
 #[derive(Clone, Copy, Debug)]
-pub struct TwoLayerObjective<'a> {
+pub struct TwoLayerObjective<'a, D: Dim = Dyn>
+where
+    DefaultAllocator: Allocator<D, D>,
+{
     r: &'a [f64],
-    gamma: &'a DMat,
+    gamma: &'a OMatrix<f64, D, D>,
     y: &'a [f64],
     f2: &'a DMat,
-    fft: &'a DMat,
+    fft: &'a OMatrix<f64, D, D>,
     activation: Activation,
     inv_var: f64,
 }
@@ -805,16 +984,27 @@ pub struct TwoLayerObjective<'a> {
 /// Small stack buffers for the per-point evaluations (heap only for `d > 16`).
 const STACK_D: usize = 16;
 
-impl TwoLayerObjective<'_> {
+impl<D: Dim> TwoLayerObjective<'_, D>
+where
+    DefaultAllocator: Allocator<D, D>,
+{
+    /// `d`: a constant for a fixed size.
+    #[inline(always)]
+    fn d(&self) -> usize {
+        self.gamma.shape_generic().0.value()
+    }
+
     /// `½(v − r)Γ(v − r)ᵀ`.
+    #[inline]
     fn prior_term(&self, v: &[f64]) -> f64 {
-        let d = v.len();
+        let d = self.d();
+        let (v, r) = (&v[..d], &self.r[..d]);
         let mut q = 0.0;
         for a in 0..d {
-            let da = v[a] - self.r[a];
+            let da = v[a] - r[a];
             let s: f64 = v
                 .iter()
-                .zip(self.r)
+                .zip(r)
                 .enumerate()
                 .map(|(b, (vb, rb))| self.gamma[(a, b)] * (vb - rb))
                 .sum();
@@ -824,45 +1014,94 @@ impl TwoLayerObjective<'_> {
     }
 
     /// `‖y − s F_2‖² / (2 yvar)` for `s = σ(v)`, adding `(e F_2ᵀ)_j` into `ef` if given.
+    #[inline]
     fn likelihood_term(&self, s: &[f64], mut ef: Option<&mut [f64]>) -> f64 {
+        let d = self.d();
+        let s = &s[..d];
         let mut sum = 0.0;
         for (o, &yo) in self.y.iter().enumerate() {
+            // Column o of F_2 (column-major storage).
+            let f2o = &self.f2.as_slice()[o * d..(o + 1) * d];
             let mut e = -yo;
-            for (j, &sj) in s.iter().enumerate() {
-                e += sj * self.f2[(j, o)];
+            for (&sj, &fj) in s.iter().zip(f2o) {
+                e += sj * fj;
             }
             sum += e * e;
             if let Some(ef) = ef.as_deref_mut() {
-                for (j, x) in ef.iter_mut().enumerate() {
-                    *x += e * self.f2[(j, o)];
+                for (x, &fj) in ef[..d].iter_mut().zip(f2o) {
+                    *x += e * fj;
                 }
             }
         }
         0.5 * self.inv_var * sum
     }
 
+    #[inline]
     fn value_with(&self, v: &[f64], s: &mut [f64]) -> f64 {
-        for (sj, &vj) in s.iter_mut().zip(v) {
+        let d = self.d();
+        for (sj, &vj) in s[..d].iter_mut().zip(&v[..d]) {
             *sj = self.activation.eval(vj);
         }
         self.prior_term(v) + self.likelihood_term(s, None)
     }
 
+    /// `f(v)` (stack buffers for `d ≤ 16`).
+    #[inline]
+    fn value_slice(&self, v: &[f64]) -> f64 {
+        let d = self.d();
+        if d <= STACK_D {
+            let mut buf = [0.0; STACK_D];
+            self.value_with(v, &mut buf[..d])
+        } else {
+            self.value_with(v, &mut vec![0.0; d])
+        }
+    }
+
+    /// `f(v)`, its gradient and Hessian (stack buffers for `d ≤ 16`).
+    #[inline]
+    fn derivatives_slice(
+        &self,
+        v: &[f64],
+        kind: HessianKind,
+        grad: &mut [f64],
+        hess: &mut OMatrix<f64, D, D>,
+    ) -> f64 {
+        let d = self.d();
+        if d <= STACK_D {
+            let mut buf = [0.0; 3 * STACK_D];
+            self.derivatives_with(v, kind, grad, hess, &mut buf[..3 * d], None)
+        } else {
+            self.derivatives_with(v, kind, grad, hess, &mut vec![0.0; 3 * d], None)
+        }
+    }
+
+    /// As [`Self::derivatives_slice`]; `act`, if given, holds `σ(v)` (as computed by
+    /// [`Self::value_with`] at this `v`).
+    #[inline]
     fn derivatives_with(
         &self,
         v: &[f64],
         kind: HessianKind,
         grad: &mut [f64],
-        hess: &mut DMat,
+        hess: &mut OMatrix<f64, D, D>,
         buf: &mut [f64],
+        act: Option<&[f64]>,
     ) -> f64 {
-        let d = v.len();
+        let d = self.d();
+        let (v, r, grad) = (&v[..d], &self.r[..d], &mut grad[..d]);
         let (s, rest) = buf.split_at_mut(d);
         let (s1, rest) = rest.split_at_mut(d);
         let (ef, _) = rest.split_at_mut(d);
         let sigmoid = self.activation == Activation::Sigmoid;
+        match act {
+            Some(a) => s.copy_from_slice(&a[..d]),
+            None => {
+                for (sj, &vj) in s.iter_mut().zip(v) {
+                    *sj = self.activation.eval(vj);
+                }
+            }
+        }
         for j in 0..d {
-            s[j] = self.activation.eval(v[j]);
             // One evaluation of σ per coordinate: for sigmoid σ' = σ(1 − σ) (as `deriv`).
             s1[j] = if sigmoid {
                 s[j] * (1.0 - s[j])
@@ -876,7 +1115,7 @@ impl TwoLayerObjective<'_> {
         for (a, ga) in grad.iter_mut().enumerate() {
             let x: f64 = v
                 .iter()
-                .zip(self.r)
+                .zip(r)
                 .enumerate()
                 .map(|(b, (vb, rb))| (vb - rb) * self.gamma[(b, a)])
                 .sum();
@@ -911,21 +1150,39 @@ impl RowObjective for TwoLayerObjective<'_> {
         self.r.len()
     }
     fn value(&self, v: &[f64]) -> f64 {
-        let d = v.len();
-        if d <= STACK_D {
-            let mut buf = [0.0; STACK_D];
-            self.value_with(v, &mut buf[..d])
-        } else {
-            self.value_with(v, &mut vec![0.0; d])
-        }
+        self.value_slice(v)
     }
     fn derivatives(&self, v: &[f64], kind: HessianKind, grad: &mut [f64], hess: &mut DMat) -> f64 {
-        let d = v.len();
+        self.derivatives_slice(v, kind, grad, hess)
+    }
+}
+
+impl<D: Dim> newton::NewtonObjective<D> for TwoLayerObjective<'_, D>
+where
+    DefaultAllocator: Allocator<D> + Allocator<D, D>,
+{
+    /// `f(v)`, leaving `σ(v)` in `memo`.
+    #[inline]
+    fn value(&self, v: &OVector<f64, D>, memo: &mut OVector<f64, D>) -> f64 {
+        self.value_with(v.as_slice(), memo.as_mut_slice())
+    }
+    #[inline]
+    fn derivatives(
+        &self,
+        v: &OVector<f64, D>,
+        kind: HessianKind,
+        grad: &mut OVector<f64, D>,
+        hess: &mut OMatrix<f64, D, D>,
+        memo: Option<&OVector<f64, D>>,
+    ) -> f64 {
+        let d = self.d();
+        let (v, grad) = (v.as_slice(), grad.as_mut_slice());
+        let memo = memo.map(|m| m.as_slice());
         if d <= STACK_D {
             let mut buf = [0.0; 3 * STACK_D];
-            self.derivatives_with(v, kind, grad, hess, &mut buf[..3 * d])
+            self.derivatives_with(v, kind, grad, hess, &mut buf[..3 * d], memo)
         } else {
-            self.derivatives_with(v, kind, grad, hess, &mut vec![0.0; 3 * d])
+            self.derivatives_with(v, kind, grad, hess, &mut vec![0.0; 3 * d], memo)
         }
     }
 }

@@ -141,6 +141,15 @@ pub trait OutputDenoiser: OutputShape {
     fn observation(&self) -> MatRef<'_, f64>;
     /// The estimate of `Z_{L−1}` given the forward message `(R⁺_{L−1}, Γ⁺_{L−1})`.
     fn denoise(&self, plus: &Message) -> Result<Belief>;
+    /// The output's extrinsic message when it does not depend on the forward message: a fully
+    /// observed Gaussian channel `Y = Z_{L−1} + Ξ` sends `(Y, N)` whatever it receives (its
+    /// belief divided by the incoming message, eq. (2.1), is the likelihood). The solver sends
+    /// this exact message instead of the quotient computed in floating point, which differs
+    /// from it by rounding — so the layer below receives the same bits at every iteration and
+    /// reuses its product with them. `None` (the default) for every other output.
+    fn likelihood_message(&self) -> Option<Message> {
+        None
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
