@@ -14,8 +14,8 @@
 //!   in cache.
 //!
 //! The order of every sum depends only on the shapes, never on the thread count or the SIMD
-//! width chosen at run time (AVX2 + FMA when the processor has them, plain arithmetic
-//! otherwise), so results are reproducible.
+//! width chosen at run time (AVX-512 or AVX2 with FMA when the processor has them, plain
+//! arithmetic otherwise), so results are reproducible.
 
 use faer::reborrow::ReborrowMut;
 use faer::{MatMut, MatRef};
@@ -100,9 +100,9 @@ fn has_avx512vl() -> bool {
     }
 }
 
-/// `Vᵀ R` (rows of `a` contiguous) for `b` of 1 to 4 columns; two rows of `a` share the loads
-/// of `b` when `d ≤ 2`, or for every `d` with AVX-512VL's 32 registers (with AVX2's 16 they
-/// would not fit).
+/// `Vᵀ R` (rows of `a` contiguous) for `b` of 1 to 4 columns. With AVX-512 (32 registers of 8
+/// lanes) four rows of `a` share the loads of `b` for `d ≥ 3`; with AVX2 (16 registers of 4
+/// lanes) two rows do for `d ≤ 2` and one row otherwise (more would not fit the registers).
 fn dispatch_dot(out: MatMut<'_, f64>, a: MatRef<'_, f64>, b: MatRef<'_, f64>) {
     macro_rules! by_width {
         ($f:ident, $fma:literal) => {
@@ -120,7 +120,8 @@ fn dispatch_dot(out: MatMut<'_, f64>, a: MatRef<'_, f64>, b: MatRef<'_, f64>) {
     #[cfg(target_arch = "x86_64")]
     if has_avx512vl() {
         // SAFETY: the processor has AVX2, FMA, AVX-512F and AVX-512VL (checked at run time).
-        unsafe { by_width!(dot_rows_avx512vl, true, 2) };
+        // Four rows of `a` per pass for `d ≥ 3` (`d x 4` accumulators of 8 lanes).
+        unsafe { by_width!(dot_rows_avx512, true, 4) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -206,21 +207,56 @@ macro_rules! dot_rows_simd {
     }};
 }
 
+/// [`dot_rows`] with AVX-512 registers: the eight lanes of a partial sum are one `__m512d` (the
+/// same order, the same bits), and 32 registers let four rows of `a` share the loads of `b`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_rows_avx2<const D: usize, const R: usize, const FMA: bool>(
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+unsafe fn dot_rows_avx512<const D: usize, const R: usize, const FMA: bool>(
     mut out: MatMut<'_, f64>,
     a: MatRef<'_, f64>,
     b: MatRef<'_, f64>,
 ) {
-    dot_rows_simd!(D, R, out, a, b)
+    use std::arch::x86_64::*;
+    let (m, k) = (a.nrows(), a.ncols());
+    let full = k / LANES * LANES;
+    let bc = columns::<D>(b);
+    let mut i = 0;
+    while i < m {
+        let rr = if i + R <= m { R } else { 1 };
+        let rows: [&[f64]; R] = std::array::from_fn(|q| row(a, i + q.min(rr - 1)));
+        let mut acc = [[_mm512_setzero_pd(); D]; R];
+        let mut t = 0;
+        while t < full {
+            let mut x = [_mm512_setzero_pd(); R];
+            for q in 0..R {
+                x[q] = _mm512_loadu_pd(rows[q].as_ptr().add(t));
+            }
+            for c in 0..D {
+                let y = _mm512_loadu_pd(bc[c].as_ptr().add(t));
+                for q in 0..R {
+                    acc[q][c] = _mm512_fmadd_pd(x[q], y, acc[q][c]);
+                }
+            }
+            t += LANES;
+        }
+        for q in 0..rr {
+            for c in 0..D {
+                let mut l = [0.0f64; LANES];
+                _mm512_storeu_pd(l.as_mut_ptr(), acc[q][c]);
+                let mut s = lane_sum(&l);
+                for t in full..k {
+                    s = rows[q][t].mul_add(bc[c][t], s);
+                }
+                out[(i + q, c)] = s;
+            }
+        }
+        i += rr;
+    }
 }
 
-/// The AVX2 kernel compiled with AVX-512VL's 32 vector registers, where two rows of `a` fit
-/// for every `d` (the same instructions on 256-bit registers, the same bits).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-unsafe fn dot_rows_avx512vl<const D: usize, const R: usize, const FMA: bool>(
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_rows_avx2<const D: usize, const R: usize, const FMA: bool>(
     mut out: MatMut<'_, f64>,
     a: MatRef<'_, f64>,
     b: MatRef<'_, f64>,
@@ -528,6 +564,25 @@ mod tests {
                     for i in 0..m {
                         for c in 0..d {
                             assert_eq!(fast[(i, c)].to_bits(), portable[(i, c)].to_bits());
+                        }
+                    }
+                    // The AVX2 kernel too, where the dispatch picks the AVX-512 one.
+                    #[cfg(target_arch = "x86_64")]
+                    if transposed {
+                        let mut avx2 = Mat::<f64>::zeros(m, d);
+                        // SAFETY: AVX2 and FMA are present (checked above).
+                        unsafe {
+                            match d {
+                                1 => dot_rows_avx2::<1, 2, true>(avx2.as_mut(), view, b.as_ref()),
+                                2 => dot_rows_avx2::<2, 2, true>(avx2.as_mut(), view, b.as_ref()),
+                                3 => dot_rows_avx2::<3, 1, true>(avx2.as_mut(), view, b.as_ref()),
+                                _ => dot_rows_avx2::<4, 1, true>(avx2.as_mut(), view, b.as_ref()),
+                            }
+                        }
+                        for i in 0..m {
+                            for c in 0..d {
+                                assert_eq!(avx2[(i, c)].to_bits(), portable[(i, c)].to_bits());
+                            }
                         }
                     }
                 }
