@@ -939,13 +939,7 @@ impl<const N: usize> MapRow<N> {
             report.value = f;
             report.grad_norm = gn;
             if !f.is_finite() || !gn.is_finite() || self.hess.iter().any(|x| !x.is_finite()) {
-                return Err(Error::Numerical {
-                    what: "Newton MAP solver".into(),
-                    detail: format!(
-                        "objective or its derivatives are not finite at iteration {} (f = {f}, |g| = {gn})",
-                        report.iterations
-                    ),
-                });
+                return Err(super::newton::not_finite(report.iterations, f, gn));
             }
             if gn <= tol {
                 report.converged = true;
@@ -1062,13 +1056,7 @@ impl<const N: usize> MapRow<N> {
             report.value = f;
             report.grad_norm = gn;
             if !f.is_finite() || !gn.is_finite() {
-                return Err(Error::Numerical {
-                    what: "Newton MAP solver".into(),
-                    detail: format!(
-                        "objective or its derivatives are not finite at iteration {} (f = {f}, |g| = {gn})",
-                        report.iterations
-                    ),
-                });
+                return Err(super::newton::not_finite(report.iterations, f, gn));
             }
             if gn <= tol {
                 report.converged = true;

@@ -320,6 +320,17 @@ where
     None
 }
 
+/// The error of a Newton row solver whose objective or derivatives are not finite at an
+/// iterate (shared by the generic solver and the specialised complex-exponential rows).
+pub(crate) fn not_finite(iteration: usize, f: f64, gn: f64) -> Error {
+    Error::Numerical {
+        what: "Newton MAP solver".into(),
+        detail: format!(
+            "objective or its derivatives are not finite at iteration {iteration} (f = {f}, |g| = {gn})"
+        ),
+    }
+}
+
 /// Minimises `obj` from the starting point in `v` (overwritten with the solution) by damped
 /// Newton with backtracking Armijo line search (spec §4.2). `scale` multiplies the gradient
 /// tolerance (spec: `1 + ‖r‖`). On return the workspace holds the gradient and the Hessian of
@@ -378,13 +389,7 @@ where
         report.value = f;
         report.grad_norm = gn;
         if !f.is_finite() || !gn.is_finite() || ws.hess.iter().any(|x| !x.is_finite()) {
-            return Err(Error::Numerical {
-                what: "Newton MAP solver".into(),
-                detail: format!(
-                    "objective or its derivatives are not finite at iteration {} (f = {f}, |g| = {gn})",
-                    report.iterations
-                ),
-            });
+            return Err(not_finite(report.iterations, f, gn));
         }
         if gn <= tol {
             report.converged = true;
