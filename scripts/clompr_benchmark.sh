@@ -20,6 +20,8 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check numpy scipy matplotlib pycle
 (cd "$root" && cargo build --release --quiet -p mlmatvamp-cli)
-# numpy's BLAS may use both cores, as mlmatvamp does.
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-2}"
+# numpy's BLAS with one thread by default: with two OpenBLAS threads on a 2-core machine that
+# other processes keep busy, CL-OMPR's fits ran 5-50 times slower (thread contention;
+# docs/sketched-clustering.md#cl-ompr-side-by-side). Override to compare.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
 "$venv/bin/python" "$here/clompr_benchmark.py" --bin "$root/target/release/mlmatvamp" --out "$out" "$@"

@@ -201,7 +201,9 @@ def test_cluster_recovers_a_well_separated_mixture():
         sse = lambda C: np.min(((x[:, None, :] - C[None]) ** 2).sum(axis=2), axis=1).sum()  # noqa: E731
         assert sse(res.centroids) / sse(c) < 1.01
         assert abs(res.weights.sum() - 1.0) < 1e-9 and np.all(np.abs(res.weights - 0.2) < 0.03)
-        assert res.residual < 0.1 and res.sigma2 == 1.0 and len(res.restarts) == 3
+        # 3 restarts, or 2 when the first wave (of 2) reached 1.5 times the sketch's noise level
+        # (the early stop, docs/sketched-clustering.md#the-recovery).
+        assert res.residual < 0.1 and res.sigma2 == 1.0 and len(res.restarts) in (2, 3)
         assert res.history["mse"].shape[0] == len(res.records) > 0
     again = sk.cluster(s, freqs, k, seed=seed, restarts=3)
     assert np.array_equal(again.centroids, res.centroids)   # seeded: the same bits

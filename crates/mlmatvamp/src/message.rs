@@ -250,6 +250,11 @@ impl MessagePolicy {
         if raw.iter().any(|x| !x.is_finite()) {
             return Err(diverged("outgoing precision is not finite".into()));
         }
+        // Nothing to clip (proved by Cholesky factorisations): the unclipped precision, as
+        // `Spd::clipped_flag` returns it then, without the eigendecompositions.
+        if let Some(out) = provably_unclipped(&raw, gamma_in, self) {
+            return Ok((lambda, out.clone(), out));
+        }
         let scale = max_eigenvalue(gamma_in.matrix()).max(max_eigenvalue(&raw));
         let floor = self.lam_min.max(self.rel_floor * scale);
         let (out, changed) = Spd::clipped_flag("outgoing precision", &raw, floor, self.lam_max)
@@ -306,6 +311,20 @@ impl MessagePolicy {
         location: &str,
         iteration: usize,
     ) -> Result<Extrinsic> {
+        self.extrinsic_map(belief, incoming, previous, location, iteration)
+            .map(|(e, _)| e)
+    }
+
+    /// [`MessagePolicy::extrinsic`], also returning the linear map of the means it applied
+    /// ([`MessagePolicy::extrinsic_rule`]).
+    pub fn extrinsic_map(
+        &self,
+        belief: &Belief,
+        incoming: &Message,
+        previous: Option<&Message>,
+        location: &str,
+        iteration: usize,
+    ) -> Result<(Extrinsic, MeanMap)> {
         let diverged = |detail: String| Error::Diverged {
             location: location.to_string(),
             iteration,
@@ -341,27 +360,102 @@ impl MessagePolicy {
         if let Some((i, j, x)) = first_non_finite(belief.mean.as_ref()) {
             return Err(diverged(format!("estimate entry ({i}, {j}) is {x}")));
         }
-        let (lambda, out_prec, divisor) = self.precision_update(
+        let (out_prec, map) = self.extrinsic_rule(
             &belief.cov,
             &incoming.precision,
             previous.map(|p| &p.precision),
             location,
             iteration,
         )?;
-        let mut mean = extrinsic_mean(belief.mean.as_ref(), &lambda, incoming, &divisor)?;
-        if let Some(prev) = previous.filter(|_| self.damp_mean > 0.0) {
-            mean = &mean * faer::Scale(1.0 - self.damp_mean)
-                + &prev.mean * faer::Scale(self.damp_mean);
+        let mut mean = mul_small_sum(
+            belief.mean.as_ref(),
+            &map.estimate,
+            incoming.mean.as_ref(),
+            &map.incoming,
+        );
+        if let Some(prev) = previous.filter(|_| map.damping > 0.0) {
+            mean = &mean * faer::Scale(1.0 - map.damping) + &prev.mean * faer::Scale(map.damping);
         }
         check_finite("outgoing message", mean.as_ref()).map_err(|e| diverged(e.to_string()))?;
-        Ok(Extrinsic {
-            message: Message {
-                mean,
-                precision: out_prec,
+        let lambda = map.lambda.clone();
+        Ok((
+            Extrinsic {
+                message: Message {
+                    mean,
+                    precision: out_prec,
+                },
+                lambda,
             },
-            lambda,
-        })
+            map,
+        ))
     }
+
+    /// The message rule (eq. 2.1 with the safeguards of spec §2.4) as a map of the means: the
+    /// outgoing precision `Γ_out` and the `d x d` factors with which the outgoing mean is
+    /// **linear** in the estimate, the incoming mean and the previous outgoing mean,
+    /// `R_out = (1−ρ)(Ẑ A + R B) + ρ R_prev` ([`MeanMap`]). Everything here depends on `Σ̄`
+    /// and the precisions only, never on a row, so it is known before the rows are: the solver's
+    /// fused pass applies it row block by row block, and maps products `Vᵀ R_out` through it
+    /// (`docs/speed.md`). [`MessagePolicy::extrinsic`] is this map applied to whole matrices.
+    /// `previous` is the previous outgoing precision (precision damping); the mean damping `ρ`
+    /// applies when there is a previous message.
+    pub fn extrinsic_rule(
+        &self,
+        cov: &DMat,
+        gamma_in: &Spd,
+        previous: Option<&Spd>,
+        location: &str,
+        iteration: usize,
+    ) -> Result<(Spd, MeanMap)> {
+        let (lambda, out_prec, divisor) =
+            self.precision_update(cov, gamma_in, previous, location, iteration)?;
+        let (a, b) = mean_factors(&lambda, gamma_in, &divisor)?;
+        let damping = if previous.is_some() && self.damp_mean > 0.0 {
+            self.damp_mean
+        } else {
+            0.0
+        };
+        Ok((
+            out_prec,
+            MeanMap {
+                estimate: a,
+                incoming: b,
+                damping,
+                lambda,
+            },
+        ))
+    }
+}
+
+/// The mean half of the message rule as a linear map (see [`MessagePolicy::extrinsic_rule`]):
+/// `R_out = (1−ρ)(Ẑ A + R B) + ρ R_prev` with `A = Λ D^{-1}`, `B = −Γ D^{-1}` (right
+/// multiplication, rows are samples; `D` the divisor of spec §2.4) and `ρ` the mean damping.
+#[derive(Clone, Debug)]
+pub struct MeanMap {
+    /// `A = Λ D^{-1}` (`d x d`), applied to the estimate `Ẑ`.
+    pub estimate: DMat,
+    /// `B = −Γ D^{-1}` (`d x d`), applied to the incoming mean `R`.
+    pub incoming: DMat,
+    /// `ρ`: the weight of the previous outgoing mean (`0` without damping or without a
+    /// previous message).
+    pub damping: f64,
+    /// `Λ` as the rule used it (see [`Extrinsic::lambda`]).
+    pub lambda: DMat,
+}
+
+/// `(Λ D^{-1}, −Γ D^{-1})`, the factors of eq. (2.1)'s mean, by Cholesky solves with `D`.
+fn mean_factors(lambda: &DMat, gamma_in: &Spd, out: &Spd) -> Result<(DMat, DMat)> {
+    let d = out.dim();
+    if lambda.nrows() != d || lambda.ncols() != d {
+        return Err(Error::shape(
+            "Λ of the extrinsic mean",
+            format!("{d} x {d}"),
+            format!("{} x {}", lambda.nrows(), lambda.ncols()),
+        ));
+    }
+    let a = out.solve_right(lambda)?;
+    let b = -out.solve_right(gamma_in.matrix())?;
+    Ok((a, b))
 }
 
 /// `R_out = (Ẑ Λ − R Γ) Γ_out^{-1}` (eq. 2.1), computed as `Ẑ (Λ Γ_out^{-1}) − R (Γ Γ_out^{-1})`.
@@ -373,13 +467,6 @@ pub fn extrinsic_mean(
     out: &Spd,
 ) -> Result<Mat<f64>> {
     let d = out.dim();
-    if lambda.nrows() != d || lambda.ncols() != d {
-        return Err(Error::shape(
-            "Λ of the extrinsic mean",
-            format!("{d} x {d}"),
-            format!("{} x {}", lambda.nrows(), lambda.ncols()),
-        ));
-    }
     incoming.check(
         "incoming message of the extrinsic mean",
         estimate.nrows(),
@@ -391,9 +478,47 @@ pub fn extrinsic_mean(
         incoming.rows(),
         d,
     )?;
-    let a = out.solve_right(lambda)?;
-    let b = -out.solve_right(incoming.precision.matrix())?;
+    let (a, b) = mean_factors(lambda, &incoming.precision, out)?;
     Ok(mul_small_sum(estimate, &a, incoming.mean.as_ref(), &b))
+}
+
+/// The outgoing precision `raw` (symmetric, finite) as [`Spd::clipped_flag`] returns it when no
+/// eigenvalue needs clipping, or `None` unless that is proved without an eigendecomposition: a
+/// Gershgorin bound `b ≥ |λ|` of `Γ_in` and `raw` bounds the floor by `max(lam_min,
+/// rel_floor · b)`, and Cholesky factorisations of `raw − (floor + δ) I` (and of
+/// `(lam_max − δ) I − raw` under an upper bound) succeed, with the margin `δ = 64 d ε b` above the
+/// rounding errors of the factorisation and of the eigensolver. The result is then the same
+/// bits as the eigendecomposition path's (which returns `raw` unchanged when nothing is clipped);
+/// near a bound (within `δ`) the eigendecomposition decides.
+fn provably_unclipped(raw: &DMat, gamma_in: &Spd, policy: &MessagePolicy) -> Option<Spd> {
+    let d = raw.nrows();
+    if d == 0 || gamma_in.dim() != d {
+        return None;
+    }
+    let gershgorin = |m: &DMat| {
+        (0..d)
+            .map(|i| (0..d).map(|j| m[(i, j)].abs()).sum::<f64>())
+            .fold(0.0, f64::max)
+    };
+    let bound = gershgorin(gamma_in.matrix()).max(gershgorin(raw));
+    if !(bound.is_finite() && bound > 0.0) {
+        return None;
+    }
+    let margin = 64.0 * d as f64 * f64::EPSILON * bound;
+    let floor = policy.lam_min.max(policy.rel_floor * bound) + margin;
+    let mut lower = raw.clone();
+    for i in 0..d {
+        lower[(i, i)] -= floor;
+    }
+    lower.cholesky()?;
+    if policy.lam_max.is_finite() {
+        let mut upper = -raw.clone();
+        for i in 0..d {
+            upper[(i, i)] += policy.lam_max - margin;
+        }
+        upper.cholesky()?;
+    }
+    Spd::from_symmetric("outgoing precision", raw.clone()).ok()
 }
 
 /// The largest eigenvalue of a symmetric matrix (0 for an empty one).

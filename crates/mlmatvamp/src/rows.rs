@@ -3,6 +3,7 @@
 //! the parallel row map used by every row-wise denoiser.
 
 mod thin;
+pub(crate) use thin::has_avx2_fma;
 
 use crate::error::{Error, Result};
 use crate::spd::DMat;
@@ -113,23 +114,60 @@ pub fn from_dmat(m: &DMat) -> Mat<f64> {
 }
 
 /// `(1/n) A^T B` for two `n x d` matrices (a row-averaged second moment).
+///
+/// Every entry is the sequential sum `((0 + a_0 b_0) + a_1 b_1) + …` over the rows, in row order.
+/// Up to [`CROSS_LANES`] columns of `B` are accumulated in one pass over the rows (independent
+/// sums side by side, each in the same order, hence the same bits as one pass per entry), and
+/// for `A = B` only the upper triangle is summed (`a_i b_i = b_i a_i` exactly) and mirrored.
 pub fn cross_moment(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> DMat {
     let n = a.nrows().max(1) as f64;
-    let mut out = DMat::zeros(a.ncols(), b.ncols());
-    for p in 0..a.ncols() {
-        for q in 0..b.ncols() {
-            let s = match (col_slice(a, p), col_slice(b, q)) {
-                (Some(ca), Some(cb)) => ca.iter().zip(cb).fold(0.0, |s, (x, y)| s + x * y),
-                _ => {
-                    let (ca, cb) = (a.col(p), b.col(q));
-                    (0..a.nrows()).fold(0.0, |s, i| s + ca[i] * cb[i])
+    let (da, db) = (a.ncols(), b.ncols());
+    let mut out = DMat::zeros(da, db);
+    let same = a.nrows() == b.nrows()
+        && da == db
+        && std::ptr::eq(a.as_ptr(), b.as_ptr())
+        && a.row_stride() == b.row_stride()
+        && a.col_stride() == b.col_stride();
+    let contiguous =
+        (0..da).all(|p| col_slice(a, p).is_some()) && (0..db).all(|q| col_slice(b, q).is_some());
+    if !contiguous {
+        for p in 0..da {
+            for q in 0..db {
+                let (ca, cb) = (a.col(p), b.col(q));
+                let s = (0..a.nrows()).fold(0.0, |s, i| s + ca[i] * cb[i]);
+                out[(p, q)] = s / n;
+            }
+        }
+        return out;
+    }
+    let cols_b: Vec<&[f64]> = (0..db).filter_map(|q| col_slice(b, q)).collect();
+    for p in 0..da {
+        let ca = col_slice(a, p).unwrap_or(&[]);
+        let first = if same { p } else { 0 };
+        let mut q0 = first;
+        while q0 < db {
+            let w = (db - q0).min(CROSS_LANES);
+            let mut acc = [0.0f64; CROSS_LANES];
+            let cb = &cols_b[q0..q0 + w];
+            for (i, &x) in ca.iter().enumerate() {
+                for (s, c) in acc[..w].iter_mut().zip(cb) {
+                    *s += x * c[i];
                 }
-            };
-            out[(p, q)] = s / n;
+            }
+            for (k, s) in acc[..w].iter().enumerate() {
+                out[(p, q0 + k)] = s / n;
+                if same {
+                    out[(q0 + k, p)] = s / n;
+                }
+            }
+            q0 += w;
         }
     }
     out
 }
+
+/// Columns of `B` summed side by side in [`cross_moment`].
+const CROSS_LANES: usize = 8;
 
 /// Row-averaged squared error `(1/n) ||A - B||_F^2` and the `d x d` error covariance
 /// `(1/n) (A - B)^T (A - B)`.
@@ -364,4 +402,45 @@ pub(crate) fn give_buffer(v: Vec<f64>) {
             b.push(v);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition of `cross_moment`: one sequential sum per entry, in row order.
+    fn naive(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> DMat {
+        let n = a.nrows().max(1) as f64;
+        DMat::from_fn(a.ncols(), b.ncols(), |p, q| {
+            (0..a.nrows()).fold(0.0, |s, i| s + a[(i, p)] * b[(i, q)]) / n
+        })
+    }
+
+    #[test]
+    fn cross_moment_has_the_bits_of_one_sequential_sum_per_entry() {
+        let mut rng = crate::rng_from_seed(5);
+        for (n, da, db) in [
+            (0, 2, 3),
+            (1, 1, 1),
+            (37, 4, 4),
+            (300, 3, 11),
+            (129, 10, 10),
+        ] {
+            let a = crate::denoise::standard_normal(n, da, &mut rng);
+            let b = crate::denoise::standard_normal(n, db, &mut rng);
+            for (x, y) in [(a.as_ref(), b.as_ref()), (a.as_ref(), a.as_ref())] {
+                let (got, want) = (cross_moment(x, y), naive(x, y));
+                for (g, w) in got.iter().zip(want.iter()) {
+                    assert_eq!(g.to_bits(), w.to_bits(), "n {n}, {da} x {db}");
+                }
+            }
+            // A row-major view (non-contiguous columns) takes the per-entry path.
+            let at = a.transpose().to_owned();
+            let v = at.as_ref().transpose();
+            let (got, want) = (cross_moment(v, v), naive(v, v));
+            for (g, w) in got.iter().zip(want.iter()) {
+                assert_eq!(g.to_bits(), w.to_bits());
+            }
+        }
+    }
 }

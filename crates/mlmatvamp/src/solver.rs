@@ -6,6 +6,9 @@
 //! denoiser estimated, subtracting the incoming message on that variable (lines 18 and 23 as
 //! corrected).
 
+mod fused;
+
+use crate::denoise::linear::LinearLayer;
 use crate::error::{Error, Result};
 use crate::factor::WarmStart;
 use crate::message::{Belief, Message, MessagePolicy, OnDivergence};
@@ -98,6 +101,41 @@ pub struct State {
     solves: Vec<SolveRecord>,
     /// Warm starts of the hidden layers `1 … L−1`: `[forward, backward]`.
     warm: Vec<[WarmStart; 2]>,
+    /// The next prior belief and its products with `V_r`, computed by the fused pass of the
+    /// previous backward call (see [`Solver::with_fused_pass`]); used only if the backward
+    /// message about `Z_0` is still the one it was computed for.
+    pending: Option<Box<Pending>>,
+    /// `(R⁺_0, V_rᵀ R⁺_0)` of the current forward message about `Z_0` when the fused pass
+    /// obtained the product by linearity (not read from `V_r`).
+    vt_plus0: Option<Box<(Mat<f64>, Mat<f64>)>>,
+}
+
+/// The prior's belief for the next iteration, computed in the fused pass (`solver/fused.rs`).
+#[derive(Clone, Debug)]
+struct Pending {
+    /// The backward message about `Z_0` it was computed from (compared bit for bit).
+    key: Message,
+    /// The layer whose `V_r` the products are with (its address).
+    layer: usize,
+    /// `(Ẑ⁺_0, Σ̄)`.
+    z: Mat<f64>,
+    cov: DMat,
+    /// `V_rᵀ Ẑ⁺_0` and `V_rᵀ R⁻_0`.
+    vt_z: Mat<f64>,
+    vt_r: Mat<f64>,
+}
+
+/// Whether two messages are the same bits.
+fn same_bits(a: &Message, b: &Message) -> bool {
+    a.precision.matrix() == b.precision.matrix() && same_mat_bits(&a.mean, &b.mean)
+}
+
+/// Whether two matrices are the same bits.
+fn same_mat_bits(x: &Mat<f64>, y: &Mat<f64>) -> bool {
+    x.nrows() == y.nrows()
+        && x.ncols() == y.ncols()
+        && (0..x.ncols())
+            .all(|j| (0..x.nrows()).all(|i| x[(i, j)].to_bits() == y[(i, j)].to_bits()))
 }
 
 impl State {
@@ -127,6 +165,8 @@ impl State {
             warnings: Vec::new(),
             solves: Vec::new(),
             warm: vec![Default::default(); l.saturating_sub(1)],
+            pending: None,
+            vt_plus0: None,
         })
     }
 
@@ -316,10 +356,21 @@ pub struct Solution {
 pub use crate::observe::Control;
 
 /// Algorithm 1 on a [`Network`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Solver {
     /// The options.
     pub config: SolverConfig,
+    /// Whether the fused pass over `V` may run (see [`Solver::with_fused_pass`]).
+    fused: bool,
+}
+
+impl Default for Solver {
+    fn default() -> Self {
+        Solver {
+            config: SolverConfig::default(),
+            fused: true,
+        }
+    }
 }
 
 /// The "empirical SE" of the reference code (spec §6.5), a diagnostic: every message, as soon as
@@ -365,6 +416,10 @@ struct AlgorithmStep<'a, 'b, 't> {
     warnings: &'b mut Vec<String>,
     solves: &'b mut Vec<SolveRecord>,
     warm: &'b mut [[WarmStart; 2]],
+    /// The first layer, when the fused pass runs ([`Solver::with_fused_pass`]).
+    fused: Option<&'a LinearLayer>,
+    pending: &'b mut Option<Box<Pending>>,
+    vt_plus0: &'b mut Option<Box<(Mat<f64>, Mat<f64>)>>,
 }
 
 impl AlgorithmStep<'_, '_, '_> {
@@ -402,18 +457,135 @@ impl AlgorithmStep<'_, '_, '_> {
     }
 }
 
+/// The address of a layer (to tie pending products to it).
+fn layer_address(layer: &LinearLayer) -> usize {
+    layer as *const LinearLayer as usize
+}
+
+impl AlgorithmStep<'_, '_, '_> {
+    /// `V_rᵀ R⁺_0` when the fused pass obtained it by linearity for this very message.
+    fn given_vt_plus(&self, plus: &Message) -> Option<&Mat<f64>> {
+        self.vt_plus0
+            .as_deref()
+            .filter(|(key, _)| same_mat_bits(key, &plus.mean))
+            .map(|(_, value)| value)
+    }
+
+    /// `G⁻_1`, the message rule about `Z_0` and the next prior denoiser in one pass over `V_r`
+    /// (`solver/fused.rs`). Changes nothing on error.
+    fn fused_backward(
+        &mut self,
+        layer: &LinearLayer,
+        loc: &str,
+        minus: &Message,
+        plus_in: &Message,
+        prev: &Message,
+    ) -> Result<Message> {
+        let b = layer.backward_rotated(minus, plus_in, self.given_vt_plus(plus_in))?;
+        let (out_prec, map) = self.policy.extrinsic_rule(
+            &b.cov,
+            &plus_in.precision,
+            Some(&prev.precision),
+            loc,
+            self.k,
+        )?;
+        prev.check("previous message", plus_in.rows(), plus_in.dim())?;
+        let prior = self.net.prior();
+        let den = prior.row_denoiser(&out_prec).and_then(|r| r.ok());
+        let out = fused::pass(&fused::PassInput {
+            vt: layer.vt(),
+            q: b.q.as_ref(),
+            complement: b.complement,
+            plus: plus_in.mean.as_ref(),
+            map: &map,
+            prev: prev.mean.as_ref(),
+            prior: den.as_deref(),
+        })?;
+        crate::rows::check_finite("estimate", out.z_minus.as_ref())?;
+        crate::rows::check_finite("outgoing message", out.r_minus.as_ref())?;
+        let n = out.r_minus.nrows();
+        let next = match (out.prior, den.as_deref()) {
+            (Some(p), Some(den)) => Some(Box::new(Pending {
+                key: Message {
+                    mean: out.r_minus.clone(),
+                    precision: out_prec.clone(),
+                },
+                layer: layer_address(layer),
+                z: p.z,
+                cov: den.covariance(&p.cov_sum, n),
+                vt_z: p.vt_z,
+                vt_r: p.vt_r,
+            })),
+            _ => None,
+        };
+        let belief = Belief::new(out.z_minus, b.cov);
+        self.keep_warnings(loc, &belief);
+        self.est_minus[0] = Some(belief);
+        *self.pending = next;
+        Ok(Message {
+            mean: out.r_minus,
+            precision: out_prec,
+        })
+    }
+}
+
 impl Schedule for AlgorithmStep<'_, '_, '_> {
     type Fwd = Message;
     type Bwd = Message;
 
     fn prior(&mut self, minus: &Message, prev: Option<&Message>) -> Result<Message> {
         let loc = self.net.chain().location_forward(0);
-        let belief = self
-            .net
-            .prior()
-            .denoise(minus)
-            .map_err(self.wrap(loc.clone()))?;
-        let ext = self.policy.extrinsic(&belief, minus, prev, &loc, self.k)?;
+        let Some(layer) = self.fused else {
+            let belief = self
+                .net
+                .prior()
+                .denoise(minus)
+                .map_err(self.wrap(loc.clone()))?;
+            let ext = self.policy.extrinsic(&belief, minus, prev, &loc, self.k)?;
+            self.keep_warnings(&loc, &belief);
+            self.est_plus[0] = Some(belief);
+            return self.finish(0, ext.message);
+        };
+        // The fused pass of the previous backward call computed this belief and its products
+        // with V_r, if the message is still the one it saw.
+        let pending = self
+            .pending
+            .take()
+            .filter(|p| p.layer == layer_address(layer) && same_bits(&p.key, minus));
+        let (belief, products) = match pending {
+            Some(p) => {
+                let p = *p;
+                (Belief::new(p.z, p.cov), Some((p.vt_z, p.vt_r)))
+            }
+            None => (
+                self.net
+                    .prior()
+                    .denoise(minus)
+                    .map_err(self.wrap(loc.clone()))?,
+                None,
+            ),
+        };
+        let (ext, map) = self
+            .policy
+            .extrinsic_map(&belief, minus, prev, &loc, self.k)?;
+        // V_rᵀ R⁺_0 by linearity (eq. 2.1): (1−ρ)(V_rᵀẐ A + V_rᵀR⁻ B) + ρ V_rᵀR⁺_prev.
+        let vt_plus = products.map(|(vt_z, vt_r)| {
+            let mut v = crate::rows::mul_small_sum(
+                vt_z.as_ref(),
+                &map.estimate,
+                vt_r.as_ref(),
+                &map.incoming,
+            );
+            if let Some(p) = prev.filter(|_| map.damping > 0.0) {
+                let vt_prev = match self.vt_plus0.as_deref() {
+                    Some((key, value)) if same_mat_bits(key, &p.mean) => value.clone(),
+                    _ => layer.vt_product(p.mean.as_ref()),
+                };
+                v = &v * faer::Scale(1.0 - map.damping) + &vt_prev * faer::Scale(map.damping);
+            }
+            v
+        });
+        *self.vt_plus0 = vt_plus.map(|v| Box::new((ext.message.mean.clone(), v)));
         self.keep_warnings(&loc, &belief);
         self.est_plus[0] = Some(belief);
         self.finish(0, ext.message)
@@ -427,11 +599,16 @@ impl Schedule for AlgorithmStep<'_, '_, '_> {
         prev: Option<&Message>,
     ) -> Result<Message> {
         let loc = self.net.chain().location_forward(l);
-        let belief = self
-            .net
-            .layer(l)?
-            .forward_warm(minus, plus_in, &mut self.warm[l - 1][0])
-            .map_err(self.wrap(loc.clone()))?;
+        let belief = match self.fused.filter(|_| l == 1) {
+            Some(layer) => layer
+                .forward_with(minus, plus_in, self.given_vt_plus(plus_in))
+                .map_err(self.wrap(loc.clone()))?,
+            None => self
+                .net
+                .layer(l)?
+                .forward_warm(minus, plus_in, &mut self.warm[l - 1][0])
+                .map_err(self.wrap(loc.clone()))?,
+        };
         // Lines 10–12: the message is about Z_l and subtracts R⁻_{kl} Γ⁻_{kl}.
         let ext = self.policy.extrinsic(&belief, minus, prev, &loc, self.k)?;
         self.keep_warnings(&loc, &belief);
@@ -470,6 +647,14 @@ impl Schedule for AlgorithmStep<'_, '_, '_> {
         prev: &Message,
     ) -> Result<Message> {
         let loc = self.net.chain().location_backward(l - 1);
+        if l == 1 {
+            if let Some(layer) = self.fused {
+                // On any error, the ordinary call below runs and reports it where it arises.
+                if let Ok(msg) = self.fused_backward(layer, &loc, minus, plus_in, prev) {
+                    return Ok(msg);
+                }
+            }
+        }
         let belief = self
             .net
             .layer(l)?
@@ -509,7 +694,38 @@ impl Solver {
     /// A solver with the given options.
     pub fn new(config: SolverConfig) -> Result<Self> {
         config.validate()?;
-        Ok(Solver { config })
+        Ok(Solver {
+            config,
+            fused: true,
+        })
+    }
+
+    /// Switches the fused pass over `V` on (the default) or off (`docs/speed.md`).
+    ///
+    /// When the first hidden layer is the SVD linear layer ([`LinearLayer`]), one iteration
+    /// ends with its backward call `G⁻_1` (spec §3.3), the message rule about `Z_0` (eq. 2.1)
+    /// and, at the start of the next iteration, the prior's denoiser `G⁺_0` (eq. 13) and the
+    /// forward call's product `V_rᵀ R⁺_0`. The fused pass computes the first three row block
+    /// by row block of `V_r`, in one read of `V_r`, and the product by linearity of the message
+    /// rule ([`MessagePolicy::extrinsic_rule`]). It engages when
+    ///
+    /// * the solver runs the real denoisers (not the empirical SE, which replaces messages);
+    /// * layer 1 is a [`LinearLayer`] (any shape, bias, noise);
+    /// * for the prior part: the prior is row-separable
+    ///   ([`crate::factor::PriorDenoiser::row_denoiser`]: the Bernoulli–Gaussian and Gaussian
+    ///   priors); otherwise only `G⁻_1` and the message rule are fused;
+    ///
+    /// and otherwise, or on any error (which the ordinary path then reports), the ordinary
+    /// schedule runs. The results agree with the ordinary path up to rounding
+    /// (`tests/fused_pass.rs`) and do not depend on the number of threads.
+    pub fn with_fused_pass(mut self, on: bool) -> Self {
+        self.fused = on;
+        self
+    }
+
+    /// Whether the fused pass may run ([`Solver::with_fused_pass`]).
+    pub fn fused_pass(&self) -> bool {
+        self.fused
     }
 
     fn pass(
@@ -531,6 +747,14 @@ impl Solver {
         policy: &MessagePolicy,
     ) -> Result<()> {
         state.check_network(net)?;
+        let fused = if self.fused && surrogate.is_none() && net.depth() >= 2 {
+            net.layer(1)?
+                .as_any()
+                .and_then(|a| a.downcast_ref::<LinearLayer>())
+                .filter(|l| l.vt().row_stride() == 1)
+        } else {
+            None
+        };
         let State {
             plus,
             minus,
@@ -540,6 +764,8 @@ impl Solver {
             warnings,
             solves,
             warm,
+            pending,
+            vt_plus0,
             ..
         } = state;
         let mut step = AlgorithmStep {
@@ -552,6 +778,9 @@ impl Solver {
             warnings,
             solves,
             warm,
+            fused,
+            pending,
+            vt_plus0,
         };
         if forward {
             schedule::forward_pass(&mut step, plus, minus)

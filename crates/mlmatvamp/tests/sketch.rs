@@ -449,6 +449,69 @@ fn recovers_a_well_separated_mixture_for_every_seed() {
     }
 }
 
+/// The early stop of the restarts: on a well-separated mixture the first wave reaches the
+/// sketch's noise level, so fewer restarts run; the restarts that ran are the same as without
+/// the stop, and the kept one is the best of them. Without the stop every
+/// restart runs, and a factor of 0 never stops.
+#[test]
+fn restarts_stop_once_a_restart_reaches_the_noise_level() {
+    let (k, p) = (5, 5);
+    let mix = MixtureConfig {
+        k,
+        p,
+        sigma2: 1.0,
+        separation: 1.0,
+    };
+    let c = mix.centroids(1);
+    let (x, _) = mix.points(c.as_ref(), 1, 0, 20_000);
+    let freqs = Frequencies::draw(5 * k * p, p, 1.0, 1).unwrap();
+    let s = sketch(x.as_ref(), &freqs).unwrap();
+    let cfg = |stop: Option<f64>| ClusterConfig {
+        k,
+        seed: 1,
+        restarts: 5,
+        stop_residual: stop,
+        ..Default::default()
+    };
+    let early = recover(&s, &freqs, &cfg(Some(1.5))).unwrap();
+    let all = recover(&s, &freqs, &cfg(None)).unwrap();
+    let never = recover(&s, &freqs, &cfg(Some(0.0))).unwrap();
+    assert!(early.noise_level > 0.0 && early.noise_level == all.noise_level);
+    assert!(early.stopped_early && !all.stopped_early && !never.stopped_early);
+    assert_eq!(early.restarts.len(), 2, "one wave of restart_batch = 2");
+    assert_eq!((all.restarts.len(), never.restarts.len()), (5, 5));
+    assert!(early.residual <= 1.5 * early.noise_level);
+    // The same restarts, bit for bit (results do not depend on the threads or on the order in
+    // which restarts run).
+    for (a, b) in early.restarts.iter().zip(&all.restarts) {
+        assert_eq!(
+            a.residual.to_bits(),
+            b.residual.to_bits(),
+            "{} vs {}",
+            a.residual,
+            b.residual
+        );
+    }
+    let best = early
+        .restarts
+        .iter()
+        .map(|r| r.residual)
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(early.residual, best);
+    assert!(ClusterConfig {
+        restart_batch: 0,
+        ..Default::default()
+    }
+    .validate()
+    .is_err());
+    assert!(ClusterConfig {
+        stop_residual: Some(-1.0),
+        ..Default::default()
+    }
+    .validate()
+    .is_err());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bad input
 // ---------------------------------------------------------------------------------------------

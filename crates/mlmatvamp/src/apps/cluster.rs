@@ -12,7 +12,9 @@
 //! ([`crate::denoise::cexp`]), with `d = K`. [`recover`] runs Algorithm 1 on it
 //! ([`crate::solver::Solver`]) from a random asymmetric start (the symmetric start is a fixed
 //! point, as in mixed regression), re-fits `α` by non-negative least squares on the sketch
-//! between rounds ([`nnls_weights`]), repeats from several seeded starts and keeps the one with
+//! between rounds ([`nnls_weights`]), repeats from several seeded starts (in parallel waves of
+//! [`ClusterConfig::restart_batch`], stopping after a wave once a restart's residual is within
+//! [`ClusterConfig::stop_residual`] times the sketch's [`noise_level`]) and keeps the one with
 //! the smallest relative sketch residual ([`sketch_residual`]). The centroids are returned in
 //! data coordinates (the sketch's mean added back).
 //!
@@ -52,6 +54,15 @@ pub struct ClusterConfig {
     pub restarts: usize,
     /// Base seed of the restarts.
     pub seed: u64,
+    /// Restarts run in parallel in waves of this many (default 2); the early stop
+    /// ([`ClusterConfig::stop_residual`]) is checked between waves, so the restarts that run and
+    /// the result do not depend on the number of threads.
+    pub restart_batch: usize,
+    /// Stop restarting after a wave in which a restart's relative sketch residual is at most
+    /// this multiple of the sketch's noise level [`noise_level`] (default `1.5`; `None`: always
+    /// run every restart). A fit at that level explains the sketch up to its finite-`T`
+    /// sampling noise, so another restart cannot fit it significantly better.
+    pub stop_residual: Option<f64>,
     /// The within-cluster variance `σ²` of the gains `g_m = e^{−σ²‖w_m‖²/2}` (default: the one
     /// the frequencies were drawn for).
     pub sigma2: Option<f64>,
@@ -88,6 +99,8 @@ impl Default for ClusterConfig {
             rounds: 2,
             restarts: 5,
             seed: 0,
+            restart_batch: 2,
+            stop_residual: Some(1.5),
             sigma2: None,
             noise: None,
             noise_floor: 1e-2,
@@ -126,6 +139,7 @@ impl ClusterConfig {
             ("iterations", self.iterations),
             ("rounds", self.rounds),
             ("restarts", self.restarts),
+            ("restart_batch", self.restart_batch),
         ] {
             if v == 0 {
                 return Err(Error::invalid(name, "must be at least 1"));
@@ -146,6 +160,14 @@ impl ClusterConfig {
                         format!("must be positive and finite, got {v}"),
                     ));
                 }
+            }
+        }
+        if let Some(f) = self.stop_residual {
+            if !(f >= 0.0 && f.is_finite()) {
+                return Err(Error::invalid(
+                    "stop_residual",
+                    format!("must be non-negative and finite, got {f}"),
+                ));
             }
         }
         if !(self.anneal >= 1.0 && self.anneal.is_finite()) {
@@ -191,8 +213,12 @@ pub struct ClusterResult {
     pub residual: f64,
     /// Which restart was kept.
     pub best: usize,
-    /// Every restart.
+    /// Every restart that ran (fewer than [`ClusterConfig::restarts`] after an early stop).
     pub restarts: Vec<RestartRecord>,
+    /// The sketch's relative noise level [`noise_level`].
+    pub noise_level: f64,
+    /// Whether the restarts stopped early ([`ClusterConfig::stop_residual`]).
+    pub stopped_early: bool,
     /// The kept restart's Algorithm-1 history (all rounds, in order).
     pub history: Vec<IterationRecord>,
     /// The `σ²`, noise variance and prior variance used.
@@ -239,6 +265,25 @@ pub fn sketch_residual(
         num / den
     } else {
         num
+    }
+}
+
+/// The relative noise level of a sketch of `T` points, `√(Σ_m (1 − |y_m|²)/T) / ‖y‖`: the
+/// expected relative residual `‖y − E y‖/‖y‖` of the exact model (`E|y_m − E y_m|² =
+/// (1 − |E y_m|²)/T` for the mean of `T` independent unit phasors, `|y_m|` standing in for
+/// `|E y_m|`). `0` when `T = 0` or `y = 0`.
+pub fn noise_level(sketch: &Sketch) -> f64 {
+    let t = sketch.count as f64;
+    let (mut var, mut norm2) = (0.0, 0.0);
+    for i in 0..sketch.y.nrows() {
+        let y2 = sketch.y[(i, 0)].powi(2) + sketch.y[(i, 1)].powi(2);
+        var += (1.0 - y2).max(0.0);
+        norm2 += y2;
+    }
+    if t > 0.0 && norm2 > 0.0 {
+        (var / t).sqrt() / norm2.sqrt()
+    } else {
+        0.0
     }
 }
 
@@ -509,101 +554,114 @@ pub fn recover_from(
     })?;
     let mut restarts = Vec::with_capacity(config.restarts);
     let mut best: Option<(usize, RestartOutcome)> = None;
-    // The restarts run in parallel; each is deterministic, and they are compared in order.
-    let outcomes: Vec<(u64, f64, Result<RestartOutcome>)> = (0..config.restarts)
-        .into_par_iter()
-        .map(|r| {
-            let t0 = Instant::now();
-            let seed = mix64(config.seed ^ mix64(0x5EED_0000 + r as u64));
-            let outcome = (|| -> Result<RestartOutcome> {
-                let mut alpha = vec![1.0 / k as f64; k];
-                let round_noise = |round: usize| -> Result<Vec<f64>> {
-                    if config.noise.is_some() {
-                        return Ok(noise.clone());
-                    }
-                    let floor =
-                        config.noise_floor * config.anneal.powi((config.rounds - 1 - round) as i32);
-                    Ok(resolve_with_floor(sketch, freqs, config, floor)?.1)
-                };
-                let mut net = cluster_network(
-                    sketch,
-                    layer.clone(),
-                    gains.clone(),
-                    round_noise(0)?,
-                    alpha.clone(),
-                    prior,
-                    config,
-                )?;
-                // Random asymmetric start: centroids drawn from the prior, R⁻_1 = Ω C_0.
-                let mut rng = rng_from_seed(seed);
-                let c0 = match init {
-                    Some(c) => Mat::from_fn(p, k, |j, kk| c[(kk, j)] - sketch.mean[j]),
-                    None => standard_normal(p, k, &mut rng) * faer::Scale(prior.sqrt()),
-                };
-                let mut state = State::new(&net, 1e-6)?;
-                let gamma1 = config.start_precision / (prior * mean_w2);
-                state.set_minus(
-                    1,
-                    Message {
-                        mean: freqs.matrix() * &c0,
-                        precision: Spd::scaled_identity(k, gamma1)?,
-                    },
-                )?;
-                state.set_minus(
-                    0,
-                    Message {
-                        mean: c0,
-                        precision: Spd::scaled_identity(k, 1.0 / prior)?,
-                    },
-                )?;
-                let mut history = Vec::new();
-                let mut c = Mat::zeros(p, k);
-                for round in 0..config.rounds {
-                    let sol = solver.run_from(&net, state, None, &mut |_, _| Control::Continue)?;
-                    history.extend(sol.history.iter().cloned());
-                    c = sol.estimates[0].clone();
-                    state = sol.state;
-                    alpha = nnls_weights(sketch.y.as_ref(), freqs, &gains, c.as_ref());
-                    if round + 1 < config.rounds {
-                        net = cluster_network(
-                            sketch,
-                            layer.clone(),
-                            gains.clone(),
-                            round_noise(round + 1)?,
-                            alpha.iter().map(|a| a.max(1e-6)).collect(),
-                            prior,
-                            config,
-                        )?;
-                    }
+    let noise_level = noise_level(sketch);
+    let run_restart = |r: usize| {
+        let t0 = Instant::now();
+        let seed = mix64(config.seed ^ mix64(0x5EED_0000 + r as u64));
+        let outcome = (|| -> Result<RestartOutcome> {
+            let mut alpha = vec![1.0 / k as f64; k];
+            let round_noise = |round: usize| -> Result<Vec<f64>> {
+                if config.noise.is_some() {
+                    return Ok(noise.clone());
                 }
-                check_centroids(c.as_ref(), sketch)?;
-                let res = sketch_residual(sketch.y.as_ref(), freqs, &gains, c.as_ref(), &alpha);
-                Ok((c, alpha, res, history))
-            })();
-            (seed, t0.elapsed().as_secs_f64(), outcome)
-        })
-        .collect();
-    for (r, (seed, seconds, outcome)) in outcomes.into_iter().enumerate() {
-        match outcome {
-            Ok((c, alpha, res, history)) => {
-                restarts.push(RestartRecord {
-                    seed,
-                    residual: res,
-                    weights: alpha.clone(),
-                    seconds,
-                    error: None,
-                });
-                if res.is_finite() && best.as_ref().is_none_or(|b| res < b.1 .2) {
-                    best = Some((r, (c, alpha, res, history)));
+                let floor =
+                    config.noise_floor * config.anneal.powi((config.rounds - 1 - round) as i32);
+                Ok(resolve_with_floor(sketch, freqs, config, floor)?.1)
+            };
+            let mut net = cluster_network(
+                sketch,
+                layer.clone(),
+                gains.clone(),
+                round_noise(0)?,
+                alpha.clone(),
+                prior,
+                config,
+            )?;
+            // Random asymmetric start: centroids drawn from the prior, R⁻_1 = Ω C_0.
+            let mut rng = rng_from_seed(seed);
+            let c0 = match init {
+                Some(c) => Mat::from_fn(p, k, |j, kk| c[(kk, j)] - sketch.mean[j]),
+                None => standard_normal(p, k, &mut rng) * faer::Scale(prior.sqrt()),
+            };
+            let mut state = State::new(&net, 1e-6)?;
+            let gamma1 = config.start_precision / (prior * mean_w2);
+            state.set_minus(
+                1,
+                Message {
+                    mean: freqs.matrix() * &c0,
+                    precision: Spd::scaled_identity(k, gamma1)?,
+                },
+            )?;
+            state.set_minus(
+                0,
+                Message {
+                    mean: c0,
+                    precision: Spd::scaled_identity(k, 1.0 / prior)?,
+                },
+            )?;
+            let mut history = Vec::new();
+            let mut c = Mat::zeros(p, k);
+            for round in 0..config.rounds {
+                let sol = solver.run_from(&net, state, None, &mut |_, _| Control::Continue)?;
+                history.extend(sol.history.iter().cloned());
+                c = sol.estimates[0].clone();
+                state = sol.state;
+                alpha = nnls_weights(sketch.y.as_ref(), freqs, &gains, c.as_ref());
+                if round + 1 < config.rounds {
+                    net = cluster_network(
+                        sketch,
+                        layer.clone(),
+                        gains.clone(),
+                        round_noise(round + 1)?,
+                        alpha.iter().map(|a| a.max(1e-6)).collect(),
+                        prior,
+                        config,
+                    )?;
                 }
             }
-            Err(e) => restarts.push(RestartRecord {
-                seed,
-                residual: f64::NAN,
-                weights: vec![],
-                seconds,
-                error: Some(e.to_string()),
-            }),
+            check_centroids(c.as_ref(), sketch)?;
+            let res = sketch_residual(sketch.y.as_ref(), freqs, &gains, c.as_ref(), &alpha);
+            Ok((c, alpha, res, history))
+        })();
+        (seed, t0.elapsed().as_secs_f64(), outcome)
+    };
+    // The restarts run in parallel in waves of `restart_batch`; each is deterministic, and they
+    // are compared in order. After a wave, stop if a restart has reached the noise level.
+    let mut stopped_early = false;
+    let mut first = 0;
+    while first < config.restarts {
+        let last = (first + config.restart_batch).min(config.restarts);
+        let outcomes: Vec<(u64, f64, Result<RestartOutcome>)> =
+            (first..last).into_par_iter().map(run_restart).collect();
+        for (r, (seed, seconds, outcome)) in (first..last).zip(outcomes) {
+            match outcome {
+                Ok((c, alpha, res, history)) => {
+                    restarts.push(RestartRecord {
+                        seed,
+                        residual: res,
+                        weights: alpha.clone(),
+                        seconds,
+                        error: None,
+                    });
+                    if res.is_finite() && best.as_ref().is_none_or(|b| res < b.1 .2) {
+                        best = Some((r, (c, alpha, res, history)));
+                    }
+                }
+                Err(e) => restarts.push(RestartRecord {
+                    seed,
+                    residual: f64::NAN,
+                    weights: vec![],
+                    seconds,
+                    error: Some(e.to_string()),
+                }),
+            }
+        }
+        first = last;
+        if let (Some(factor), Some((_, b))) = (config.stop_residual, best.as_ref()) {
+            if first < config.restarts && b.2 <= factor * noise_level {
+                stopped_early = true;
+                break;
+            }
         }
     }
     let Some((best, (c, weights, residual, history))) = best else {
@@ -626,6 +684,8 @@ pub fn recover_from(
         residual,
         best,
         restarts,
+        noise_level,
+        stopped_early,
         history,
         sigma2,
         noise: noise.iter().sum::<f64>() / noise.len() as f64,

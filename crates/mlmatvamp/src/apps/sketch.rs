@@ -326,17 +326,7 @@ unsafe fn block_sums_avx2(
 
 /// Whether the AVX2 kernel may run (detected once).
 fn use_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *DETECTED.get_or_init(|| {
-            std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::rows::has_avx2_fma()
 }
 
 /// The kernel on one task's rows: `Σ_t e^{i w_mᵀ (x_t − s)}` for every `m`.

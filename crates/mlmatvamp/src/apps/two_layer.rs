@@ -230,7 +230,9 @@ pub fn predict(
         check_finite("F_1", f1)?;
         check_finite("F_2", f2)?;
     }
-    let mut h = x * f1;
+    // The engine's thin product (sequential on the calling thread for the test sets of Figure 2,
+    // whatever faer's global parallelism: a fork per product cost more than the product).
+    let mut h = crate::rows::matmul(x, f1);
     // With F_1 finite, a non-finite entry of X makes every entry of its row of X F_1 non-finite
     // (`±∞·0` is NaN), so X (`n x nin`, the large input) needs a check only then.
     let mut finite = true;
@@ -243,7 +245,7 @@ pub fn predict(
     if !finite {
         check_finite("inputs X", x)?;
     }
-    Ok(&h * f2)
+    Ok(crate::rows::matmul(h.as_ref(), f2))
 }
 
 /// Normalized test MSE on held-out samples (spec §7.4, "via test samples"):

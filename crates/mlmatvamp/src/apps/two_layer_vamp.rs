@@ -171,6 +171,26 @@ pub fn network(trial: &TwoLayerTrial, estimator: TwoLayerEstimator) -> Result<Ne
     )
 }
 
+/// Checks that `net` has the shape of [`network`] for `trial`: depth 2, `d` columns, rows
+/// `[nin, ntr]`.
+fn check_network(net: &Network, trial: &TwoLayerTrial) -> Result<()> {
+    let (nin, d) = (trial.f1.nrows(), trial.f1.ncols());
+    let want = [nin, trial.x_train.nrows()];
+    if net.depth() != 2 || net.dim() != d || net.rows() != want {
+        return Err(Error::invalid(
+            "network",
+            format!(
+                "not the two-layer network of this trial: want depth 2, d = {d}, rows {want:?}; \
+                 got depth {}, d = {}, rows {:?}",
+                net.depth(),
+                net.dim(),
+                net.rows()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The true values of the network's variables: `[F_1, X_tr F_1]`.
 pub fn truth(trial: &TwoLayerTrial) -> Vec<Mat<f64>> {
     vec![trial.f1.clone(), &trial.x_train * &trial.f1]
@@ -244,6 +264,33 @@ impl VampConfig {
         callback: &mut dyn FnMut(&VampIteration, &State),
     ) -> Result<VampRun> {
         self.validate()?;
+        let net = network(trial, self.estimator)?;
+        self.run_network_with(&net, trial, init, callback)
+    }
+
+    /// As [`VampConfig::run`] on a network already built by [`network`] for this trial and
+    /// this estimator (its thin SVD of `X_tr` done once, outside: the authors' code also
+    /// factors `X_tr` when it builds its input estimator, before it iterates).
+    pub fn run_network(
+        &self,
+        net: &Network,
+        trial: &TwoLayerTrial,
+        init: &InitialEstimate,
+    ) -> Result<VampRun> {
+        self.run_network_with(net, trial, init, &mut |_, _| {})
+    }
+
+    /// As [`VampConfig::run_with`] on a network built by [`network`] (see
+    /// [`VampConfig::run_network`]).
+    pub fn run_network_with(
+        &self,
+        net: &Network,
+        trial: &TwoLayerTrial,
+        init: &InitialEstimate,
+        callback: &mut dyn FnMut(&VampIteration, &State),
+    ) -> Result<VampRun> {
+        self.validate()?;
+        check_network(net, trial)?;
         let solver = self.solver()?;
         // Damping mixes in the previous message on the same edge; at iteration 0 there is none
         // (the backward messages of `State::new` are placeholders), so iteration 0 is undamped.
@@ -255,10 +302,9 @@ impl VampConfig {
             },
             ..solver.config.clone()
         })?;
-        let net = network(trial, self.estimator)?;
         let truth = truth(trial);
         let initial_test_mse = trial.test_mse(init.f1.as_ref())?;
-        let mut state = initial_state(&solver, &net, &init.message)?;
+        let mut state = initial_state(&solver, net, &init.message)?;
         let mut history = Vec::with_capacity(self.iterations);
         let mut previous: Option<Vec<Mat<f64>>> = None;
         for k in 0..self.iterations {
@@ -267,10 +313,10 @@ impl VampConfig {
             let pass = if k == 0 { &undamped } else { &solver };
             state.clear_warnings();
             state.set_iteration(k);
-            pass.backward_pass(&net, &mut state)?;
+            pass.backward_pass(net, &mut state)?;
             // … then the input estimator's message to the output (G⁺_0, G⁺_1).
             state.set_iteration(k + 1);
-            pass.forward_pass(&net, &mut state)?;
+            pass.forward_pass(net, &mut state)?;
             let f1_belief = state.estimate_minus(0).ok_or_else(|| {
                 Error::invalid("two-layer ML-Mat-VAMP", "no estimate of F_1 after the pass")
             })?;
@@ -285,7 +331,7 @@ impl VampConfig {
             let (f1_mse, _) = crate::rows::error_stats(f1_hat, trial.f1.as_ref());
             let f1_predicted_mse = f1_belief.cov.trace();
             let mut engine = solver.record(
-                &net,
+                net,
                 &state,
                 previous.as_deref(),
                 Some(&truth),

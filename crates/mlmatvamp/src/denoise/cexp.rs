@@ -35,7 +35,9 @@
 //!   rank-2 update of the shared `Γ`, the step and `Σ_i = H^{-1}` come from the Woodbury
 //!   identity through `Γ^{-1}` and the prior term along the line search from `Γ(z − r)` and
 //!   `Γ p`, so a Newton step costs `O(K²)` instead of a `K x K` factorisation (equal up to
-//!   rounding).
+//!   rounding). These Gauss–Newton rows keep `Γ` and `Γ^{-1}` column-major (products as column
+//!   updates, each entry summed in the same order) and are compiled a second time for AVX2/FMA,
+//!   chosen at run time; both builds give the same bits (Rust never fuses `a * b + c`).
 //! * **Approximate MMSE** ([`Estimator::Mmse`]), in the spirit of SHyGAMP (Byrne, Chatalic,
 //!   Gribonval and Schniter, 2019): for each `k`, the phase `t = z_k` is integrated exactly by a
 //!   one-dimensional quadrature while the rest of the row is treated as Gaussian given `t`:
@@ -78,6 +80,15 @@ const GRID_HALF_WIDTH: f64 = 7.0;
 
 /// Largest spacing of the MMSE quadrature grid (radians): 16 nodes per period `2π`.
 const GRID_SPACING: f64 = std::f64::consts::TAU / 16.0;
+
+/// `(sin x_j, cos x_j)` for every `j` into `s`, `c` (the standard library's; in the AVX2 build
+/// of the Gauss–Newton rows one `sincos` call per phase).
+#[inline(always)]
+fn sin_cos_into(x: &[f64], s: &mut [f64], c: &mut [f64]) {
+    for ((xj, sj), cj) in x.iter().zip(s.iter_mut()).zip(c.iter_mut()) {
+        (*sj, *cj) = xj.sin_cos();
+    }
+}
 
 /// Options of the complex-exponential output's denoisers.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -377,7 +388,7 @@ impl CexpOutput {
         &self,
         r: MatRef<'_, f64>,
         gamma_rows: &[f64],
-        cov_rows: &[f64],
+        gn: &GnMatrices,
     ) -> Result<RowMapOutput> {
         let (m, k) = (self.y.nrows(), self.weights.len());
         let kind = self.options.hessian;
@@ -398,14 +409,14 @@ impl CexpOutput {
                 z.copy_from_slice(&row.r);
                 let scale = 1.0 + row.r.iter().map(|x| x * x).sum::<f64>().sqrt();
                 if kind == HessianKind::GaussNewton {
-                    let rep = row.minimize_gn(gamma_rows, cov_rows, z, newton, scale)?;
+                    let (rep, added) = row.gn_row(gn, z, newton, scale, &mut acc[..k * k])?;
                     if rep.fallback_steps > 0 {
                         acc[k * k] += 1.0;
                     }
                     if !rep.converged {
                         acc[k * k + 2] += 1.0;
                     }
-                    if row.woodbury_covariance(cov_rows, &mut acc[..k * k]) {
+                    if added {
                         return Ok(());
                     }
                     // The 2 x 2 capacitance matrix was not positive definite numerically: the
@@ -447,12 +458,18 @@ impl CexpOutput {
         let gamma_rows: Vec<f64> = (0..k * k).map(|i| gamma[(i / k, i % k)]).collect();
         let r = plus.mean.as_ref();
         // With the Gauss–Newton curvature, H_i = Γ + (u_i u_iᵀ + w_i w_iᵀ)/v_i is a rank-2 update
-        // of Γ, solved through C = Γ^{-1} (row-major) by the Woodbury identity.
-        let cov_rows: Vec<f64> = if self.options.hessian == HessianKind::GaussNewton {
+        // of Γ, solved through C = Γ^{-1} by the Woodbury identity (Γ and C column-major).
+        let gn = if self.options.hessian == HessianKind::GaussNewton {
             let c = plus.precision.inverse();
-            (0..k * k).map(|i| c[(i / k, i % k)]).collect()
+            GnMatrices {
+                gamma: (0..k * k).map(|i| gamma[(i % k, i / k)]).collect(),
+                cov: (0..k * k).map(|i| c[(i % k, i / k)]).collect(),
+            }
         } else {
-            vec![]
+            GnMatrices {
+                gamma: vec![],
+                cov: vec![],
+            }
         };
         // Accumulator: Σ_i H_i^{-1} (k*k), rows with gradient fallbacks, rows whose final
         // Hessian was not positive definite, rows that did not converge. The row solver is
@@ -461,8 +478,8 @@ impl CexpOutput {
         macro_rules! dispatch {
             ($($n:literal)*) => {
                 match k {
-                    $($n => self.map_rows::<$n>(r, &gamma_rows, &cov_rows)?,)*
-                    _ => self.map_rows::<0>(r, &gamma_rows, &cov_rows)?,
+                    $($n => self.map_rows::<$n>(r, &gamma_rows, &gn)?,)*
+                    _ => self.map_rows::<0>(r, &gamma_rows, &gn)?,
                 }
             };
         }
@@ -528,6 +545,19 @@ impl CexpOutput {
         }
         Ok(belief)
     }
+}
+
+/// The matrices of the Gauss–Newton rows, column-major (`a[i + j k] = A_ij`, so that a
+/// product `A x` runs down contiguous columns): the message precision `Γ` and `C = Γ^{-1}`.
+struct GnMatrices {
+    gamma: Vec<f64>,
+    cov: Vec<f64>,
+}
+
+/// Whether the AVX2/FMA build of the Gauss–Newton rows may run (detected once). Rust never
+/// contracts `a * b + c` into a fused multiply-add, so both builds give the same bits.
+fn use_avx2() -> bool {
+    crate::rows::has_avx2_fma()
 }
 
 /// The MAP row objective `f(z)` of the module documentation.
@@ -778,7 +808,7 @@ impl<const N: usize> MapRow<N> {
     }
 
     /// The residual `e = y − Σ g α_j e^{i z_j}` from the sines and cosines `(s, c)`.
-    #[inline]
+    #[inline(always)]
     fn residual(&self, s: &[f64], c: &[f64]) -> (f64, f64) {
         let (mut re, mut im) = (self.y.0, self.y.1);
         for ((ga, s), c) in self.ga.iter().zip(s).zip(c) {
@@ -969,25 +999,40 @@ impl<const N: usize> MapRow<N> {
         }
     }
 
-    /// `y = A x` for the row-major `k x k` matrix `a`.
-    #[inline]
+    /// `y_i = Σ_j A_ij x_j` (summed in the order `j = 0, 1, …`) for the column-major `k x k`
+    /// matrix `a`, as `k` column updates of `y` (vectorised over `i`).
+    #[inline(always)]
     fn matvec(a: &[f64], x: &[f64], y: &mut [f64], k: usize) {
-        for (row, yi) in a[..k * k].chunks_exact(k).zip(y[..k].iter_mut()) {
-            let mut s = 0.0;
-            for (aj, xj) in row.iter().zip(&x[..k]) {
-                s += aj * xj;
+        let y = &mut y[..k];
+        y.fill(0.0);
+        for (col, xj) in a[..k * k].chunks_exact(k).zip(&x[..k]) {
+            for (yi, aij) in y.iter_mut().zip(col) {
+                *yi += aij * xj;
             }
-            *yi = s;
         }
     }
 
     /// Gauss–Newton solve: `C u`, `C w` and the 2 x 2 capacitance matrix
-    /// `S = v I + [u w]ᵀ C [u w]` at the current point (`u`, `w` = `u0`, `u1`); `None` if `S` is
-    /// not positive definite numerically.
+    /// `S = v I + [u w]ᵀ C [u w]` at the current point (`u`, `w` = `u0`, `u1`; `cov` = `C`,
+    /// column-major); `None` if `S` is not positive definite numerically.
+    #[inline(always)]
     fn capacitance(&mut self, cov: &[f64]) -> Option<[f64; 3]> {
         let k = self.k();
-        Self::matvec(cov, &self.u0, &mut self.cu0, k);
-        Self::matvec(cov, &self.u1, &mut self.cu1, k);
+        {
+            let (y0, y1) = (&mut self.cu0[..k], &mut self.cu1[..k]);
+            y0.fill(0.0);
+            y1.fill(0.0);
+            for ((col, x0), x1) in cov[..k * k]
+                .chunks_exact(k)
+                .zip(&self.u0[..k])
+                .zip(&self.u1[..k])
+            {
+                for ((a0, a1), cij) in y0.iter_mut().zip(y1.iter_mut()).zip(col) {
+                    *a0 += cij * x0;
+                    *a1 += cij * x1;
+                }
+            }
+        }
         let dot =
             |a: &[f64], b: &[f64]| a[..k].iter().zip(&b[..k]).map(|(x, y)| x * y).sum::<f64>();
         let s00 = self.v + dot(&self.u0, &self.cu0);
@@ -1003,6 +1048,7 @@ impl<const N: usize> MapRow<N> {
 
     /// `f`, the gradient, `u` and `w` at the current point from the kept sines, cosines,
     /// `Γ (z − r)` and `(z − r)ᵀ Γ (z − r) = q`.
+    #[inline(always)]
     fn gn_derivatives(&mut self, q: f64) -> f64 {
         let k = self.k();
         let (er, ei) = self.residual(&self.sin, &self.cos);
@@ -1017,10 +1063,61 @@ impl<const N: usize> MapRow<N> {
         (er * er + ei * ei) * iv * 0.5 + 0.5 * q
     }
 
+    /// One Gauss–Newton row ([`MapRow::minimize_gn`], then [`MapRow::woodbury_covariance`] into
+    /// `acc`), in the AVX2/FMA build when the CPU has it (the same bits).
+    fn gn_row(
+        &mut self,
+        gn: &GnMatrices,
+        v: &mut [f64],
+        opts: &NewtonOptions,
+        scale: f64,
+        acc: &mut [f64],
+    ) -> Result<(NewtonReport, bool)> {
+        #[cfg(target_arch = "x86_64")]
+        if use_avx2() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+            return unsafe { self.gn_row_avx2(gn, v, opts, scale, acc) };
+        }
+        self.gn_row_portable(gn, v, opts, scale, acc)
+    }
+
+    /// [`MapRow::gn_row`] compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn gn_row_avx2(
+        &mut self,
+        gn: &GnMatrices,
+        v: &mut [f64],
+        opts: &NewtonOptions,
+        scale: f64,
+        acc: &mut [f64],
+    ) -> Result<(NewtonReport, bool)> {
+        self.gn_row_portable(gn, v, opts, scale, acc)
+    }
+
+    #[inline(always)]
+    fn gn_row_portable(
+        &mut self,
+        gn: &GnMatrices,
+        v: &mut [f64],
+        opts: &NewtonOptions,
+        scale: f64,
+        acc: &mut [f64],
+    ) -> Result<(NewtonReport, bool)> {
+        let rep = self.minimize_gn(&gn.gamma, &gn.cov, v, opts, scale)?;
+        let added = self.woodbury_covariance(&gn.cov, acc);
+        Ok((rep, added))
+    }
+
     /// [`MapRow::minimize`] with the Gauss–Newton curvature, in `O(K²)` per step: the step
-    /// `p = −H^{-1} g` by the Woodbury identity through `C = Γ^{-1}` (`cov`, row-major), and the
-    /// prior term along the line search from `Γ (z − r)` and `Γ p` (no `K x K` matrix is formed
-    /// or factorised). The same stopping rule, Armijo line search and gradient fallback.
+    /// `p = −H^{-1} g` by the Woodbury identity through `C = Γ^{-1}` (`cov`; `gamma` = `Γ`,
+    /// both column-major), and the prior term along the line search from `Γ (z − r)` and
+    /// `Γ p` (no `K x K` matrix is formed or factorised). The same stopping rule, Armijo line
+    /// search and gradient fallback; the sines and cosines by [`sin_cos_into`].
+    #[inline(always)]
     fn minimize_gn(
         &mut self,
         gamma: &[f64],
@@ -1030,10 +1127,8 @@ impl<const N: usize> MapRow<N> {
         scale: f64,
     ) -> Result<NewtonReport> {
         let k = self.k();
+        sin_cos_into(&v[..k], &mut self.sin[..k], &mut self.cos[..k]);
         for j in 0..k {
-            let (s, c) = v[j].sin_cos();
-            self.sin[j] = s;
-            self.cos[j] = c;
             self.dz[j] = v[j] - self.r[j];
         }
         Self::matvec(gamma, &self.dz, &mut self.gz, k);
@@ -1112,7 +1207,9 @@ impl<const N: usize> MapRow<N> {
         }
     }
 
-    /// [`MapRow::gradient_direction`] for the Gauss–Newton Hessian `Γ + (u uᵀ + w wᵀ)/v`.
+    /// [`MapRow::gradient_direction`] for the Gauss–Newton Hessian `Γ + (u uᵀ + w wᵀ)/v`
+    /// (`gamma` column-major).
+    #[inline(always)]
     fn gn_gradient_direction(&mut self, gamma: &[f64]) {
         let k = self.k();
         let mut kappa = 0.0_f64;
@@ -1120,7 +1217,7 @@ impl<const N: usize> MapRow<N> {
             let s: f64 = (0..k)
                 .map(|b| {
                     ((self.u0[a] * self.u0[b] + self.u1[a] * self.u1[b]) * self.iv
-                        + gamma[a * k + b])
+                        + gamma[a + b * k])
                         .abs()
                 })
                 .sum();
@@ -1137,6 +1234,7 @@ impl<const N: usize> MapRow<N> {
     /// [`MapRow::line_search`] with the prior term `½ (d + t p)ᵀ Γ (d + t p)` expanded in `t`;
     /// on success `v`, the sines and cosines, `z − r`, `Γ (z − r)` and `q` move to the accepted
     /// point.
+    #[inline(always)]
     fn gn_line_search(
         &mut self,
         gamma: &[f64],
@@ -1167,12 +1265,9 @@ impl<const N: usize> MapRow<N> {
         let mut t = 1.0;
         for _ in 0..=opts.max_halvings {
             for j in 0..k {
-                let x = v[j] + t * self.step[j];
-                self.trial[j] = x;
-                let (s, c) = x.sin_cos();
-                self.tsin[j] = s;
-                self.tcos[j] = c;
+                self.trial[j] = v[j] + t * self.step[j];
             }
+            sin_cos_into(&self.trial[..k], &mut self.tsin[..k], &mut self.tcos[..k]);
             let (er, ei) = self.residual(&self.tsin, &self.tcos);
             let qt = *q + t * cross + t * t * quad;
             let ft = (er * er + ei * ei) / (2.0 * self.v) + 0.5 * qt;
@@ -1192,8 +1287,10 @@ impl<const N: usize> MapRow<N> {
         false
     }
 
-    /// Adds `H^{-1} = C − [Cu Cw] S^{-1} [Cu Cw]ᵀ` at the current point to `acc` (column-major);
-    /// `false` (nothing added) if `S` is not positive definite numerically.
+    /// Adds `H^{-1} = C − [Cu Cw] S^{-1} [Cu Cw]ᵀ` at the current point to `acc` (column-major;
+    /// `cov` = `C`, column-major); `false` (nothing added) if `S` is not positive definite
+    /// numerically.
+    #[inline(always)]
     fn woodbury_covariance(&mut self, cov: &[f64], acc: &mut [f64]) -> bool {
         let k = self.k();
         // u, w at the solution (gn_derivatives ran there last).
@@ -1204,8 +1301,9 @@ impl<const N: usize> MapRow<N> {
             let (x0, x1) = (self.cu0[b], self.cu1[b]);
             let (y0, y1) = (i00 * x0 + i01 * x1, i01 * x0 + i11 * x1);
             let col = &mut acc[b * k..(b + 1) * k];
+            let cov_col = &cov[b * k..(b + 1) * k];
             for a in 0..k {
-                col[a] += cov[a * k + b] - (self.cu0[a] * y0 + self.cu1[a] * y1);
+                col[a] += cov_col[a] - (self.cu0[a] * y0 + self.cu1[a] * y1);
             }
         }
         true

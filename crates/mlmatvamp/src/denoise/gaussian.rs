@@ -4,7 +4,7 @@ use super::{gaussian_rows, Rng};
 use crate::error::{Error, Result};
 use crate::factor::affine::{Affine, Blocks};
 use crate::factor::law::{SeBackward, SeContext, SeEstimate, SeForward, SeStep};
-use crate::factor::{Factor, PriorDenoiser, PriorSampler, PriorSe};
+use crate::factor::{Factor, PriorDenoiser, PriorSampler, PriorSe, RowBlockDenoiser};
 use crate::message::{Belief, Message};
 use crate::rows::{check_finite, mul_small};
 use crate::spd::{sym, DMat, Spd};
@@ -89,6 +89,61 @@ impl PriorDenoiser for GaussianPrior {
             }
         }
         Ok(Belief::new(mean, cov))
+    }
+
+    /// Row-separable: `ẑ_i = r_i Γ⁻ Σ + μ_0 Σ_0^{-1} Σ`, and `Σ̄ = Σ` for every row.
+    fn row_denoiser(&self, precision: &Spd) -> Option<Result<Box<dyn RowBlockDenoiser + '_>>> {
+        let d = self.dim();
+        if precision.dim() != d {
+            return None;
+        }
+        let build = || -> Result<Box<dyn RowBlockDenoiser>> {
+            let post_prec = Spd::from_symmetric(
+                "prior posterior precision",
+                self.prec.matrix() + precision.matrix(),
+            )?;
+            let cov = post_prec.inverse();
+            let g = precision.matrix() * &cov;
+            let mu = DMat::from_row_slice(1, d, &self.mean) * self.prec.matrix() * &cov;
+            Ok(Box::new(GaussianRows { g, mu, cov }))
+        };
+        Some(build())
+    }
+}
+
+/// [`GaussianPrior`]'s denoiser for a fixed `Γ⁻`: `ẑ_i = r_i G + m` (the same sums as
+/// [`PriorDenoiser::denoise`]), `Σ̄ = Σ`.
+struct GaussianRows {
+    g: DMat,
+    mu: DMat,
+    cov: DMat,
+}
+
+impl RowBlockDenoiser for GaussianRows {
+    fn denoise_rows(
+        &self,
+        r: faer::MatRef<'_, f64>,
+        mut z: faer::MatMut<'_, f64>,
+        _cov_sum: &mut [f64],
+    ) -> Result<()> {
+        let d = self.g.ncols();
+        for i in 0..r.nrows() {
+            for j in 0..d {
+                let mut acc = 0.0;
+                for l in 0..d {
+                    let c = self.g[(l, j)];
+                    if c != 0.0 {
+                        acc += c * r[(i, l)];
+                    }
+                }
+                z[(i, j)] = acc + self.mu[(0, j)];
+            }
+        }
+        Ok(())
+    }
+
+    fn covariance(&self, _cov_sum: &[f64], _n: usize) -> DMat {
+        self.cov.clone()
     }
 }
 

@@ -25,7 +25,10 @@ pub struct LinearLayer {
     d: usize,
     u: Mat<f64>,
     s: Vec<f64>,
-    v: Mat<f64>,
+    /// `V_rᵀ` (`r x n_{l−1}`, column-major): the rows of `V_r` are its contiguous columns, so
+    /// that a block of rows of `V_r` is one contiguous slab (the fused pass of the solver,
+    /// `docs/speed.md`), and both `V_rᵀ X` and `V_r X` stream it at full speed.
+    vt: Mat<f64>,
     bias: Option<Mat<f64>>,
     bias_rot: Mat<f64>,
     noise: Option<Spd>,
@@ -79,6 +82,17 @@ impl std::fmt::Debug for ProductCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ProductCache")
     }
+}
+
+/// `G⁻_l` before its last product (spec §3.2–3.3): `Ẑ⁻_{l−1} = V_r q (+ R⁺)` and `Σ̄_v`.
+pub(crate) struct BackwardRotated {
+    /// `q = Ṽ − V_rᵀ R⁺` when the layer has input-only rows (then `Ẑ⁻ = V_r q + R⁺`), else
+    /// `q = Ṽ` (`Ẑ⁻ = V_r q`); `r x d`.
+    pub q: Mat<f64>,
+    /// Whether `R⁺` is added (`n_{l−1} > r`).
+    pub complement: bool,
+    /// `Σ̄_v` (`d x d`).
+    pub cov: DMat,
 }
 
 /// The paired-row solution in the rotated domain, shared by `G⁺` and `G⁻`.
@@ -170,13 +184,15 @@ impl LinearLayer {
             Some(b) => crate::rows::matmul(u.transpose(), b.as_ref()),
             None => Mat::zeros(r, d),
         };
+        let vt = v.transpose().to_owned();
+        drop(v);
         Ok(LinearLayer {
             n_out,
             n_in,
             d,
             u,
             s,
-            v,
+            vt,
             bias,
             bias_rot,
             noise,
@@ -226,17 +242,54 @@ impl LinearLayer {
     }
     /// Right singular vectors `V_r` (`n_{l−1} x r`).
     pub fn v(&self) -> MatRef<'_, f64> {
-        self.v.as_ref()
+        self.vt.transpose()
+    }
+    /// `V_rᵀ` (`r x n_{l−1}`, column-major: column `i` is row `i` of `V_r`).
+    pub fn vt(&self) -> MatRef<'_, f64> {
+        self.vt.as_ref()
     }
     /// `W X` computed from the SVD (`U diag(s) V^T X`).
     pub fn apply(&self, x: MatRef<'_, f64>) -> Mat<f64> {
-        let mut t = crate::rows::matmul(self.v.transpose(), x);
+        let mut t = crate::rows::matmul(self.vt.as_ref(), x);
         for (i, &si) in self.s.iter().enumerate() {
             for j in 0..t.ncols() {
                 t[(i, j)] *= si;
             }
         }
         crate::rows::matmul(self.u.as_ref(), t.as_ref())
+    }
+
+    /// `V_rᵀ X` through the layer's one-entry cache (the product the forward and backward calls
+    /// use for `X = R⁺`).
+    pub(crate) fn vt_product(&self, x: MatRef<'_, f64>) -> Mat<f64> {
+        self.vt_plus.product(self.vt.transpose(), x)
+    }
+
+    /// `G⁻_l` without its final product with `V_r`: the solver's fused pass computes
+    /// `Ẑ⁻_{l−1} = V_r q (+ R⁺)` block by block. `vt_plus`, if given, is `V_rᵀ R⁺` (computed by
+    /// the caller without streaming `V_r`, e.g. by linearity from earlier products); otherwise
+    /// it is computed (through the cache, whose entries are always true products).
+    pub(crate) fn backward_rotated(
+        &self,
+        minus: &Message,
+        plus: &Message,
+        vt_plus: Option<&Mat<f64>>,
+    ) -> Result<BackwardRotated> {
+        let rot = self.solve(minus, plus, vt_plus)?;
+        let r = self.s.len();
+        let n_comp = self.n_in - r;
+        let q = if n_comp > 0 {
+            &rot.v_hat - &rot.rt_plus
+        } else {
+            rot.v_hat.clone()
+        };
+        let sum_vv = self.basis_sum(&rot, |s2, mj| 1.0 / (1.0 + s2 * mj));
+        let cov = sym(&((sum_vv + plus.precision.inverse() * n_comp as f64) / self.n_in as f64));
+        Ok(BackwardRotated {
+            q,
+            complement: n_comp > 0,
+            cov,
+        })
     }
 
     fn check_messages(&self, minus: &Message, plus: &Message) -> Result<()> {
@@ -248,7 +301,12 @@ impl LinearLayer {
     }
 
     /// Solves the paired rows (spec §3.1(a), §3.3): `v̂ = (r⁺Γ⁺ + s(r⁻ − b)P_eff) Σ_vv(s)`.
-    fn solve(&self, minus: &Message, plus: &Message) -> Result<Rotated> {
+    fn solve(
+        &self,
+        minus: &Message,
+        plus: &Message,
+        vt_plus: Option<&Mat<f64>>,
+    ) -> Result<Rotated> {
         self.check_messages(minus, plus)?;
         let gm = minus.precision.matrix();
         let gp = &plus.precision;
@@ -256,7 +314,15 @@ impl LinearLayer {
         let (t, m) = shared_basis(gp, &p_eff);
 
         let rt_minus = self.ut_minus.product(self.u.as_ref(), minus.mean.as_ref());
-        let rt_plus = self.vt_plus.product(self.v.as_ref(), plus.mean.as_ref());
+        let rt_plus = match vt_plus {
+            Some(x) => {
+                check_shape("V_rᵀ R⁺", x.as_ref(), self.s.len(), self.d)?;
+                x.clone()
+            }
+            None => self
+                .vt_plus
+                .product(self.vt.transpose(), plus.mean.as_ref()),
+        };
         // a_i = r⁺_i Γ⁺ + s_i (r⁻_i − b_i) P_eff, in the basis T, scaled by 1/(1 + s_i² m_j).
         let mut centred = &rt_minus - &self.bias_rot;
         for (i, &si) in self.s.iter().enumerate() {
@@ -364,7 +430,34 @@ impl LayerDenoiser for LinearLayer {
     /// `G⁺_l` (spec §3.1–3.3): `û = ((s v̂ + b) N + r⁻Γ⁻)(N + Γ⁻)^{-1}` on paired rows (noiseless:
     /// `û = s v̂ + b`), `û = (bN + r⁻Γ⁻)(N + Γ⁻)^{-1}` on output-only rows (noiseless: `b`).
     fn forward(&self, minus: &Message, plus: &Message) -> Result<Belief> {
-        let rot = self.solve(minus, plus)?;
+        self.forward_with(minus, plus, None)
+    }
+
+    /// `G⁻_l` (spec §3.1–3.3): `v̂` on paired rows, `v̂ = r⁺` on input-only rows.
+    fn backward(&self, minus: &Message, plus: &Message) -> Result<Belief> {
+        let b = self.backward_rotated(minus, plus, None)?;
+        let mut mean = crate::rows::matmul(self.vt.transpose(), b.q.as_ref());
+        if b.complement {
+            mean += &plus.mean;
+        }
+        Ok(Belief::new(mean, b.cov))
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+}
+
+impl LinearLayer {
+    /// `G⁺_l` ([`LayerDenoiser::forward`]) with `V_rᵀ R⁺` given by the caller (`None`: computed,
+    /// through the cache); see [`LinearLayer::backward_rotated`].
+    pub(crate) fn forward_with(
+        &self,
+        minus: &Message,
+        plus: &Message,
+        vt_plus: Option<&Mat<f64>>,
+    ) -> Result<Belief> {
+        let rot = self.solve(minus, plus, vt_plus)?;
         let r = self.s.len();
         let mut sv = rot.v_hat.clone();
         for (i, &si) in self.s.iter().enumerate() {
@@ -415,22 +508,6 @@ impl LayerDenoiser for LinearLayer {
             crate::rows::matmul(self.u.as_ref(), u_hat.as_ref())
         };
         let cov = sym(&((sum_uu + comp_cov * n_comp as f64) / self.n_out as f64));
-        Ok(Belief::new(mean, cov))
-    }
-
-    /// `G⁻_l` (spec §3.1–3.3): `v̂` on paired rows, `v̂ = r⁺` on input-only rows.
-    fn backward(&self, minus: &Message, plus: &Message) -> Result<Belief> {
-        let rot = self.solve(minus, plus)?;
-        let r = self.s.len();
-        let n_comp = self.n_in - r;
-        let mean = if n_comp > 0 {
-            let diff = &rot.v_hat - &rot.rt_plus;
-            &crate::rows::matmul(self.v.as_ref(), diff.as_ref()) + &plus.mean
-        } else {
-            crate::rows::matmul(self.v.as_ref(), rot.v_hat.as_ref())
-        };
-        let sum_vv = self.basis_sum(&rot, |s2, mj| 1.0 / (1.0 + s2 * mj));
-        let cov = sym(&((sum_vv + plus.precision.inverse() * n_comp as f64) / self.n_in as f64));
         Ok(Belief::new(mean, cov))
     }
 }

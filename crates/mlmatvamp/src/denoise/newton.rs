@@ -246,6 +246,19 @@ where
 {
     let (d, _) = ws.hess.shape_generic();
     ws.factor.copy_from(&ws.hess);
+    let n = ws.grad.len();
+    if n <= SMALL_CHOLESKY {
+        // The d x d rows of the MAP denoisers (d ≤ 8): the same arithmetic as nalgebra's
+        // `Cholesky::new` + `solve_mut` (so the same bits), without its dynamic column views.
+        if !small_cholesky(ws.factor.as_mut_slice(), n) {
+            return false;
+        }
+        for j in 0..n {
+            ws.step[j] = -ws.grad[j];
+        }
+        small_cholesky_solve(ws.factor.as_slice(), n, ws.step.as_mut_slice());
+        return ws.step.iter().all(|x| x.is_finite());
+    }
     let m = std::mem::replace(&mut ws.factor, placeholder(d));
     match Cholesky::new(m) {
         Some(ch) => {
@@ -260,6 +273,59 @@ where
             ws.factor = OMatrix::zeros_generic(d, d);
             false
         }
+    }
+}
+
+/// Up to this dimension [`newton_direction`] factors with [`small_cholesky`].
+const SMALL_CHOLESKY: usize = 8;
+
+/// In-place lower Cholesky factor of the symmetric `n x n` matrix `m` (column-major; only the
+/// lower triangle is read; the strict upper triangle is left as it was). Returns `false` if a
+/// pivot is zero, negative or NaN. The operations and their order are those of nalgebra's
+/// `Cholesky::new` (column `j` is updated by `L_jk`-multiples of the earlier columns, then
+/// divided by its pivot's square root), so the factor is bit-identical to nalgebra's.
+#[inline(always)]
+fn small_cholesky(m: &mut [f64], n: usize) -> bool {
+    for j in 0..n {
+        for k in 0..j {
+            let factor = -m[j + k * n];
+            for i in j..n {
+                // `y = a x + y` as nalgebra's axpy (addition commutes: the same bits).
+                m[i + j * n] += factor * m[i + k * n];
+            }
+        }
+        let diag = m[j + j * n];
+        // nalgebra: a zero pivot fails, `try_sqrt` fails below zero (and for NaN).
+        if diag == 0.0 || diag.is_nan() || diag < 0.0 {
+            return false;
+        }
+        let denom = diag.sqrt();
+        m[j + j * n] = denom;
+        for i in j + 1..n {
+            m[i + j * n] /= denom;
+        }
+    }
+    true
+}
+
+/// Solves `L Lᵀ x = b` in place with the factor of [`small_cholesky`], with the operations and
+/// order of nalgebra's `Cholesky::solve_mut` (forward substitution by columns, then backward
+/// substitution by sequential dot products; `n ≤ 8`, below nalgebra's unrolled dot product).
+#[inline(always)]
+fn small_cholesky_solve(l: &[f64], n: usize, b: &mut [f64]) {
+    for i in 0..n {
+        let coeff = b[i] / l[i + i * n];
+        b[i] = coeff;
+        for k in i + 1..n {
+            b[k] += -coeff * l[k + i * n];
+        }
+    }
+    for i in (0..n).rev() {
+        let mut dot = 0.0;
+        for k in i + 1..n {
+            dot += l[k + i * n] * b[k];
+        }
+        b[i] = (b[i] - dot) / l[i + i * n];
     }
 }
 
@@ -425,6 +491,51 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The small Cholesky factor and solve give nalgebra's bits (d = 1…8; positive definite,
+    /// indefinite, singular and NaN matrices).
+    #[test]
+    fn small_cholesky_matches_nalgebra_bit_for_bit() {
+        use rand::RngExt;
+        let mut rng = crate::rng_from_seed(41);
+        for n in 1..=SMALL_CHOLESKY {
+            for case in 0..200 {
+                let b = DMat::from_fn(n, n, |_, _| rng.random_range(-1.0..1.0));
+                let mut a = &b * b.transpose();
+                match case % 4 {
+                    0 => {}
+                    1 => a[(n - 1, n - 1)] -= 2.0, // often indefinite
+                    2 => a.fill(0.0),
+                    _ => a += DMat::identity(n, n) * 1e-3,
+                }
+                if case == 7 {
+                    a[(0, 0)] = f64::NAN;
+                }
+                let rhs: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let mut mine = a.clone();
+                let ok = small_cholesky(mine.as_mut_slice(), n);
+                match Cholesky::new(a.clone()) {
+                    None => assert!(!ok, "n {n} case {case}: nalgebra fails, ours succeeds"),
+                    Some(ch) => {
+                        assert!(ok, "n {n} case {case}: nalgebra succeeds, ours fails");
+                        let mut x = DVector::from_column_slice(&rhs);
+                        ch.solve_mut(&mut x);
+                        let l = ch.unpack_dirty();
+                        for j in 0..n {
+                            for i in j..n {
+                                assert_eq!(mine[(i, j)].to_bits(), l[(i, j)].to_bits());
+                            }
+                        }
+                        let mut y = rhs.clone();
+                        small_cholesky_solve(mine.as_slice(), n, &mut y);
+                        for i in 0..n {
+                            assert_eq!(y[i].to_bits(), x[i].to_bits(), "n {n} case {case}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     /// Rosenbrock-like objective with exact Hessian, to exercise the fallback and line search.
     struct Rosen;

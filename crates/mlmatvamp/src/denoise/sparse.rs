@@ -4,7 +4,7 @@ use super::quadrature;
 use super::{gaussian_rows, Rng};
 use crate::error::{Error, Result};
 use crate::factor::law::{SeBackward, SeContext, SeEstimate, SeForward, SeStep};
-use crate::factor::{Factor, MonteCarloSe, PriorDenoiser, PriorSampler, PriorSe};
+use crate::factor::{Factor, MonteCarloSe, PriorDenoiser, PriorSampler, PriorSe, RowBlockDenoiser};
 use crate::message::{Belief, Message};
 use crate::rows::{check_finite, par_map_rows, read_row};
 use crate::spd::{sym, DMat, Spd};
@@ -205,9 +205,43 @@ impl PriorDenoiser for BernoulliGaussianPrior {
             den.row(&ri[..d], zrow, acc, 1.0);
             Ok(())
         })?;
-        let n = r.nrows().max(1) as f64;
-        let cov = DMat::from_fn(d, d, |a, b| out.acc[a * d + b] / n);
-        Ok(Belief::new(out.rows, sym(&cov)))
+        let cov = den.covariance(&out.acc, r.nrows());
+        Ok(Belief::new(out.rows, cov))
+    }
+
+    /// Row-separable: every row is denoised on its own with the constants of `Γ⁻_0`.
+    fn row_denoiser(&self, precision: &Spd) -> Option<Result<Box<dyn RowBlockDenoiser + '_>>> {
+        if self.dim() > 16 || precision.dim() != self.dim() {
+            return None;
+        }
+        Some(BgRowDenoiser::new(self, precision).map(|b| Box::new(b) as Box<dyn RowBlockDenoiser>))
+    }
+}
+
+impl RowBlockDenoiser for BgRowDenoiser {
+    fn denoise_rows(
+        &self,
+        r: faer::MatRef<'_, f64>,
+        mut z: faer::MatMut<'_, f64>,
+        cov_sum: &mut [f64],
+    ) -> Result<()> {
+        let d = self.d;
+        let mut ri = [0.0f64; 16];
+        let mut zi = [0.0f64; 16];
+        for i in 0..r.nrows() {
+            read_row(r, i, &mut ri[..d]);
+            self.row(&ri[..d], &mut zi[..d], cov_sum, 1.0);
+            for (j, &x) in zi[..d].iter().enumerate() {
+                z[(i, j)] = x;
+            }
+        }
+        Ok(())
+    }
+
+    fn covariance(&self, cov_sum: &[f64], n: usize) -> DMat {
+        let d = self.d;
+        let n = n.max(1) as f64;
+        sym(&DMat::from_fn(d, d, |a, b| cov_sum[a * d + b] / n))
     }
 }
 

@@ -995,7 +995,7 @@ where
     }
 
     /// `½(v − r)Γ(v − r)ᵀ`.
-    #[inline]
+    #[inline(always)]
     fn prior_term(&self, v: &[f64]) -> f64 {
         let d = self.d();
         let (v, r) = (&v[..d], &self.r[..d]);

@@ -671,8 +671,13 @@ pub struct ClusterReport {
     pub residual: f64,
     /// The kept restart.
     pub best: usize,
-    /// Every restart.
+    /// Every restart that ran.
     pub restarts: Vec<crate::apps::cluster::RestartRecord>,
+    /// The sketch's relative noise level (`crate::apps::cluster::noise_level`).
+    pub noise_level: f64,
+    /// Whether the restarts stopped early (a restart reached `stop_residual` times the noise
+    /// level).
+    pub stopped_early: bool,
     /// `σ²`, noise variance and prior variance used.
     pub sigma2: f64,
     /// Mean output noise variance (last round).
@@ -711,6 +716,8 @@ pub fn cluster_dir(sketch_dir: &Path, out: &Path, config: &ClusterConfig) -> Res
         residual: res.residual,
         best: res.best,
         restarts: res.restarts.clone(),
+        noise_level: res.noise_level,
+        stopped_early: res.stopped_early,
         sigma2: res.sigma2,
         noise: res.noise,
         prior_variance: res.prior_variance,

@@ -251,6 +251,9 @@ pub struct SeedResult {
     pub decode_seconds: Vec<f64>,
     /// Per ratio: the relative sketch residual of the kept restart.
     pub residual: Vec<f64>,
+    /// Restarts run per sketch length (fewer than configured after an early stop).
+    #[serde(default)]
+    pub restarts_run: Vec<usize>,
     /// Per ratio: the recovery's error, if it failed.
     pub errors: Vec<Option<String>>,
 }
@@ -385,6 +388,7 @@ fn run_seed(config: &SketchedClusteringConfig, p: usize, seed: u64) -> Result<Se
         relative_sse: vec![],
         decode_seconds: vec![],
         residual: vec![],
+        restarts_run: vec![],
         errors: vec![],
     };
     let mut recovered: Vec<Option<Mat<f64>>> = Vec::new();
@@ -401,12 +405,14 @@ fn run_seed(config: &SketchedClusteringConfig, p: usize, seed: u64) -> Result<Se
             Ok(r) => {
                 out.decode_seconds.push(r.seconds);
                 out.residual.push(r.residual);
+                out.restarts_run.push(r.restarts.len());
                 out.errors.push(None);
                 recovered.push(Some(r.centroids));
             }
             Err(e) => {
                 out.decode_seconds.push(f64::NAN);
                 out.residual.push(f64::NAN);
+                out.restarts_run.push(0);
                 out.errors.push(Some(e.to_string()));
                 recovered.push(None);
             }

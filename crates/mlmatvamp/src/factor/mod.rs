@@ -75,6 +75,35 @@ pub trait PriorDenoiser: Factor {
     /// The estimate of `Z_0` and its average posterior covariance, given the backward message
     /// `(R⁻_0, Γ⁻_0)`. Works for any number of rows.
     fn denoise(&self, incoming: &Message) -> Result<Belief>;
+    /// The denoiser for a fixed message precision `Γ⁻_0`, applied to blocks of rows, when the
+    /// prior is **row-separable**: the estimate of row `i` depends only on row `i` of `R⁻_0` and
+    /// on `Γ⁻_0` (no per-row data, mask or row index enters), `Σ̄` is the average of per-row
+    /// contributions, and the belief carries no warnings. Then
+    /// `denoise(R⁻_0, Γ⁻_0)` equals the rows of [`RowBlockDenoiser::denoise_rows`] over any
+    /// partition of the rows, with `Σ̄` from [`RowBlockDenoiser::covariance`] of the summed
+    /// contributions. The solver's fused pass (`docs/speed.md`) denoises rows of `Z_0` while
+    /// the block of `V` they belong to is in cache; `None` (the default) keeps a prior out of it.
+    fn row_denoiser(&self, precision: &Spd) -> Option<Result<Box<dyn RowBlockDenoiser + '_>>> {
+        let _ = precision;
+        None
+    }
+}
+
+/// A row-separable prior's denoiser `G⁺_0` with its message precision fixed (see
+/// [`PriorDenoiser::row_denoiser`]): one call per block of rows, no dispatch per row.
+pub trait RowBlockDenoiser: Send + Sync {
+    /// Writes the estimates of the rows of `r` (a block of `R⁻_0`, `b x d`) into `z` (`b x d`)
+    /// and adds each row's contribution to the average covariance into `cov_sum` (row-major
+    /// `d x d`), row after row in order.
+    fn denoise_rows(
+        &self,
+        r: MatRef<'_, f64>,
+        z: faer::MatMut<'_, f64>,
+        cov_sum: &mut [f64],
+    ) -> Result<()>;
+    /// `Σ̄` from the contributions of all `n` rows, summed within fixed chunks of 256 rows and
+    /// then over the chunks in row order (as [`PriorDenoiser::denoise`] sums them).
+    fn covariance(&self, cov_sum: &[f64], n: usize) -> crate::spd::DMat;
 }
 
 /// `G_l = (G⁺_l, G⁻_l)` of a hidden layer: the belief (eq. 12)
@@ -108,6 +137,12 @@ pub trait LayerDenoiser: LayerShape {
     ) -> Result<Belief> {
         let _ = warm;
         self.backward(minus, plus)
+    }
+    /// The layer as `Any`, so that the solver can recognise the SVD linear layer
+    /// (`crate::denoise::linear::LinearLayer`) and fuse its backward call with the prior
+    /// (`docs/speed.md`); `None` (the default) for every other layer.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
     }
 }
 

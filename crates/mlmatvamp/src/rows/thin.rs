@@ -68,8 +68,9 @@ fn madd<const FMA: bool>(x: f64, y: f64, z: f64) -> f64 {
     }
 }
 
-/// Whether the processor has AVX2 and FMA (checked once).
-fn has_avx2_fma() -> bool {
+/// Whether the processor has AVX2 and FMA (checked once; the one run-time check of the crate's
+/// AVX2/FMA kernels).
+pub(crate) fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

@@ -1,0 +1,88 @@
+//! Per-iteration time of vampyre's sparse problem (`side_by_side vamp-sparse`) with the fused
+//! pass on and off, alternating: `cargo run --release -p mlmatvamp --example fused_profile --
+//! [iterations] [rounds]`. Prints the median wall time per iteration and the process CPU time.
+use faer::Mat;
+use mlmatvamp::denoise::linear::LinearLayer;
+use mlmatvamp::denoise::output::AwgnOutput;
+use mlmatvamp::denoise::sparse::BernoulliGaussianPrior;
+use mlmatvamp::network::Network;
+use mlmatvamp::rng::standard_normal;
+use mlmatvamp::solver::{Solver, SolverConfig};
+use mlmatvamp::spd::{DMat, Spd};
+use std::sync::Arc;
+use std::time::Instant;
+
+fn cpu_seconds() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let f: Vec<&str> = s
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let tick = 100.0;
+    let u: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    let k: f64 = f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    (u + k) / tick
+}
+
+fn main() -> mlmatvamp::Result<()> {
+    mlmatvamp::use_deterministic_parallelism();
+    let args: Vec<String> = std::env::args().collect();
+    let iters: usize = args.get(1).and_then(|x| x.parse().ok()).unwrap_or(30);
+    let rounds: usize = args.get(2).and_then(|x| x.parse().ok()).unwrap_or(5);
+    let (nz, ny) = (4096, 2048);
+    let mut rng = mlmatvamp::rng_from_seed(7);
+    let a = standard_normal(ny, nz, &mut rng) * faer::Scale(1.0 / (nz as f64).sqrt());
+    let layer = Arc::new(LinearLayer::new(a.as_ref(), None, None, 1)?);
+    let prior = Arc::new(BernoulliGaussianPrior::new(
+        0.1,
+        vec![0.0],
+        DMat::identity(1, 1),
+    )?);
+    let z = Mat::from_fn(nz, 1, |i, _| if i % 10 == 0 { 1.0 } else { 0.0 });
+    let y0 = &a * &z;
+    let wvar = 1e-3 * y0.norm_l2().powi(2) / ny as f64;
+    let y = &y0 + standard_normal(ny, 1, &mut rng) * faer::Scale(wvar.sqrt());
+    let out = Arc::new(AwgnOutput::new(
+        y,
+        Spd::new("noise", DMat::from_element(1, 1, 1.0 / wvar), Some(1))?,
+        None,
+    )?);
+    let net = Network::new(prior, nz, vec![layer], out)?;
+    let config = SolverConfig {
+        iterations: iters,
+        ..Default::default()
+    };
+    let mut times = [Vec::new(), Vec::new()];
+    let mut cpu = [0.0, 0.0];
+    for _ in 0..rounds {
+        let modes: Vec<bool> = match std::env::var("FUSED_ONLY").ok().as_deref() {
+            Some("1") => vec![true],
+            Some("0") => vec![false],
+            _ => vec![false, true],
+        };
+        for &on in &modes {
+            let k = on as usize;
+            let solver = Solver::new(config.clone())?.with_fused_pass(on);
+            let (t, c) = (Instant::now(), cpu_seconds());
+            let sol = solver.run(&net, None)?;
+            times[k].push(t.elapsed().as_secs_f64() / iters as f64);
+            cpu[k] += (cpu_seconds() - c) / (iters * rounds) as f64;
+            std::hint::black_box(sol);
+        }
+    }
+    for (k, name) in ["ordinary", "fused"].iter().enumerate() {
+        if times[k].is_empty() {
+            continue;
+        }
+        times[k].sort_by(f64::total_cmp);
+        println!(
+            "{name}: median {:.3} ms/iteration (min {:.3}), CPU {:.3} ms/iteration",
+            times[k][rounds / 2] * 1e3,
+            times[k][0] * 1e3,
+            cpu[k] * 1e3
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,376 @@
+//! The fused pass over `V` (`docs/speed.md`, "one pass over V per iteration").
+//!
+//! At the end of an iteration the backward call `G⁻_1` of the first linear layer, the message
+//! rule about `Z_0` and — for a row-separable prior — the prior's denoiser `G⁺_0` of the next
+//! iteration all act row by row on `Z_0`, and each row of `Z_0` is one row of `V_r`:
+//!
+//! ```text
+//! ẑ⁻_i   = v_i q (+ r⁺_i)                          G⁻_1 (spec §3.3; q = Ṽ − V_rᵀR⁺ or Ṽ)
+//! r⁻_i   = (1−ρ)(ẑ⁻_i A + r⁺_i B) + ρ r⁻_prev,i      eq. (2.1), A, B, ρ of `MeanMap`
+//! ẑ⁺_i   = g(r⁻_i; Γ⁻_0)                           G⁺_0 of the next iteration (eq. 13)
+//! ```
+//!
+//! and the next forward call `G⁺_1` needs `V_rᵀ R⁺_0` of the next forward message, which is
+//! linear in `(Ẑ⁺_0, R⁻_0, R⁺_prev)` with `d x d` right factors known only after the prior's
+//! `Σ̄` (eq. 2.1 again). So one pass over the rows of `V_r` computes all three row quantities
+//! and accumulates `V_rᵀ Ẑ⁺_0` and `V_rᵀ R⁻_0` while the block of `V_r` is in cache; the next
+//! forward message's product follows by linearity without streaming `V_r` again.
+//!
+//! Determinism: rows are split into fixed tasks of `TASK` rows and blocks of `sub_block(r)`
+//! rows; every sum runs in an order fixed by the shapes, and the tasks' partial products are
+//! added in task order, so the result does not depend on the number of threads.
+
+use crate::error::Result;
+use crate::factor::RowBlockDenoiser;
+use crate::message::MeanMap;
+use crate::rows::ROW_CHUNK;
+use faer::{Mat, MatRef};
+use rayon::prelude::*;
+
+/// Rows of `Z_0` per parallel task: two of the prior's covariance chunks.
+const TASK: usize = 2 * ROW_CHUNK;
+
+/// Rows per block: as many rows of `V_r` as fit in about 256 KB (a power of two between 4 and
+/// 64, so that blocks never straddle a covariance chunk).
+fn sub_block(r: usize) -> usize {
+    let fit = (32 * 1024 / r.max(1)).clamp(4, 64);
+    1 << (usize::BITS - 1 - fit.leading_zeros())
+}
+
+/// What the pass reads.
+pub(super) struct PassInput<'a> {
+    /// `V_rᵀ` (`r x n`, column-major).
+    pub vt: MatRef<'a, f64>,
+    /// `q` (`r x d`).
+    pub q: MatRef<'a, f64>,
+    /// Whether `R⁺` is added to `V_r q` (the layer has input-only rows).
+    pub complement: bool,
+    /// `R⁺_0` (`n x d`), the incoming message of the rule about `Z_0`.
+    pub plus: MatRef<'a, f64>,
+    /// The rule's map.
+    pub map: &'a MeanMap,
+    /// The previous backward message's mean (mean damping).
+    pub prev: MatRef<'a, f64>,
+    /// The prior's row denoiser for the new precision `Γ⁻_0`, if the prior is row-separable.
+    pub prior: Option<&'a dyn RowBlockDenoiser>,
+}
+
+/// What the pass produces.
+pub(super) struct PassOutput {
+    /// `Ẑ⁻_0 = V_r q (+ R⁺_0)`.
+    pub z_minus: Mat<f64>,
+    /// The new backward message's mean `R⁻_0`.
+    pub r_minus: Mat<f64>,
+    /// With a row denoiser: the next prior estimate, its covariance sum (per chunk, summed in
+    /// chunk order), `V_rᵀ Ẑ⁺_0` and `V_rᵀ R⁻_0`.
+    pub prior: Option<PriorPart>,
+}
+
+/// The next iteration's prior belief, computed in the pass.
+pub(super) struct PriorPart {
+    pub z: Mat<f64>,
+    pub cov_sum: Vec<f64>,
+    pub vt_z: Mat<f64>,
+    pub vt_r: Mat<f64>,
+}
+
+/// One task's results.
+struct TaskOut {
+    z_minus: Mat<f64>,
+    r_minus: Mat<f64>,
+    z_prior: Mat<f64>,
+    /// One covariance sum per chunk of `ROW_CHUNK` rows.
+    cov: Vec<Vec<f64>>,
+    /// `r x d` each, column `c` at `[c r .. (c+1) r]`.
+    acc_z: Vec<f64>,
+    acc_r: Vec<f64>,
+}
+
+/// Runs the pass (see the module's documentation).
+pub(super) fn pass(input: &PassInput<'_>) -> Result<PassOutput> {
+    let (r, n) = (input.vt.nrows(), input.vt.ncols());
+    let d = input.q.ncols();
+    let ntasks = n.div_ceil(TASK);
+    let run = |t: usize| -> Result<TaskOut> { task(input, t * TASK, ((t + 1) * TASK).min(n)) };
+    let parts: Vec<Result<TaskOut>> = if ntasks <= 1 {
+        (0..ntasks).map(run).collect()
+    } else {
+        (0..ntasks).into_par_iter().map(run).collect()
+    };
+    let mut z_minus = Mat::<f64>::zeros(n, d);
+    let mut r_minus = Mat::<f64>::zeros(n, d);
+    let with_prior = input.prior.is_some();
+    let mut z_prior = Mat::<f64>::zeros(if with_prior { n } else { 0 }, d);
+    let mut cov_sum = vec![0.0; d * d];
+    let mut acc_z = vec![0.0; if with_prior { r * d } else { 0 }];
+    let mut acc_r = acc_z.clone();
+    for (t, part) in parts.into_iter().enumerate() {
+        let p = part?;
+        let start = t * TASK;
+        for c in 0..d {
+            for i in 0..p.z_minus.nrows() {
+                z_minus[(start + i, c)] = p.z_minus[(i, c)];
+                r_minus[(start + i, c)] = p.r_minus[(i, c)];
+                if with_prior {
+                    z_prior[(start + i, c)] = p.z_prior[(i, c)];
+                }
+            }
+        }
+        for chunk in &p.cov {
+            for (s, x) in cov_sum.iter_mut().zip(chunk) {
+                *s += x;
+            }
+        }
+        for (s, x) in acc_z.iter_mut().zip(&p.acc_z) {
+            *s += x;
+        }
+        for (s, x) in acc_r.iter_mut().zip(&p.acc_r) {
+            *s += x;
+        }
+    }
+    let prior = with_prior.then(|| PriorPart {
+        z: z_prior,
+        cov_sum,
+        vt_z: Mat::from_fn(r, d, |i, c| acc_z[c * r + i]),
+        vt_r: Mat::from_fn(r, d, |i, c| acc_r[c * r + i]),
+    });
+    Ok(PassOutput {
+        z_minus,
+        r_minus,
+        prior,
+    })
+}
+
+/// Rows `start .. end` (one task), dispatched to the FMA build when the processor has it.
+fn task(input: &PassInput<'_>, start: usize, end: usize) -> Result<TaskOut> {
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the processor has AVX2 and FMA (checked at run time).
+        return unsafe { task_fma(input, start, end) };
+    }
+    task_body(input, start, end)
+}
+
+/// Whether the processor has AVX2 and FMA (checked once).
+#[cfg(target_arch = "x86_64")]
+fn has_fma() -> bool {
+    crate::rows::has_avx2_fma()
+}
+
+/// [`task_body`] compiled with AVX2 and FMA: the same operations (`mul_add` is a fused
+/// multiply-add in both builds), so the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn task_fma(input: &PassInput<'_>, start: usize, end: usize) -> Result<TaskOut> {
+    task_body(input, start, end)
+}
+
+/// Column `j` of a column-major matrix as a slice.
+#[inline(always)]
+fn col(m: MatRef<'_, f64>, j: usize) -> &[f64] {
+    match m.col(j).try_as_col_major() {
+        Some(c) => c.as_slice(),
+        None => &[],
+    }
+}
+
+/// `Σ_t x_t y_t` with eight lanes of partial sums, added in a fixed tree.
+#[inline(always)]
+fn dot(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len().min(y.len());
+    let (x, y) = (&x[..n], &y[..n]);
+    let full = n / 8 * 8;
+    let mut acc = [0.0f64; 8];
+    for (xc, yc) in x[..full].chunks_exact(8).zip(y[..full].chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] = xc[l].mul_add(yc[l], acc[l]);
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for t in full..n {
+        s = x[t].mul_add(y[t], s);
+    }
+    s
+}
+
+/// `[dot(c_0, y), …, dot(c_3, y)]` (the same sums as [`dot`]), with AVX2 registers when the
+/// processor has them.
+#[inline(always)]
+fn dot4(c: [&[f64]; 4], y: &[f64]) -> [f64; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() && c.iter().all(|x| x.len() >= y.len()) {
+        // SAFETY: the processor has AVX2 and FMA (checked at run time); every column has at
+        // least `y.len()` entries.
+        return unsafe { dot4_avx2(c, y) };
+    }
+    std::array::from_fn(|k| dot(c[k], y))
+}
+
+/// [`dot4`] with AVX2: lanes `0..4` and `4..8` of [`dot`]'s eight partial sums are two
+/// registers, added in the same tree (the same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot4_avx2(c: [&[f64]; 4], y: &[f64]) -> [f64; 4] {
+    use std::arch::x86_64::*;
+    let n = y.len();
+    let full = n / 8 * 8;
+    let mut lo = [_mm256_setzero_pd(); 4];
+    let mut hi = [_mm256_setzero_pd(); 4];
+    let mut t = 0;
+    while t < full {
+        let yl = _mm256_loadu_pd(y.as_ptr().add(t));
+        let yh = _mm256_loadu_pd(y.as_ptr().add(t + 4));
+        for k in 0..4 {
+            lo[k] = _mm256_fmadd_pd(_mm256_loadu_pd(c[k].as_ptr().add(t)), yl, lo[k]);
+            hi[k] = _mm256_fmadd_pd(_mm256_loadu_pd(c[k].as_ptr().add(t + 4)), yh, hi[k]);
+        }
+        t += 8;
+    }
+    let mut out = [0.0; 4];
+    for k in 0..4 {
+        let mut l = [0.0f64; 8];
+        _mm256_storeu_pd(l.as_mut_ptr(), lo[k]);
+        _mm256_storeu_pd(l.as_mut_ptr().add(4), hi[k]);
+        let mut s = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+        for t in full..n {
+            s = c[k][t].mul_add(y[t], s);
+        }
+        out[k] = s;
+    }
+    out
+}
+
+/// `a[t] += Σ_q c_q[t] w_q` and `b[t] += Σ_q c_q[t] u_q` for four columns `c_q`, in order `q`.
+#[inline(always)]
+fn axpy4(a: &mut [f64], b: &mut [f64], c: [&[f64]; 4], w: [f64; 4], u: [f64; 4]) {
+    let n = a.len();
+    let b = &mut b[..n];
+    let (c0, c1, c2, c3) = (&c[0][..n], &c[1][..n], &c[2][..n], &c[3][..n]);
+    for t in 0..n {
+        a[t] = c3[t].mul_add(
+            w[3],
+            c2[t].mul_add(w[2], c1[t].mul_add(w[1], c0[t].mul_add(w[0], a[t]))),
+        );
+        b[t] = c3[t].mul_add(
+            u[3],
+            c2[t].mul_add(u[2], c1[t].mul_add(u[1], c0[t].mul_add(u[0], b[t]))),
+        );
+    }
+}
+
+/// `a[t] += c[t] w`, `b[t] += c[t] u`.
+#[inline(always)]
+fn axpy1(a: &mut [f64], b: &mut [f64], c: &[f64], w: f64, u: f64) {
+    let n = a.len();
+    let (b, c) = (&mut b[..n], &c[..n]);
+    for t in 0..n {
+        a[t] = c[t].mul_add(w, a[t]);
+        b[t] = c[t].mul_add(u, b[t]);
+    }
+}
+
+#[inline(always)]
+fn task_body(input: &PassInput<'_>, start: usize, end: usize) -> Result<TaskOut> {
+    let (vt, q) = (input.vt, input.q);
+    let r = vt.nrows();
+    let d = q.ncols();
+    let len = end - start;
+    let (a, b) = (&input.map.estimate, &input.map.incoming);
+    let rho = input.map.damping;
+    let mut z_minus = Mat::<f64>::zeros(len, d);
+    let mut r_minus = Mat::<f64>::zeros(len, d);
+    let with_prior = input.prior.is_some();
+    let mut z_prior = Mat::<f64>::zeros(if with_prior { len } else { 0 }, d);
+    let mut cov = vec![vec![0.0; d * d]; len.div_ceil(ROW_CHUNK)];
+    let mut acc_z = vec![0.0; if with_prior { r * d } else { 0 }];
+    let mut acc_r = acc_z.clone();
+    let qc: Vec<&[f64]> = (0..d).map(|c| col(q, c)).collect();
+    let sub = sub_block(r);
+    let mut i0 = 0;
+    while i0 < len {
+        let i1 = (i0 + sub).min(len);
+        // Ẑ⁻ rows, then the message rule's rows (the sums of `mul_small_sum` and of the damping
+        // in `MessagePolicy::extrinsic`, row by row).
+        // Four rows of V_r at a time (four read streams), then one at a time.
+        let mut i = i0;
+        while i < i1 {
+            let w = if i + 4 <= i1 { 4 } else { 1 };
+            let cols: [&[f64]; 4] = std::array::from_fn(|k| col(vt, start + i + k.min(w - 1)));
+            for c in 0..d {
+                let z = dot4(cols, qc[c]);
+                for (k, &zk) in z.iter().enumerate().take(w) {
+                    let mut zk = zk;
+                    if input.complement {
+                        zk += input.plus[(start + i + k, c)];
+                    }
+                    z_minus[(i + k, c)] = zk;
+                }
+            }
+            i += w;
+        }
+        for i in i0..i1 {
+            for j in 0..d {
+                let mut s1 = 0.0;
+                let mut s2 = 0.0;
+                for l in 0..d {
+                    let c = a[(l, j)];
+                    if c != 0.0 {
+                        s1 += c * z_minus[(i, l)];
+                    }
+                }
+                for l in 0..d {
+                    let c = b[(l, j)];
+                    if c != 0.0 {
+                        s2 += c * input.plus[(start + i, l)];
+                    }
+                }
+                let mut m = s1 + s2;
+                if rho > 0.0 {
+                    m = m * (1.0 - rho) + input.prev[(start + i, j)] * rho;
+                }
+                r_minus[(i, j)] = m;
+            }
+        }
+        if let Some(den) = input.prior {
+            let chunk = i0 / ROW_CHUNK;
+            den.denoise_rows(
+                r_minus.as_ref().subrows(i0, i1 - i0),
+                z_prior.as_mut().subrows_mut(i0, i1 - i0),
+                &mut cov[chunk],
+            )?;
+            // V_blkᵀ Ẑ⁺ and V_blkᵀ R⁻ while the block is in cache.
+            for c in 0..d {
+                let (az, ar) = (
+                    &mut acc_z[c * r..(c + 1) * r],
+                    &mut acc_r[c * r..(c + 1) * r],
+                );
+                let mut i = i0;
+                while i + 4 <= i1 {
+                    let cols = [
+                        col(vt, start + i),
+                        col(vt, start + i + 1),
+                        col(vt, start + i + 2),
+                        col(vt, start + i + 3),
+                    ];
+                    let w = std::array::from_fn(|k| z_prior[(i + k, c)]);
+                    let u = std::array::from_fn(|k| r_minus[(i + k, c)]);
+                    axpy4(az, ar, cols, w, u);
+                    i += 4;
+                }
+                while i < i1 {
+                    axpy1(az, ar, col(vt, start + i), z_prior[(i, c)], r_minus[(i, c)]);
+                    i += 1;
+                }
+            }
+        }
+        i0 = i1;
+    }
+    Ok(TaskOut {
+        z_minus,
+        r_minus,
+        z_prior,
+        cov,
+        acc_z,
+        acc_r,
+    })
+}
