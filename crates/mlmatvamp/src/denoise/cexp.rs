@@ -956,13 +956,7 @@ impl<const N: usize> MapRow<N> {
             self.cos[j] = c;
         }
         let tol = opts.grad_tol * scale;
-        let mut report = NewtonReport {
-            converged: false,
-            iterations: 0,
-            fallback_steps: 0,
-            value: f64::NAN,
-            grad_norm: f64::NAN,
-        };
+        let mut report = NewtonReport::unstarted();
         loop {
             let f = self.derivatives(gamma, v, kind);
             let gn = self.grad.iter().map(|a| a * a).sum::<f64>().sqrt();
@@ -1138,13 +1132,7 @@ impl<const N: usize> MapRow<N> {
             .map(|(a, b)| a * b)
             .sum();
         let tol = opts.grad_tol * scale;
-        let mut report = NewtonReport {
-            converged: false,
-            iterations: 0,
-            fallback_steps: 0,
-            value: f64::NAN,
-            grad_norm: f64::NAN,
-        };
+        let mut report = NewtonReport::unstarted();
         loop {
             let f = self.gn_derivatives(q);
             let gn = self.grad[..k].iter().map(|a| a * a).sum::<f64>().sqrt();

@@ -107,6 +107,19 @@ pub struct NewtonReport {
     pub grad_norm: f64,
 }
 
+impl NewtonReport {
+    /// The report before the first step: not converged, no steps, `f` and `‖g‖` not yet known.
+    pub(crate) fn unstarted() -> Self {
+        NewtonReport {
+            converged: false,
+            iterations: 0,
+            fallback_steps: 0,
+            value: f64::NAN,
+            grad_norm: f64::NAN,
+        }
+    }
+}
+
 /// Scratch buffers of [`minimize`] for dimension `d`. Create one per row (or reuse one across
 /// rows of the same dimension); after a call, [`NewtonWorkspace::grad`] and
 /// [`NewtonWorkspace::hessian`] hold the gradient and Hessian at the returned point.
@@ -440,13 +453,7 @@ where
     DefaultAllocator: Allocator<D> + Allocator<D, D>,
 {
     let tol = opts.grad_tol * scale;
-    let mut report = NewtonReport {
-        converged: false,
-        iterations: 0,
-        fallback_steps: 0,
-        value: f64::NAN,
-        grad_norm: f64::NAN,
-    };
+    let mut report = NewtonReport::unstarted();
     ws.memo_valid = false;
     loop {
         let memo = if ws.memo_valid { Some(&ws.memo) } else { None };
