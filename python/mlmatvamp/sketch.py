@@ -67,7 +67,9 @@ class ClusterResult:
         residual: the relative sketch residual ``‖y − ŷ‖/‖y‖`` of the kept restart.
         best: the index of the kept restart.
         restarts: every restart as a dict (``seed``, ``residual``, ``weights``, ``seconds``,
-            ``error``: the error that stopped it, or ``None``).
+            ``iterations``: its Algorithm-1 iterations, ``stalled``: the last round's iteration
+            at which the optional stall stop ended it, or ``None``, ``error``: the error that
+            stopped it, or ``None``).
         history: the kept restart's Algorithm-1 history as arrays per field (``mlmatvamp.history_arrays``).
         records: the same history as a list of dicts.
         sigma2: the ``σ²`` of the gains used.
@@ -124,7 +126,9 @@ def cluster(
         init: starting centroids (``K x p``, data coordinates) for every restart instead of
             draws from the prior.
         options: any other field of the core's ``ClusterConfig`` (``noise_floor``, ``anneal``,
-            ``tolerance``, ``prior_variance``, ``start_precision``, ``policy``, ``cexp``);
+            ``tolerance``, ``prior_variance``, ``start_precision``, ``policy``, ``cexp``,
+            ``stop_residual``, ``restart_batch``, ``stall_improvement``, ``stall_window``,
+            ``stall_residual``);
             unknown keys are rejected. The explicit arguments take precedence.
 
     Raises:

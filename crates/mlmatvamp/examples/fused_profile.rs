@@ -1,6 +1,9 @@
 //! Per-iteration time of vampyre's sparse problem (`side_by_side vamp-sparse`) with the fused
-//! pass on and off, alternating: `cargo run --release -p mlmatvamp --example fused_profile --
-//! [iterations] [rounds]`. Prints the median wall time per iteration and the process CPU time.
+//! pass and the lazy estimates of `Z_1` on and off, alternating: `cargo run --release -p
+//! mlmatvamp --example fused_profile -- [iterations] [rounds]`. Prints the median wall time per
+//! iteration and the process CPU time of each schedule: `ordinary` (neither), `fused` (the
+//! fused pass over `V`) and `fused+lazy` (also no pass over `U`, the default).
+//! `FUSED_ONLY=0|1|2` runs one of them only.
 use faer::Mat;
 use mlmatvamp::denoise::linear::LinearLayer;
 use mlmatvamp::denoise::output::AwgnOutput;
@@ -54,17 +57,19 @@ fn main() -> mlmatvamp::Result<()> {
         iterations: iters,
         ..Default::default()
     };
-    let mut times = [Vec::new(), Vec::new()];
-    let mut cpu = [0.0, 0.0];
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
+    let mut cpu = [0.0, 0.0, 0.0];
     for _ in 0..rounds {
-        let modes: Vec<bool> = match std::env::var("FUSED_ONLY").ok().as_deref() {
-            Some("1") => vec![true],
-            Some("0") => vec![false],
-            _ => vec![false, true],
+        let modes: Vec<usize> = match std::env::var("FUSED_ONLY").ok().as_deref() {
+            Some("2") => vec![2],
+            Some("1") => vec![1],
+            Some("0") => vec![0],
+            _ => vec![0, 1, 2],
         };
-        for &on in &modes {
-            let k = on as usize;
-            let solver = Solver::new(config.clone())?.with_fused_pass(on);
+        for &k in &modes {
+            let solver = Solver::new(config.clone())?
+                .with_fused_pass(k >= 1)
+                .with_lazy_estimates(k == 2);
             let (t, c) = (Instant::now(), cpu_seconds());
             let sol = solver.run(&net, None)?;
             times[k].push(t.elapsed().as_secs_f64() / iters as f64);
@@ -72,7 +77,7 @@ fn main() -> mlmatvamp::Result<()> {
             std::hint::black_box(sol);
         }
     }
-    for (k, name) in ["ordinary", "fused"].iter().enumerate() {
+    for (k, name) in ["ordinary", "fused", "fused+lazy"].iter().enumerate() {
         if times[k].is_empty() {
             continue;
         }

@@ -7,6 +7,7 @@
 //! corrected).
 
 mod fused;
+mod lazy;
 
 use crate::denoise::linear::LinearLayer;
 use crate::error::{Error, Result};
@@ -18,7 +19,9 @@ use crate::schedule::{self, Schedule};
 use crate::spd::Spd;
 use crate::spd::{dmat_to_rows, DMat};
 use faer::{Mat, MatRef};
+use lazy::{LazyMat, Span};
 use serde::{Deserialize, Serialize};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 /// Options of Algorithm 1.
@@ -108,6 +111,54 @@ pub struct State {
     /// `(R⁺_0, V_rᵀ R⁺_0)` of the current forward message about `Z_0` when the fused pass
     /// obtained the product by linearity (not read from `V_r`).
     vt_plus0: Option<Box<(Mat<f64>, Mat<f64>)>>,
+    /// The span of the last variable's lazy estimates (built at the first pass that uses it).
+    span: Option<Arc<Span>>,
+    /// The last variable's forward message and estimates kept without `U_r`
+    /// (`solver/lazy.rs`, [`Solver::with_lazy_estimates`]).
+    lazy: Option<Box<LazyLast>>,
+}
+
+/// The last variable's quantities held as `U_r C + Σ_j X_j G_j` (`solver/lazy.rs`); each is
+/// formed, once, when an accessor asks for it.
+#[derive(Clone, Debug)]
+struct LazyLast {
+    span: Arc<Span>,
+    /// The variable `L − 1`.
+    l: usize,
+    /// `R⁺_{L−1}` (the slot in `State::plus` then holds its precision and an empty mean).
+    plus: Option<LazyMessage>,
+    /// `Ẑ⁺_{L−1}` (the slot in `State::est_plus` is then empty).
+    est_plus: Option<LazyBelief>,
+    /// `Ẑ⁻_{L−1}` (the slot in `State::est_minus` is then empty).
+    est_minus: Option<LazyBelief>,
+}
+
+#[derive(Clone, Debug)]
+struct LazyMessage {
+    mean: LazyMat,
+    precision: Spd,
+    formed: OnceLock<Message>,
+}
+
+#[derive(Clone, Debug)]
+struct LazyBelief {
+    mean: LazyMat,
+    cov: DMat,
+    formed: OnceLock<Belief>,
+}
+
+impl LazyBelief {
+    fn new(mean: LazyMat, cov: DMat) -> Self {
+        LazyBelief {
+            mean,
+            cov,
+            formed: OnceLock::new(),
+        }
+    }
+    fn get(&self, span: &Span) -> &Belief {
+        self.formed
+            .get_or_init(|| Belief::new(span.form(&self.mean), self.cov.clone()))
+    }
 }
 
 /// The prior's belief for the next iteration, computed in the fused pass (`solver/fused.rs`).
@@ -167,6 +218,8 @@ impl State {
             warm: vec![Default::default(); l.saturating_sub(1)],
             pending: None,
             vt_plus0: None,
+            span: None,
+            lazy: None,
         })
     }
 
@@ -198,6 +251,12 @@ impl State {
     }
     /// The forward message `(R⁺_l, Γ⁺_l)` (`None` before the first forward pass, or past the depth).
     pub fn plus(&self, l: usize) -> Option<&Message> {
+        if let Some((lz, p)) = self.lazy_part(l, |z| z.plus.as_ref()) {
+            return Some(p.formed.get_or_init(|| Message {
+                mean: lz.span.form(&p.mean),
+                precision: p.precision.clone(),
+            }));
+        }
         self.plus.get(l)?.as_ref()
     }
     /// The backward message `(R⁻_l, Γ⁻_l)` (`None` past the depth).
@@ -210,11 +269,47 @@ impl State {
     }
     /// The forward-pass belief `(Ẑ⁺_l, Σ̄)` from `G⁺_l`.
     pub fn estimate_plus(&self, l: usize) -> Option<&Belief> {
+        if let Some((lz, b)) = self.lazy_part(l, |z| z.est_plus.as_ref()) {
+            return Some(b.get(&lz.span));
+        }
         self.est_plus.get(l)?.as_ref()
     }
     /// The backward-pass belief `(Ẑ⁻_l, Σ̄)` from `G⁻_{l+1}`.
     pub fn estimate_minus(&self, l: usize) -> Option<&Belief> {
+        if let Some((lz, b)) = self.lazy_part(l, |z| z.est_minus.as_ref()) {
+            return Some(b.get(&lz.span));
+        }
         self.est_minus.get(l)?.as_ref()
+    }
+
+    /// A lazy quantity about `Z_l`, if `l` is the lazy variable and it holds one.
+    fn lazy_part<'s, T>(
+        &'s self,
+        l: usize,
+        part: impl Fn(&'s LazyLast) -> Option<&'s T>,
+    ) -> Option<(&'s LazyLast, &'s T)> {
+        let lz = self.lazy.as_deref().filter(|z| z.l == l)?;
+        part(lz).map(|p| (lz, p))
+    }
+
+    /// The primary estimate of `Z_l` in lazy form, if it is held so.
+    fn lazy_estimate(&self, l: usize) -> Option<(&Span, &LazyBelief)> {
+        let (lz, b) = if l.is_multiple_of(2) {
+            self.lazy_part(l, |z| z.est_plus.as_ref())?
+        } else {
+            self.lazy_part(l, |z| z.est_minus.as_ref())?
+        };
+        Some((&lz.span, b))
+    }
+
+    /// `(1/(n d)) ‖Ẑ_l‖²_F` and `Σ̄` of the primary estimate, without forming a lazy one.
+    fn estimate_scale(&self, l: usize) -> Option<(f64, &DMat)> {
+        if let Some((span, b)) = self.lazy_estimate(l) {
+            let n = (span.rows() * self.d).max(1) as f64;
+            return Some((span.gram(&b.mean, &b.mean).trace() / n, &b.cov));
+        }
+        self.estimate(l)
+            .map(|b| (mean_square(b.mean.as_ref()), &b.cov))
     }
 
     fn check_message(&self, what: &str, l: usize, msg: &Message) -> Result<()> {
@@ -243,6 +338,9 @@ impl State {
     /// `n_l x d` and finite.
     pub fn set_plus(&mut self, l: usize, msg: Message) -> Result<()> {
         self.check_message("forward message", l, &msg)?;
+        if let Some(lz) = self.lazy.as_deref_mut().filter(|z| z.l == l) {
+            lz.plus = None;
+        }
         self.plus[l] = Some(msg);
         Ok(())
     }
@@ -256,6 +354,54 @@ impl State {
             self.estimate_plus(l)
         } else {
             self.estimate_minus(l)
+        }
+    }
+
+    /// The span of the last variable's lazy estimates for `net`, built once (`solver/lazy.rs`):
+    /// `None` unless the last hidden layer is the SVD [`LinearLayer`] and the output is a fully
+    /// observed Gaussian channel.
+    fn ensure_span(&mut self, net: &Network) -> Option<Arc<Span>> {
+        let last = net.depth().checked_sub(1).filter(|&l| l > 0)?;
+        let layer = net
+            .layer(last)
+            .ok()?
+            .as_any()?
+            .downcast_ref::<LinearLayer>()?;
+        let output = net.output();
+        let key = (layer_address(layer), output.observation().as_ptr() as usize);
+        if let Some(span) = self.span.as_ref().filter(|s| s.key == key) {
+            return Some(Arc::clone(span));
+        }
+        let exact = output.likelihood_message()?;
+        output.linear_estimate(&exact.precision)?.ok()?;
+        if exact.rows() != self.rows[last] || exact.dim() != self.d {
+            return None;
+        }
+        let span = Arc::new(Span::new(layer, exact.mean, key));
+        self.span = Some(Arc::clone(&span));
+        Some(span)
+    }
+
+    /// Forms every lazy quantity into its ordinary slot and drops the lazy form (a pass that
+    /// does not keep them lazily).
+    fn form_lazy(&mut self) {
+        let Some(lz) = self.lazy.take() else { return };
+        let l = lz.l;
+        if let Some(m) = &lz.plus {
+            if let Some(slot) = self.plus.get_mut(l) {
+                *slot = Some(m.formed.get().cloned().unwrap_or_else(|| Message {
+                    mean: lz.span.form(&m.mean),
+                    precision: m.precision.clone(),
+                }));
+            }
+        }
+        for (b, slot) in [
+            (&lz.est_plus, &mut self.est_plus),
+            (&lz.est_minus, &mut self.est_minus),
+        ] {
+            if let (Some(b), Some(slot)) = (b, slot.get_mut(l)) {
+                *slot = Some(b.get(&lz.span).clone());
+            }
         }
     }
 
@@ -362,6 +508,9 @@ pub struct Solver {
     pub config: SolverConfig,
     /// Whether the fused pass over `V` may run (see [`Solver::with_fused_pass`]).
     fused: bool,
+    /// Whether the last variable's estimates may be kept lazily
+    /// (see [`Solver::with_lazy_estimates`]).
+    lazy: bool,
 }
 
 impl Default for Solver {
@@ -369,6 +518,7 @@ impl Default for Solver {
         Solver {
             config: SolverConfig::default(),
             fused: true,
+            lazy: true,
         }
     }
 }
@@ -420,6 +570,10 @@ struct AlgorithmStep<'a, 'b, 't> {
     fused: Option<&'a LinearLayer>,
     pending: &'b mut Option<Box<Pending>>,
     vt_plus0: &'b mut Option<Box<(Mat<f64>, Mat<f64>)>>,
+    /// The span of the last variable, when its estimates are kept lazily
+    /// ([`Solver::with_lazy_estimates`]).
+    span: Option<Arc<Span>>,
+    lazy: &'b mut Option<Box<LazyLast>>,
 }
 
 impl AlgorithmStep<'_, '_, '_> {
@@ -469,6 +623,182 @@ impl AlgorithmStep<'_, '_, '_> {
             .as_deref()
             .filter(|(key, _)| same_mat_bits(key, &plus.mean))
             .map(|(_, value)| value)
+    }
+
+    /// Drops lazy quantities that an ordinary call replaces.
+    fn forget_lazy(&mut self, f: impl FnOnce(&mut LazyLast)) {
+        if let Some(z) = self.lazy.as_deref_mut() {
+            f(z);
+        }
+    }
+
+    /// `G⁺_{L−1}` and the message rule about `Z_{L−1}` without `U_r` (`solver/lazy.rs`):
+    /// `Ẑ⁺ = U_r C + R⁻ K_r + B K_b` and `R⁺ = (1−ρ)(Ẑ⁺ A + R⁻ B_r) + ρ R⁺_prev`, kept as
+    /// coefficients. `None` (nothing changed) when `R⁻` is neither the observation nor zero, the
+    /// previous message is not lazy while damping needs it, or anything fails.
+    fn lazy_forward(
+        &mut self,
+        span: &Arc<Span>,
+        l: usize,
+        minus: &Message,
+        plus_in: &Message,
+        prev: Option<&Message>,
+        loc: &str,
+    ) -> Option<Message> {
+        let layer = self
+            .net
+            .layer(l)
+            .ok()?
+            .as_any()?
+            .downcast_ref::<LinearLayer>()?;
+        if layer_address(layer) != span.key.0 {
+            return None;
+        }
+        let is_y = span.is_fixed(0, &minus.mean);
+        if !is_y && !minus.mean.col_iter().all(|c| c.iter().all(|&x| x == 0.0)) {
+            return None;
+        }
+        // The previous forward message, for damping: lazy (placeholder in the slot) or absent.
+        let prev_lazy = match prev {
+            Some(p) if p.mean.nrows() == 0 => Some(
+                self.lazy
+                    .as_deref()
+                    .filter(|z| z.l == l)?
+                    .plus
+                    .as_ref()?
+                    .mean
+                    .clone(),
+            ),
+            Some(_) if self.policy.damp_mean > 0.0 => return None,
+            _ => None,
+        };
+        let vt_plus = if l == 1 {
+            self.given_vt_plus(plus_in)
+        } else {
+            None
+        };
+        let parts = layer.forward_parts(minus, plus_in, vt_plus).ok()?;
+        let mut z = LazyMat::new(parts.c);
+        if parts.complement {
+            if let (Some(kr), true) = (&parts.minus_factor, is_y) {
+                z.add_fixed(0, kr);
+            }
+            if let (Some(kb), Some(j)) = (&parts.bias_factor, span.bias) {
+                z.add_fixed(j, kb);
+            }
+        }
+        if !z.is_finite() {
+            return None;
+        }
+        let (out_prec, map) = self
+            .policy
+            .extrinsic_rule(
+                &parts.cov,
+                &minus.precision,
+                prev.map(|p| &p.precision),
+                loc,
+                self.k,
+            )
+            .ok()?;
+        let mut r = z.times(&map.estimate);
+        if is_y {
+            r.add_fixed(0, &map.incoming);
+        }
+        if map.damping > 0.0 {
+            if let Some(p) = &prev_lazy {
+                r = r.combine(1.0 - map.damping, p, map.damping);
+            }
+        }
+        if !r.is_finite() {
+            return None;
+        }
+        let d = minus.dim();
+        let lz = self.lazy.get_or_insert_with(|| {
+            Box::new(LazyLast {
+                span: Arc::clone(span),
+                l,
+                plus: None,
+                est_plus: None,
+                est_minus: None,
+            })
+        });
+        if !Arc::ptr_eq(&lz.span, span) || lz.l != l {
+            **lz = LazyLast {
+                span: Arc::clone(span),
+                l,
+                plus: None,
+                est_plus: None,
+                est_minus: None,
+            };
+        }
+        lz.est_plus = Some(LazyBelief::new(z, parts.cov));
+        lz.plus = Some(LazyMessage {
+            mean: r,
+            precision: out_prec.clone(),
+            formed: OnceLock::new(),
+        });
+        self.est_plus[l] = None;
+        Some(Message {
+            mean: Mat::zeros(0, d),
+            precision: out_prec,
+        })
+    }
+
+    /// `G⁻_L` and its message rule on a lazy `R⁺_{L−1}`: `Ẑ⁻ = R⁺ G + Y H` kept as
+    /// coefficients, and the exact likelihood message `(Y, N)` sent back when the rule maps
+    /// every input to it up to rounding — the `d x d` form of the test the ordinary path makes
+    /// on the computed message: `Γ_out = N` and `R_out = R⁺ P + Y Q` with `P = (1−ρ)(G A + B)`
+    /// negligible, `Q = (1−ρ) H A (+ ρ I` when the previous message is `Y`) equal to `I`, both
+    /// to `1e-9` relative. `None` (nothing changed) otherwise.
+    fn lazy_output(
+        &mut self,
+        span: &Arc<Span>,
+        plus_mean: &LazyMat,
+        plus: &Message,
+        prev: &Message,
+        loc: &str,
+    ) -> Option<Message> {
+        let output = self.net.output();
+        let est = output.linear_estimate(&plus.precision)?.ok()?;
+        let exact = output.likelihood_message()?;
+        let mut z = plus_mean.times(&est.incoming);
+        z.add_fixed(0, &est.observation);
+        if !z.is_finite() {
+            return None;
+        }
+        let (out_prec, map) = self
+            .policy
+            .extrinsic_rule(
+                &est.cov,
+                &plus.precision,
+                Some(&prev.precision),
+                loc,
+                self.k,
+            )
+            .ok()?;
+        let (a, b) = (&map.estimate, &map.incoming);
+        let ga = &est.incoming * a;
+        let p = (&ga + b) * (1.0 - map.damping);
+        let mut q = &est.observation * a * (1.0 - map.damping);
+        if map.damping > 0.0 {
+            if !span.is_fixed(0, &prev.mean) {
+                return None;
+            }
+            q += DMat::identity(q.nrows(), q.ncols()) * map.damping;
+        }
+        let identity = DMat::identity(q.nrows(), q.ncols());
+        let (gn, nn) = (out_prec.matrix(), exact.precision.matrix());
+        let exact_rule = (gn - nn).norm() <= 1e-9 * nn.norm()
+            && p.norm() <= 1e-9 * (ga.norm() + b.norm())
+            && (&q - &identity).norm() <= 1e-9 * identity.norm();
+        if !exact_rule {
+            return None;
+        }
+        let last = self.net.depth() - 1;
+        let lz = self.lazy.as_deref_mut().filter(|z| z.l == last)?;
+        lz.est_minus = Some(LazyBelief::new(z, est.cov));
+        self.est_minus[last] = None;
+        Some(exact)
     }
 
     /// `G⁻_1`, the message rule about `Z_0` and the next prior denoiser in one pass over `V_r`
@@ -599,6 +929,37 @@ impl Schedule for AlgorithmStep<'_, '_, '_> {
         prev: Option<&Message>,
     ) -> Result<Message> {
         let loc = self.net.chain().location_forward(l);
+        if let Some(span) = self.span.clone() {
+            if l + 1 == self.net.depth() {
+                // On anything it cannot represent, or any error, the ordinary call below runs.
+                if let Some(msg) = self.lazy_forward(&span, l, minus, plus_in, prev, &loc) {
+                    return Ok(msg);
+                }
+            }
+        }
+        // A lazy previous message (damping) is formed before the ordinary call uses it.
+        let formed_prev;
+        let prev = match prev {
+            Some(p) if p.mean.nrows() == 0 => {
+                formed_prev = self
+                    .lazy
+                    .as_deref()
+                    .filter(|z| z.l == l)
+                    .and_then(|z| z.plus.as_ref().map(|m| (z, m)))
+                    .map(|(z, m)| Message {
+                        mean: z.span.form(&m.mean),
+                        precision: m.precision.clone(),
+                    });
+                formed_prev.as_ref()
+            }
+            other => other,
+        };
+        self.forget_lazy(|z| {
+            if z.l == l {
+                z.plus = None;
+                z.est_plus = None;
+            }
+        });
         let belief = match self.fused.filter(|_| l == 1) {
             Some(layer) => layer
                 .forward_with(minus, plus_in, self.given_vt_plus(plus_in))
@@ -619,6 +980,31 @@ impl Schedule for AlgorithmStep<'_, '_, '_> {
     fn output(&mut self, plus: &Message, prev: &Message) -> Result<Message> {
         let last = self.net.depth() - 1;
         let loc = self.net.chain().location_backward(last);
+        let formed;
+        let plus = match self.lazy.as_deref().filter(|z| z.l == last).and_then(|z| {
+            z.plus
+                .as_ref()
+                .filter(|_| plus.mean.nrows() == 0)
+                .map(|p| (Arc::clone(&z.span), p.mean.clone()))
+        }) {
+            Some((span, mean)) => {
+                if let Some(msg) = self.lazy_output(&span, &mean, plus, prev, &loc) {
+                    return Ok(msg);
+                }
+                // The ordinary call on the formed message.
+                formed = Message {
+                    mean: span.form(&mean),
+                    precision: plus.precision.clone(),
+                };
+                &formed
+            }
+            None => plus,
+        };
+        self.forget_lazy(|z| {
+            if z.l == last {
+                z.est_minus = None
+            }
+        });
         let belief = self
             .net
             .output()
@@ -697,6 +1083,7 @@ impl Solver {
         Ok(Solver {
             config,
             fused: true,
+            lazy: true,
         })
     }
 
@@ -728,6 +1115,35 @@ impl Solver {
         self.fused
     }
 
+    /// Switches the lazy estimates of the last variable on (the default) or off
+    /// (`docs/speed.md`).
+    ///
+    /// When the last hidden layer is the SVD [`LinearLayer`] and the output is a fully observed
+    /// Gaussian channel (its estimate is linear in its input and its message back is the
+    /// likelihood `(Y, N)`, [`crate::factor::OutputDenoiser::linear_estimate`]), nothing the
+    /// algorithm computes needs the estimates of `Z_{L−1}` or the forward message about it as
+    /// matrices: they are kept as `U_r C + Σ_j X_j G_j` with `C` `r x d` and `G_j` `d x d`
+    /// over the observation, the bias and (for the history) the truth, so an iteration never
+    /// reads `U_r`. The history's changes, errors and error covariances and the divergence
+    /// check are computed from `d x d` Gram matrices in rotated coordinates; the matrices
+    /// themselves are formed (one product with `U_r`) when [`State::plus`],
+    /// [`State::estimate_plus`], [`State::estimate_minus`] or the [`Solution`] ask for them.
+    /// It engages only when the solver runs the real denoisers (not the empirical SE) and the
+    /// backward message about `Z_{L−1}` is the observation (or the initial zero message); the
+    /// exact likelihood message is sent back only when the message rule maps every input to it
+    /// up to rounding (no clipping or damping moved it), as on the ordinary path. Results agree
+    /// with the ordinary path up to rounding (`tests/lazy_estimates.rs`).
+    pub fn with_lazy_estimates(mut self, on: bool) -> Self {
+        self.lazy = on;
+        self
+    }
+
+    /// Whether the last variable's estimates may be kept lazily
+    /// ([`Solver::with_lazy_estimates`]).
+    pub fn lazy_estimates(&self) -> bool {
+        self.lazy
+    }
+
     fn pass(
         &self,
         net: &Network,
@@ -755,6 +1171,14 @@ impl Solver {
         } else {
             None
         };
+        let span = if self.lazy && surrogate.is_none() {
+            state.ensure_span(net)
+        } else {
+            None
+        };
+        if span.is_none() {
+            state.form_lazy();
+        }
         let State {
             plus,
             minus,
@@ -766,6 +1190,7 @@ impl Solver {
             warm,
             pending,
             vt_plus0,
+            lazy,
             ..
         } = state;
         let mut step = AlgorithmStep {
@@ -781,6 +1206,8 @@ impl Solver {
             fused,
             pending,
             vt_plus0,
+            span,
+            lazy,
         };
         if forward {
             schedule::forward_pass(&mut step, plus, minus)
@@ -813,7 +1240,14 @@ impl Solver {
         state.check_network(net)?;
         check_truth(net, truth, "truth")?;
         check_truth(net, previous, "previous estimates")?;
-        Ok(Self::record_checked(net, state, previous, truth, seconds))
+        Ok(Self::record_checked(
+            net,
+            state,
+            previous,
+            truth,
+            seconds,
+            &LazyHistory::default(),
+        ))
     }
 
     /// [`Solver::record`] after its checks.
@@ -823,9 +1257,14 @@ impl Solver {
         previous: Option<&[Mat<f64>]>,
         truth: Option<&[Mat<f64>]>,
         seconds: f64,
+        lazy: &LazyHistory,
     ) -> IterationRecord {
         let mut variables = Vec::with_capacity(net.depth());
         for l in 0..net.depth() {
+            if let Some(v) = lazy.record(net, state, l, previous.is_some(), truth.is_some()) {
+                variables.push(v);
+                continue;
+            }
             let primary = state.estimate(l);
             let tr = |b: Option<&Belief>| b.map_or(f64::NAN, |b| b.cov.trace());
             let mse_of = |b: Option<&Belief>| match (b, truth) {
@@ -843,7 +1282,12 @@ impl Solver {
             };
             let change = match (primary, previous) {
                 (Some(b), Some(p)) => {
-                    let diff = (&b.mean - &p[l]).norm_l2();
+                    // A previous estimate kept lazily (an empty slot) is formed.
+                    let formed = match &lazy.previous {
+                        Some((pl, m, span)) if *pl == l && p[l].nrows() == 0 => Some(span.form(m)),
+                        _ => None,
+                    };
+                    let diff = (&b.mean - formed.as_ref().unwrap_or(&p[l])).norm_l2();
                     let norm = b.mean.norm_l2();
                     Some(if norm > 0.0 { diff / norm } else { diff })
                 }
@@ -940,6 +1384,7 @@ impl Solver {
         state.check_network(net)?;
         let mut history = Vec::new();
         let mut previous: Option<Vec<Mat<f64>>> = None;
+        let mut lazy_history = LazyHistory::default();
         let mut converged = false;
         // Divergence handling (`MessagePolicy::on_divergence`): the last sound state, the scale
         // of every primary estimate seen so far, and the damping raised after each roll-back.
@@ -993,17 +1438,19 @@ impl Solver {
                 continue;
             }
             for (l, s) in scale.iter_mut().enumerate() {
-                if let Some(b) = state.estimate(l) {
-                    *s = s.max(mean_square(b.mean.as_ref()));
+                if let Some((ms, _)) = state.estimate_scale(l) {
+                    *s = s.max(ms);
                 }
             }
             state.warnings.append(&mut events);
+            lazy_history.prepare(&state, truth);
             let rec = Self::record_checked(
                 net,
                 &state,
                 previous.as_deref(),
                 truth,
                 start.elapsed().as_secs_f64(),
+                &lazy_history,
             );
             state.iteration += 1;
             let control = callback(&rec, &state);
@@ -1013,8 +1460,17 @@ impl Solver {
                 .filter_map(|v| v.change)
                 .fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.max(c))));
             history.push(rec);
+            // A lazy estimate's previous value is kept lazily (its slot holds an empty matrix).
+            lazy_history.previous = state.lazy.as_deref().and_then(|z| {
+                state
+                    .lazy_estimate(z.l)
+                    .map(|(_, b)| (z.l, b.mean.clone(), Arc::clone(&z.span)))
+            });
             previous = (0..net.depth())
-                .map(|l| state.estimate(l).map(|b| b.mean.clone()))
+                .map(|l| match &lazy_history.previous {
+                    Some((pl, _, _)) if *pl == l => Some(Mat::zeros(0, 0)),
+                    _ => state.estimate(l).map(|b| b.mean.clone()),
+                })
                 .collect();
             if let (Some(tol), Some(ch)) = (self.config.tolerance, max_change) {
                 // Converged only on a sound iterate: finite predicted (and, with the truth,
@@ -1048,6 +1504,104 @@ impl Solver {
             history,
             state,
             converged,
+        })
+    }
+}
+
+/// What the history of a lazy variable needs from earlier iterations: its previous primary
+/// estimate (lazy) and the span extended by the truth.
+#[derive(Default)]
+struct LazyHistory {
+    /// `(l, Ẑ_l, its span)` of the previous iteration.
+    previous: Option<(usize, LazyMat, Arc<Span>)>,
+    /// The state's span (its address) and that span extended by the truth `Z⁰_l`.
+    truth: Option<(usize, Arc<Span>)>,
+}
+
+impl LazyHistory {
+    /// Extends the state's span by the truth, once per span (two products with `U_r`).
+    fn prepare(&mut self, state: &State, truth: Option<&[Mat<f64>]>) {
+        let (Some(t), Some(lz)) = (truth, state.lazy.as_deref()) else {
+            return;
+        };
+        let key = Arc::as_ptr(&lz.span) as usize;
+        if self.truth.as_ref().is_none_or(|(k, _)| *k != key) {
+            self.truth = Some((key, Arc::new(lz.span.with(t[lz.l].clone()))));
+        }
+    }
+
+    /// The record of variable `l` from its lazy estimates, or `None` when it is not lazy or
+    /// what the record needs is missing (then it is computed from the formed estimates).
+    fn record(
+        &self,
+        net: &Network,
+        state: &State,
+        l: usize,
+        with_previous: bool,
+        with_truth: bool,
+    ) -> Option<VariableRecord> {
+        let lz = state.lazy.as_deref().filter(|z| z.l == l)?;
+        let (_, primary) = state.lazy_estimate(l)?;
+        let base = &lz.span;
+        let previous = match &self.previous {
+            Some((pl, p, span)) if *pl == l && Arc::ptr_eq(span, base) => Some(p),
+            _ if with_previous => return None,
+            _ => None,
+        };
+        let truth = match &self.truth {
+            Some((key, span)) if *key == Arc::as_ptr(base) as usize => Some(span),
+            _ if with_truth => return None,
+            _ => None,
+        };
+        // Ordinary slots are used for the parts that are not lazy (`Ẑ⁺` after a fallback).
+        let plus = lz.est_plus.as_ref();
+        let minus = lz.est_minus.as_ref();
+        if plus.is_none() && state.est_plus[l].is_some()
+            || minus.is_none() && state.est_minus[l].is_some()
+        {
+            return None;
+        }
+        let n = net.rows()[l];
+        let error = |b: &LazyBelief| {
+            truth.map(|span| {
+                let mut e = b.mean.clone();
+                e.add_fixed(base.len(), &-DMat::identity(state.d, state.d));
+                span.gram(&e, &e) / n.max(1) as f64
+            })
+        };
+        let err = error(primary);
+        let change = previous.map(|p| {
+            let diff = primary.mean.combine(1.0, p, -1.0);
+            let d2 = base.gram(&diff, &diff).trace().max(0.0).sqrt();
+            let norm = base
+                .gram(&primary.mean, &primary.mean)
+                .trace()
+                .max(0.0)
+                .sqrt();
+            if norm > 0.0 {
+                d2 / norm
+            } else {
+                d2
+            }
+        });
+        let tr = |b: Option<&LazyBelief>| b.map_or(f64::NAN, |b| b.cov.trace());
+        Some(VariableRecord {
+            variable: l,
+            rows: n,
+            cov: dmat_to_rows(&primary.cov),
+            predicted_mse: primary.cov.trace(),
+            predicted_mse_plus: tr(plus),
+            predicted_mse_minus: tr(minus),
+            gamma_plus: state.plus[l]
+                .as_ref()
+                .map(|m| dmat_to_rows(m.precision.matrix()))
+                .unwrap_or_default(),
+            gamma_minus: dmat_to_rows(state.minus[l].precision.matrix()),
+            change,
+            mse: err.as_ref().map(|c| c.trace()),
+            error_cov: err.as_ref().map(dmat_to_rows),
+            mse_plus: plus.and_then(error).map(|c| c.trace()),
+            mse_minus: minus.and_then(error).map(|c| c.trace()),
         })
     }
 }
@@ -1108,8 +1662,7 @@ fn check_sound(net: &Network, before: &State, now: &State, scale: &[f64]) -> Res
     let k = now.iteration;
     let chain = net.chain();
     for l in 0..net.depth() {
-        if let Some(b) = now.estimate(l) {
-            let ms = mean_square(b.mean.as_ref());
+        if let Some((ms, cov)) = now.estimate_scale(l) {
             let location = if l % 2 == 0 {
                 chain.location_forward(l)
             } else {
@@ -1117,7 +1670,7 @@ fn check_sound(net: &Network, before: &State, now: &State, scale: &[f64]) -> Res
             };
             // Against the largest seen so far and the algorithm's own error bar, so that an
             // estimate growing from a tiny first iterate to its true scale is not an explosion.
-            let reference = scale[l].max(b.cov.trace().abs() / b.cov.nrows().max(1) as f64);
+            let reference = scale[l].max(cov.trace().abs() / cov.nrows().max(1) as f64);
             if !ms.is_finite() || (k > 0 && reference > 0.0 && ms > EXPLOSION * reference) {
                 return Err(Error::Diverged {
                     location,
@@ -1129,23 +1682,39 @@ fn check_sound(net: &Network, before: &State, now: &State, scale: &[f64]) -> Res
                 });
             }
         }
+        // The precisions only (the slots, so that a lazy mean is not formed).
         let pairs = [
-            (before.plus(l), now.plus(l), true),
-            (before.minus(l), now.minus(l), false),
+            (before.plus[l].as_ref(), now.plus[l].as_ref(), true),
+            (before.minus.get(l), now.minus.get(l), false),
         ];
         for (old, new, fwd) in pairs {
             if let (Some(old), Some(new)) = (old, new) {
                 if k < 2 {
                     continue; // the initial messages are placeholders
                 }
+                let bounds = (1.0 / (EXPLOSION * EXPLOSION))..=EXPLOSION * EXPLOSION;
+                // The precisions are positive definite, so `tr/d ≤ λ_max ≤ tr`: when the
+                // ratio of the traces is well inside the bounds (a factor `d` to spare), so is
+                // the ratio of the largest eigenvalues, and no eigen-decomposition is needed.
+                let (ta, tb) = (
+                    old.precision.matrix().trace(),
+                    new.precision.matrix().trace(),
+                );
+                let dim = old.precision.dim().max(1) as f64;
+                let (low, high) = (tb / (ta * dim), tb * dim / ta);
+                if low.is_finite()
+                    && high.is_finite()
+                    && bounds.contains(&low)
+                    && bounds.contains(&high)
+                {
+                    continue;
+                }
                 let (a, b) = (
                     spectral_radius(old.precision.matrix()),
                     spectral_radius(new.precision.matrix()),
                 );
                 let ratio = b / a;
-                if !(ratio.is_finite()
-                    && (1.0 / (EXPLOSION * EXPLOSION)..=EXPLOSION * EXPLOSION).contains(&ratio))
-                {
+                if !(ratio.is_finite() && bounds.contains(&ratio)) {
                     let location = if fwd {
                         chain.location_forward(l)
                     } else {

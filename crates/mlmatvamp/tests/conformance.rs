@@ -888,6 +888,12 @@ fn a_wrong_covariance_fails_the_jacobian_check() {
     assert!(conformance::output_jacobian(&ch.0, &plus, &opts).is_ok());
     let err = conformance::output_jacobian(&ch, &plus, &opts).unwrap_err();
     assert!(err.contains("output Jacobian"), "{err}");
+    // Its linear estimate and likelihood message are the unscaled channel's: the shortcuts
+    // the solver's lazy path relies on no longer agree with its denoiser, and the check says so.
+    let honest = conformance::output_linear_forms(&ch.0, &plus).unwrap();
+    assert!(honest.deviation < 1.0, "{honest:?}");
+    let err = conformance::output_linear_forms(&ch, &plus).unwrap_err();
+    assert!(err.contains("output linear forms"), "{err}");
 }
 
 /// An AWGN output whose `Σ̄` is scaled.
@@ -916,6 +922,15 @@ impl OutputDenoiser for ScaledOutput {
         let mut b = self.0.denoise(plus)?;
         b.cov *= self.1;
         Ok(b)
+    }
+    fn linear_estimate(
+        &self,
+        plus_precision: &Spd,
+    ) -> Option<mlmatvamp::Result<mlmatvamp::factor::LinearEstimate>> {
+        self.0.linear_estimate(plus_precision)
+    }
+    fn likelihood_message(&self) -> Option<Message> {
+        self.0.likelihood_message()
     }
 }
 

@@ -7,6 +7,8 @@
 //! message rule are fused); wide and tall `W`; noiseless and noisy layers, with a bias; with and
 //! without damping. Row counts are not multiples of the pass's blocks and tasks.
 
+mod common;
+
 use faer::Mat;
 use mlmatvamp::prelude::*;
 use std::sync::Arc;
@@ -44,56 +46,16 @@ fn network(c: &Case, seed: u64) -> Network {
 }
 
 fn close(what: &str, a: &Mat<f64>, b: &Mat<f64>) {
-    assert_eq!(
-        (a.nrows(), a.ncols()),
-        (b.nrows(), b.ncols()),
-        "{what}: shape"
-    );
-    let diff = (a - b).norm_l2();
-    let scale = a.norm_l2().max(b.norm_l2()).max(f64::MIN_POSITIVE);
-    assert!(
-        diff <= TOL * scale,
-        "{what}: relative difference {:.3e}",
-        diff / scale
-    );
+    common::mats_agree(what, a, b, TOL);
 }
 
 fn close_small(what: &str, a: &nalgebra::DMatrix<f64>, b: &nalgebra::DMatrix<f64>) {
-    let diff = (a - b).norm();
-    let scale = a.norm().max(b.norm()).max(f64::MIN_POSITIVE);
-    assert!(
-        diff <= TOL * scale,
-        "{what}: relative difference {:.3e}",
-        diff / scale
-    );
+    common::small_agree(what, a, b, TOL);
 }
 
 /// Every message and belief of two states agree to `TOL`.
 fn states_agree(tag: &str, a: &State, b: &State) {
-    for l in 0..a.depth() {
-        let (pa, pb) = (a.plus(l).expect("plus"), b.plus(l).expect("plus"));
-        close(&format!("{tag} R+_{l}"), &pa.mean, &pb.mean);
-        close_small(
-            &format!("{tag} Γ+_{l}"),
-            pa.precision.matrix(),
-            pb.precision.matrix(),
-        );
-        let (ma, mb) = (a.minus(l).expect("minus"), b.minus(l).expect("minus"));
-        close(&format!("{tag} R-_{l}"), &ma.mean, &mb.mean);
-        close_small(
-            &format!("{tag} Γ-_{l}"),
-            ma.precision.matrix(),
-            mb.precision.matrix(),
-        );
-        for (dir, ea, eb) in [
-            ("Ẑ+", a.estimate_plus(l), b.estimate_plus(l)),
-            ("Ẑ-", a.estimate_minus(l), b.estimate_minus(l)),
-        ] {
-            let (ea, eb) = (ea.expect("estimate"), eb.expect("estimate"));
-            close(&format!("{tag} {dir}_{l}"), &ea.mean, &eb.mean);
-            close_small(&format!("{tag} Σ̄ of {dir}_{l}"), &ea.cov, &eb.cov);
-        }
-    }
+    common::states_agree(tag, a, b, TOL);
 }
 
 /// Runs `iterations` iterations by hand with both schedules side by side and compares the

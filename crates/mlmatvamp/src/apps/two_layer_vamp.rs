@@ -36,6 +36,8 @@
 //! (spec §2.4); iteration 0 has no previous message and runs undamped, as the reference's
 //! message handlers.
 
+pub mod gram_svd;
+
 use super::two_layer::{InitialEstimate, TwoLayerTrial};
 use crate::denoise::{
     GaussianPrior, HessianKind, InputPrior, Layer, LinearLayer, OutputChannel, TwoLayerEstimator,
@@ -151,11 +153,26 @@ impl VampRun {
 /// The three-factor network of a two-layer learning trial (module docs): Gaussian prior
 /// `N(0, w1var I)` on the rows of `F_1` (oracle variance, spec §3.4), the noiseless linear layer
 /// `W_1 = X_tr`, and the output `Y_tr = σ(Z_1) F_2 + N(0, yvar)` with the given estimator.
+///
+/// The thin SVD of `X_tr` is computed through its Gram matrix when `X_tr` is tall and
+/// well-conditioned ([`gram_svd::thin_svd_tall`], about twice as fast as the Householder route
+/// of [`LinearLayer::new`], which it equals to rounding), otherwise as [`LinearLayer::new`] does.
 pub fn network(trial: &TwoLayerTrial, estimator: TwoLayerEstimator) -> Result<Network> {
     let d = trial.f1.ncols();
     let nin = trial.x_train.ncols();
     let prior = Arc::new(GaussianPrior::isotropic(d, trial.w1var)?);
-    let layer = Arc::new(LinearLayer::new(trial.x_train.as_ref(), None, None, d)?);
+    let x = trial.x_train.as_ref();
+    if x.nrows() == 0 || x.ncols() == 0 {
+        return Err(Error::invalid(
+            "weight",
+            format!("W must be non-empty, got {}", crate::rows::shape_str(x)),
+        ));
+    }
+    crate::rows::check_finite("weight W", x)?;
+    let start = Instant::now();
+    let (u, s, v) = gram_svd::thin_svd_tall(x)?;
+    let svd_seconds = start.elapsed().as_secs_f64();
+    let layer = Arc::new(LinearLayer::from_svd(u, s, v, None, None, d, svd_seconds)?);
     let output = Arc::new(TwoLayerOutput::new(
         trial.y_train.clone(),
         to_dmat(trial.f2.as_ref()),

@@ -23,7 +23,9 @@ pub struct LinearLayer {
     n_out: usize,
     n_in: usize,
     d: usize,
-    u: Mat<f64>,
+    /// `U_r` (`n_l x r`), shared with the solver's lazy estimates of `Z_l` (`solver/lazy.rs`),
+    /// which form `U_r C` only when asked.
+    u: std::sync::Arc<Mat<f64>>,
     s: Vec<f64>,
     /// `V_rᵀ` (`r x n_{l−1}`, column-major): the rows of `V_r` are its contiguous columns, so
     /// that a block of rows of `V_r` is one contiguous slab (the fused pass of the solver,
@@ -190,7 +192,7 @@ impl LinearLayer {
             n_out,
             n_in,
             d,
-            u,
+            u: std::sync::Arc::new(u),
             s,
             vt,
             bias,
@@ -238,7 +240,20 @@ impl LinearLayer {
     }
     /// Left singular vectors `U_r` (`n_l x r`).
     pub fn u(&self) -> MatRef<'_, f64> {
-        self.u.as_ref()
+        (*self.u).as_ref()
+    }
+    /// `U_r`, shared (the solver's lazy estimates hold it to form `U_r C` on demand).
+    pub(crate) fn u_shared(&self) -> std::sync::Arc<Mat<f64>> {
+        std::sync::Arc::clone(&self.u)
+    }
+    /// `U_rᵀ B` (`r x d`, zero without a bias).
+    pub(crate) fn bias_rotated(&self) -> MatRef<'_, f64> {
+        self.bias_rot.as_ref()
+    }
+    /// `U_rᵀ X` through the layer's one-entry cache (the product the forward call uses for
+    /// `X = R⁻`: priming it with the observation of an exact likelihood message is free).
+    pub(crate) fn ut_product(&self, x: MatRef<'_, f64>) -> Mat<f64> {
+        self.ut_minus.product(self.u(), x)
     }
     /// Right singular vectors `V_r` (`n_{l−1} x r`).
     pub fn v(&self) -> MatRef<'_, f64> {
@@ -256,7 +271,7 @@ impl LinearLayer {
                 t[(i, j)] *= si;
             }
         }
-        crate::rows::matmul(self.u.as_ref(), t.as_ref())
+        crate::rows::matmul(self.u(), t.as_ref())
     }
 
     /// `V_rᵀ X` through the layer's one-entry cache (the product the forward and backward calls
@@ -313,7 +328,7 @@ impl LinearLayer {
         let (p_eff, a) = effective_precision(self.noise.as_ref(), gm)?;
         let (t, m) = shared_basis(gp, &p_eff);
 
-        let rt_minus = self.ut_minus.product(self.u.as_ref(), minus.mean.as_ref());
+        let rt_minus = self.ut_minus.product(self.u(), minus.mean.as_ref());
         let rt_plus = match vt_plus {
             Some(x) => {
                 check_shape("V_rᵀ R⁺", x.as_ref(), self.s.len(), self.d)?;
@@ -448,6 +463,25 @@ impl LayerDenoiser for LinearLayer {
     }
 }
 
+/// `G⁺_l` before its product with `U_r` (spec §3.1–3.3): the estimate of `Z_l` is
+/// `Ẑ⁺_l = U_r C (+ R⁻ K_r + B K_b)`, the last two terms only when `W` has output-only rows
+/// (`n_l > r`). The solver keeps an estimate of the last variable in this form
+/// (`solver/lazy.rs`) and forms `U_r C` only when it is asked for.
+pub(crate) struct ForwardParts {
+    /// `C` (`r x d`): `Ũ − U_rᵀ M⁻` with output-only rows, else `Ũ`.
+    pub c: Mat<f64>,
+    /// Whether `W` has output-only rows (`n_l > r`): then `Ẑ⁺ = U_r C + M⁻`.
+    pub complement: bool,
+    /// `K_r = Γ⁻ (N + Γ⁻)^{-1}`, the factor of `R⁻` in `M⁻` (noisy layers; `None` when
+    /// noiseless, where `M⁻ = B`).
+    pub minus_factor: Option<DMat>,
+    /// `K_b = N (N + Γ⁻)^{-1}` (noisy) or `I` (noiseless), the factor of `B` in `M⁻` (`None`
+    /// without a bias).
+    pub bias_factor: Option<DMat>,
+    /// `Σ̄_u` (`d x d`).
+    pub cov: DMat,
+}
+
 impl LinearLayer {
     /// `G⁺_l` ([`LayerDenoiser::forward`]) with `V_rᵀ R⁺` given by the caller (`None`: computed,
     /// through the cache); see [`LinearLayer::backward_rotated`].
@@ -457,6 +491,36 @@ impl LinearLayer {
         plus: &Message,
         vt_plus: Option<&Mat<f64>>,
     ) -> Result<Belief> {
+        let parts = self.forward_parts(minus, plus, vt_plus)?;
+        let mean = if parts.complement {
+            // Ẑ⁺ = U (Ũ − U^T M⁻) + M⁻ with M⁻ = (B N + R⁻ Γ⁻)(N + Γ⁻)^{-1} (noiseless: B).
+            let m_full = match &parts.minus_factor {
+                Some(kr) => {
+                    let mut mm = mul_small(minus.mean.as_ref(), kr);
+                    if let (Some(b), Some(kb)) = (&self.bias, &parts.bias_factor) {
+                        mm += &mul_small(b.as_ref(), kb);
+                    }
+                    mm
+                }
+                None => self
+                    .bias
+                    .clone()
+                    .unwrap_or_else(|| Mat::zeros(self.n_out, self.d)),
+            };
+            &crate::rows::matmul(self.u(), parts.c.as_ref()) + &m_full
+        } else {
+            crate::rows::matmul(self.u(), parts.c.as_ref())
+        };
+        Ok(Belief::new(mean, parts.cov))
+    }
+
+    /// `G⁺_l` up to its product with `U_r` ([`ForwardParts`]).
+    pub(crate) fn forward_parts(
+        &self,
+        minus: &Message,
+        plus: &Message,
+        vt_plus: Option<&Mat<f64>>,
+    ) -> Result<ForwardParts> {
         let rot = self.solve(minus, plus, vt_plus)?;
         let r = self.s.len();
         let mut sv = rot.v_hat.clone();
@@ -468,47 +532,49 @@ impl LinearLayer {
         sv += &self.bias_rot;
         let gm = minus.precision.matrix();
         // Û on paired rows and U^T M⁻ (the complement mean rotated onto the paired subspace).
-        let (u_hat, ut_mminus, sum_uu, comp_cov) = match (&self.noise, &rot.a) {
-            (Some(nz), Some(a)) => {
-                let na = nz.matrix() * a;
-                let ga = gm * a;
-                let u_hat = &mul_small(sv.as_ref(), &na) + &mul_small(rot.rt_minus.as_ref(), &ga);
-                let ut_m = &mul_small(self.bias_rot.as_ref(), &na)
-                    + &mul_small(rot.rt_minus.as_ref(), &ga);
-                // Σ_uu(s) = A + s² A N Σ_vv(s) N A
-                let inner = self.basis_sum(&rot, |s2, mj| s2 / (1.0 + s2 * mj));
-                let sum = a * (r as f64) + a * nz.matrix() * inner * nz.matrix() * a;
-                (u_hat, ut_m, sum, a.clone())
-            }
-            _ => {
-                // Noiseless: Σ_uu(s) = s² Σ_vv(s); output-only rows are known exactly (Σ = 0).
-                let sum = self.basis_sum(&rot, |s2, mj| s2 / (1.0 + s2 * mj));
-                (sv, self.bias_rot.clone(), sum, DMat::zeros(self.d, self.d))
-            }
-        };
-        let n_comp = self.n_out - r;
-        let mean = if n_comp > 0 {
-            // Ẑ⁺ = U (Ũ − U^T M⁻) + M⁻ with M⁻ = (B N + R⁻ Γ⁻)(N + Γ⁻)^{-1} (noiseless: B).
-            let m_full = match (&self.noise, &rot.a) {
+        let (u_hat, ut_mminus, sum_uu, comp_cov, minus_factor, bias_factor) =
+            match (&self.noise, &rot.a) {
                 (Some(nz), Some(a)) => {
-                    let mut mm = mul_small(minus.mean.as_ref(), &(gm * a));
-                    if let Some(b) = &self.bias {
-                        mm += &mul_small(b.as_ref(), &(nz.matrix() * a));
-                    }
-                    mm
+                    let na = nz.matrix() * a;
+                    let ga = gm * a;
+                    let u_hat =
+                        &mul_small(sv.as_ref(), &na) + &mul_small(rot.rt_minus.as_ref(), &ga);
+                    let ut_m = &mul_small(self.bias_rot.as_ref(), &na)
+                        + &mul_small(rot.rt_minus.as_ref(), &ga);
+                    // Σ_uu(s) = A + s² A N Σ_vv(s) N A
+                    let inner = self.basis_sum(&rot, |s2, mj| s2 / (1.0 + s2 * mj));
+                    let sum = a * (r as f64) + a * nz.matrix() * inner * nz.matrix() * a;
+                    let kb = self.bias.as_ref().map(|_| na.clone());
+                    (u_hat, ut_m, sum, a.clone(), Some(ga), kb)
                 }
-                _ => self
-                    .bias
-                    .clone()
-                    .unwrap_or_else(|| Mat::zeros(self.n_out, self.d)),
+                _ => {
+                    // Noiseless: Σ_uu(s) = s² Σ_vv(s); output-only rows are known exactly (Σ = 0).
+                    let sum = self.basis_sum(&rot, |s2, mj| s2 / (1.0 + s2 * mj));
+                    let kb = self.bias.as_ref().map(|_| DMat::identity(self.d, self.d));
+                    (
+                        sv,
+                        self.bias_rot.clone(),
+                        sum,
+                        DMat::zeros(self.d, self.d),
+                        None,
+                        kb,
+                    )
+                }
             };
-            let diff = &u_hat - &ut_mminus;
-            &crate::rows::matmul(self.u.as_ref(), diff.as_ref()) + &m_full
+        let n_comp = self.n_out - r;
+        let c = if n_comp > 0 {
+            &u_hat - &ut_mminus
         } else {
-            crate::rows::matmul(self.u.as_ref(), u_hat.as_ref())
+            u_hat
         };
         let cov = sym(&((sum_uu + comp_cov * n_comp as f64) / self.n_out as f64));
-        Ok(Belief::new(mean, cov))
+        Ok(ForwardParts {
+            c,
+            complement: n_comp > 0,
+            minus_factor,
+            bias_factor,
+            cov,
+        })
     }
 }
 

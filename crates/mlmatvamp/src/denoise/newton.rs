@@ -184,11 +184,12 @@ where
     pub(crate) grad: OVector<f64, D>,
     pub(crate) hess: OMatrix<f64, D, D>,
     factor: OMatrix<f64, D, D>,
-    step: OVector<f64, D>,
+    /// The search direction.
+    pub(crate) step: OVector<f64, D>,
     trial: OVector<f64, D>,
     /// The objective's memo at `trial` and at `v` (valid if `memo_valid`).
     memo_trial: OVector<f64, D>,
-    memo: OVector<f64, D>,
+    pub(crate) memo: OVector<f64, D>,
     memo_valid: bool,
 }
 
@@ -399,6 +400,32 @@ where
     None
 }
 
+/// The rest of one iteration of [`minimize_in`] once the derivatives at `ws.v` (value `f`) are
+/// known and the Newton direction has been tried (spec §4.2): if `newton_ok` (`ws.step` holds
+/// `−H^{-1} g`), the line search along it, and if that fails, along the scaled gradient
+/// direction; otherwise the gradient direction directly. Returns whether a step was accepted
+/// (then `ws.v` is the new point and `ws.memo` the objective's memo there). The lane-batched
+/// rows of the two-layer output call it for a row whose full Newton step was not accepted, so
+/// that the row continues with the very operations of [`minimize_in`].
+pub(crate) fn search_step<D: Dim, O: NewtonObjective<D> + ?Sized>(
+    obj: &O,
+    f: f64,
+    ws: &mut Work<D>,
+    opts: &NewtonOptions,
+    newton_ok: bool,
+    report: &mut NewtonReport,
+) -> bool
+where
+    DefaultAllocator: Allocator<D> + Allocator<D, D>,
+{
+    if newton_ok && line_search(obj, f, ws, opts).is_some() {
+        return true;
+    }
+    gradient_direction(ws);
+    report.fallback_steps += 1;
+    line_search(obj, f, ws, opts).is_some()
+}
+
 /// The error of a Newton row solver whose objective or derivatives are not finite at an
 /// iterate (shared by the generic solver and the specialised complex-exponential rows).
 pub(crate) fn not_finite(iteration: usize, f: f64, gn: f64) -> Error {
@@ -472,21 +499,8 @@ where
             return Ok(report);
         }
         // Newton direction if H is positive definite, else gradient descent (spec §4.2).
-        let accepted = if newton_direction(ws) {
-            match line_search(obj, f, ws, opts) {
-                Some(_) => true,
-                None => {
-                    gradient_direction(ws);
-                    report.fallback_steps += 1;
-                    line_search(obj, f, ws, opts).is_some()
-                }
-            }
-        } else {
-            gradient_direction(ws);
-            report.fallback_steps += 1;
-            line_search(obj, f, ws, opts).is_some()
-        };
-        if !accepted {
+        let newton_ok = newton_direction(ws);
+        if !search_step(obj, f, ws, opts, newton_ok, &mut report) {
             // No decrease possible at working precision: v is a (numerical) stationary point
             // or a kink. The derivatives at v are already in the workspace.
             return Ok(report);

@@ -3,7 +3,9 @@
 use super::{gaussian_rows, Rng};
 use crate::denoise::mask_law::observed_precision;
 use crate::error::{Error, Result};
-use crate::factor::{Factor, OutputChannel, OutputDenoiser, OutputLaw, OutputSe, OutputShape};
+use crate::factor::{
+    Factor, LinearEstimate, OutputChannel, OutputDenoiser, OutputLaw, OutputSe, OutputShape,
+};
 use crate::message::{Belief, Message};
 use crate::rows::{check_finite, check_shape, shape_str};
 use crate::spd::{sym, DMat, Spd};
@@ -178,6 +180,31 @@ impl OutputDenoiser for AwgnOutput {
             mean: self.y.clone(),
             precision: self.noise_precision().clone(),
         })
+    }
+
+    /// Without a mask: `Ẑ = R⁺ ΓΣ + Y NΣ`, `Σ = (Γ + N)^{-1}`, computed as
+    /// [`OutputDenoiser::denoise`] computes them.
+    fn linear_estimate(&self, plus_precision: &Spd) -> Option<Result<LinearEstimate>> {
+        if self.mask.is_some() || self.patterns.len() != 1 {
+            return None;
+        }
+        let g = plus_precision.matrix();
+        let mp = &self.patterns[0].1;
+        Some((|| {
+            if g.nrows() != self.d || g.ncols() != self.d {
+                return Err(Error::shape(
+                    "forward precision Γ⁺ into the output",
+                    format!("{0} x {0}", self.d),
+                    format!("{} x {}", g.nrows(), g.ncols()),
+                ));
+            }
+            let sigma = Spd::from_symmetric("Γ + M", g + mp)?.inverse();
+            Ok(LinearEstimate {
+                incoming: g * &sigma,
+                observation: mp * &sigma,
+                cov: sym(&(&sigma * 1.0)),
+            })
+        })())
     }
 
     fn denoise(&self, plus: &Message) -> Result<Belief> {

@@ -30,6 +30,7 @@ use crate::factor::{Factor, MonteCarloSe, OutputChannel, OutputDenoiser, OutputL
 use crate::message::{Belief, Message};
 use crate::rows::{
     check_finite, check_shape, mul_small_sum, par_map_rows_with, read_row, shape_str, RowMapOutput,
+    ROW_CHUNK,
 };
 use crate::spd::{check_finite_dmat, sym, DMat, Spd};
 use faer::{Mat, MatRef};
@@ -37,6 +38,8 @@ use nalgebra::allocator::Allocator;
 use nalgebra::{Const, DefaultAllocator, Dim, Dyn, OMatrix, OVector, SMatrix};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+
+mod lanes;
 
 /// Largest `d` for which the exact relu MAP enumerates orthants.
 pub const MAX_ORTHANT_DIM: usize = 6;
@@ -226,6 +229,8 @@ pub struct TwoLayerOutput {
     points: Option<Arc<PointSet>>,
     /// Newton MAP rows of `d ≤ MAX_FIXED_D` in fixed-size arithmetic (default `true`).
     fixed_size: bool,
+    /// Sigmoid Newton MAP rows of fixed size solved several rows side by side (default `true`).
+    lanes: bool,
 }
 
 /// Largest `d` whose Newton MAP rows run in fixed-size `d x d` arithmetic on the stack
@@ -290,6 +295,7 @@ impl TwoLayerOutput {
             estimator,
             points,
             fixed_size: true,
+            lanes: true,
         })
     }
 
@@ -392,6 +398,15 @@ impl TwoLayerOutput {
     /// arithmetic are the same, so are the results (for tests and benchmarks).
     pub fn with_fixed_size_kernels(mut self, on: bool) -> Self {
         self.fixed_size = on;
+        self
+    }
+
+    /// The same channel with the sigmoid MAP rows of fixed size (`d ≤` [`MAX_FIXED_D`]) solved
+    /// sixteen rows side by side (`true`, the default) or one at a time. Every row gets the same
+    /// operations in the same order either way, so the results are the same bits (for tests and
+    /// benchmarks).
+    pub fn with_lane_kernels(mut self, on: bool) -> Self {
+        self.lanes = on;
         self
     }
 
@@ -594,6 +609,54 @@ impl TwoLayerOutput {
         plus: &Message,
         o: &MapOptions,
     ) -> Result<RowMapOutput> {
+        if self.lanes && self.lanes_apply() {
+            // Sigmoid: LANES rows side by side, the same bits (lanes.rs).
+            self.map_rows_lanes::<D>(plus, o)
+        } else {
+            self.map_rows_one::<D>(plus, o)
+        }
+    }
+
+    /// [`Self::map_rows_fixed`] for sigmoid, [`lanes::LANES`] rows at a time (lanes.rs).
+    fn map_rows_lanes<const D: usize>(
+        &self,
+        plus: &Message,
+        o: &MapOptions,
+    ) -> Result<RowMapOutput> {
+        let n = self.y.nrows();
+        let g = plus.precision.matrix();
+        let gamma = SMatrix::<f64, D, D>::from_fn(|a, b| g[(a, b)]);
+        let fft = SMatrix::<f64, D, D>::from_fn(|a, b| self.fft[(a, b)]);
+        let r = plus.mean.as_ref();
+        par_map_rows_with(
+            n,
+            D + 3,
+            D * D,
+            lanes::ChunkRows::<D>::default,
+            |chunk, i, row, acc| {
+                let end = (i - i % ROW_CHUNK + ROW_CHUNK).min(n);
+                let res = chunk.row(self, &gamma, &fft, r, o, i, end)?;
+                let (v, sigma) = (&res.v, &res.sigma);
+                row[..D].copy_from_slice(v);
+                row[D] = res.iterations as f64;
+                row[D + 1] = res.flags as f64;
+                row[D + 2] = 0.0;
+                for (a, s) in acc.iter_mut().zip(sigma.iter()) {
+                    *a += s;
+                }
+                if v.iter().any(|x| !x.is_finite()) || sigma.iter().any(|x| !x.is_finite()) {
+                    return Err(Error::Numerical {
+                        what: "two-layer output denoiser".into(),
+                        detail: format!("row {i}: the estimate or its covariance is not finite"),
+                    });
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// [`Self::map_rows_fixed`] one row at a time.
+    fn map_rows_one<const D: usize>(&self, plus: &Message, o: &MapOptions) -> Result<RowMapOutput> {
         let n = self.y.nrows();
         let g = plus.precision.matrix();
         let gamma = SMatrix::<f64, D, D>::from_fn(|a, b| g[(a, b)]);

@@ -8,7 +8,7 @@
 //!
 //! | capability | checks |
 //! |---|---|
-//! | denoisers ([`PriorDenoiser`], [`LayerDenoiser`] both ways, [`OutputDenoiser`]) | [`prior_jacobian`], [`layer_jacobian`], [`output_jacobian`]; [`prior_batch`], [`layer_batch`], [`output_batch`]; [`prior_permutation`], [`layer_permutation`], [`output_permutation`]; [`prior_bad_inputs`], [`layer_bad_inputs`], [`output_bad_inputs`] |
+//! | denoisers ([`PriorDenoiser`], [`LayerDenoiser`] both ways, [`OutputDenoiser`]) | [`prior_jacobian`], [`layer_jacobian`], [`output_jacobian`]; [`prior_batch`], [`layer_batch`], [`output_batch`]; [`prior_permutation`], [`layer_permutation`], [`output_permutation`]; [`prior_bad_inputs`], [`layer_bad_inputs`], [`output_bad_inputs`]; [`output_linear_forms`] |
 //! | samplers ([`PriorSampler`], [`LayerSampler`], [`OutputLaw`]) | [`prior_sampler`], [`layer_sampler`], [`output_law`] |
 //! | SE steps ([`PriorSe`], [`LayerSe`], [`OutputSe`]) | [`prior_se_vs_monte_carlo`], [`layer_se_vs_monte_carlo`], [`output_se_vs_monte_carlo`] (closed forms); [`prior_se_vs_simulation`], [`layer_se_vs_simulation`], [`output_se_vs_simulation`] (Monte-Carlo steps); [`prior_se_reproducible`], [`layer_se_reproducible`], [`output_se_reproducible`] |
 //!
@@ -967,6 +967,54 @@ pub fn output_bad_inputs(output: &dyn OutputDenoiser, plus: &Message) -> Check {
         expect_error(label.clone(), || output.denoise(m), &mut failures);
     }
     bad_input_report("output bad inputs", variants.len(), failures)
+}
+
+/// An output's shortcuts agree with its denoiser: when it offers
+/// [`OutputDenoiser::linear_estimate`], `R⁺ G + Y H` and `Σ̄` are [`OutputDenoiser::denoise`]'s
+/// estimate and covariance (to `1e-12` relative); when it offers
+/// [`OutputDenoiser::likelihood_message`], the message rule (eq. 2.1, default policy: no
+/// clipping) applied to
+/// its belief gives that message (to `1e-9`). Passes trivially (deviation 0) for an output
+/// that offers neither.
+pub fn output_linear_forms(output: &dyn OutputDenoiser, plus: &Message) -> Check {
+    let belief = call("output denoise", || output.denoise(plus))?;
+    let mut deviation = 0.0f64;
+    let mut detail = Vec::new();
+    if let Some(est) = output.linear_estimate(&plus.precision) {
+        let est = est.map_err(|e| format!("output linear estimate: error {e}"))?;
+        let mean = &mul_small(plus.mean.as_ref(), &est.incoming)
+            + &mul_small(output.observation(), &est.observation);
+        let dm = (&mean - &belief.mean).norm_l2() / belief.mean.norm_l2().max(f64::MIN_POSITIVE);
+        let dc = (&est.cov - &belief.cov).norm() / belief.cov.norm().max(f64::MIN_POSITIVE);
+        deviation = deviation.max(dm / 1e-12).max(dc / 1e-12);
+        detail.push(format!(
+            "linear estimate: mean {dm:.2e}, covariance {dc:.2e} (relative)"
+        ));
+    }
+    if let Some(exact) = output.likelihood_message() {
+        let ext = MessagePolicy::default()
+            .extrinsic(&belief, plus, None, "conformance", 0)
+            .map_err(|e| format!("output likelihood message: the message rule failed: {e}"))?;
+        let dm = (&ext.message.mean - &exact.mean).norm_l2()
+            / exact.mean.norm_l2().max(f64::MIN_POSITIVE);
+        let (a, b) = (ext.message.precision.matrix(), exact.precision.matrix());
+        let dp = (a - b).norm() / b.norm().max(f64::MIN_POSITIVE);
+        deviation = deviation.max(dm / 1e-9).max(dp / 1e-9);
+        detail.push(format!(
+            "likelihood message: mean {dm:.2e}, precision {dp:.2e} (relative)"
+        ));
+    }
+    Report {
+        deviation,
+        tolerance: 1.0,
+        contrast: None,
+        detail: if detail.is_empty() {
+            "offers neither shortcut".to_string()
+        } else {
+            detail.join("; ")
+        },
+    }
+    .judge("output linear forms")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2349,6 +2397,7 @@ impl OutputCase {
             output_permutation(build.as_ref(), &plus, &perm, EXACT_TOL),
         ));
         out.push(outcome(name, "bad inputs", output_bad_inputs(c, &plus)));
+        out.push(outcome(name, "linear forms", output_linear_forms(c, &plus)));
         out.push(outcome(
             name,
             "law",

@@ -29,7 +29,7 @@ pub mod monte_carlo;
 use crate::error::Result;
 use crate::message::{Belief, Message};
 use crate::rng::Rng;
-use crate::spd::Spd;
+use crate::spd::{DMat, Spd};
 use faer::{Mat, MatRef};
 use law::{SeBackward, SeContext, SeForward, SeStep};
 
@@ -185,6 +185,27 @@ pub trait OutputDenoiser: OutputShape {
     fn likelihood_message(&self) -> Option<Message> {
         None
     }
+    /// The estimate as a linear map, when it is one with factors common to all rows:
+    /// `Ẑ = R⁺ G + Y H` with the average posterior row covariance `Σ̄`, returned as
+    /// `(G, H, Σ̄)` for the forward precision `Γ⁺` (a fully observed Gaussian channel:
+    /// `G = Γ⁺Σ`, `H = NΣ`, `Σ̄ = Σ = (Γ⁺ + N)^{-1}`). The solver then never forms the last
+    /// variable's estimate unless it is asked for (`solver/lazy.rs`). `None` (the default)
+    /// for every other output; it must agree with [`OutputDenoiser::denoise`].
+    fn linear_estimate(&self, _plus_precision: &crate::spd::Spd) -> Option<Result<LinearEstimate>> {
+        None
+    }
+}
+
+/// An output's estimate as a linear map ([`OutputDenoiser::linear_estimate`]):
+/// `Ẑ = R⁺ G + Y H`, average posterior row covariance `Σ̄`.
+#[derive(Clone, Debug)]
+pub struct LinearEstimate {
+    /// `G` (`d x d`), applied to the forward message's mean `R⁺`.
+    pub incoming: DMat,
+    /// `H` (`d x d`), applied to the observation `Y`.
+    pub observation: DMat,
+    /// `Σ̄` (`d x d`).
+    pub cov: DMat,
 }
 
 // ---------------------------------------------------------------------------------------------

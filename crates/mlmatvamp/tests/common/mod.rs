@@ -224,3 +224,62 @@ impl Messages for HandState {
         self.est_minus.get(l)?.as_ref()
     }
 }
+
+/// Two matrices agree to `tol` relative (Frobenius norm of the difference against the larger
+/// norm); `what` names them in the failure.
+pub fn mats_agree(what: &str, a: &Mat<f64>, b: &Mat<f64>, tol: f64) {
+    assert_eq!(
+        (a.nrows(), a.ncols()),
+        (b.nrows(), b.ncols()),
+        "{what}: shape"
+    );
+    let diff = (a - b).norm_l2();
+    let scale = a.norm_l2().max(b.norm_l2()).max(f64::MIN_POSITIVE);
+    assert!(
+        diff <= tol * scale,
+        "{what}: relative difference {:.3e}",
+        diff / scale
+    );
+}
+
+/// Two small matrices agree to `tol` relative.
+pub fn small_agree(what: &str, a: &DMatrix<f64>, b: &DMatrix<f64>, tol: f64) {
+    let diff = (a - b).norm();
+    let scale = a.norm().max(b.norm()).max(f64::MIN_POSITIVE);
+    assert!(
+        diff <= tol * scale,
+        "{what}: relative difference {:.3e}",
+        diff / scale
+    );
+}
+
+/// Every message, estimate and precision of two solver states agree to `tol` (formed through
+/// the state's accessors).
+pub fn states_agree(tag: &str, a: &State, b: &State, tol: f64) {
+    for l in 0..a.depth() {
+        let (pa, pb) = (a.plus(l).expect("plus"), b.plus(l).expect("plus"));
+        mats_agree(&format!("{tag} R+_{l}"), &pa.mean, &pb.mean, tol);
+        small_agree(
+            &format!("{tag} Γ+_{l}"),
+            pa.precision.matrix(),
+            pb.precision.matrix(),
+            tol,
+        );
+        let (ma, mb) = (a.minus(l).expect("minus"), b.minus(l).expect("minus"));
+        mats_agree(&format!("{tag} R-_{l}"), &ma.mean, &mb.mean, tol);
+        small_agree(
+            &format!("{tag} Γ-_{l}"),
+            ma.precision.matrix(),
+            mb.precision.matrix(),
+            tol,
+        );
+        for (dir, ea, eb) in [
+            ("Ẑ+", a.estimate_plus(l), b.estimate_plus(l)),
+            ("Ẑ-", a.estimate_minus(l), b.estimate_minus(l)),
+        ] {
+            let (ea, eb) = (ea.expect("estimate"), eb.expect("estimate"));
+            mats_agree(&format!("{tag} {dir}_{l}"), &ea.mean, &eb.mean, tol);
+            small_agree(&format!("{tag} Σ̄ of {dir}_{l}"), &ea.cov, &eb.cov, tol);
+        }
+    }
+}
