@@ -313,3 +313,71 @@ fn the_empirical_se_is_unaffected() {
         assert_eq!(a.estimates[l], b.estimates[l]);
     }
 }
+
+/// A state driven by hand: a forward message replaced between iterations, a solver without
+/// the lazy path taking over a lazy state, and the public `Solver::record` with previous
+/// estimates and the truth — all agree with the ordinary path.
+#[test]
+fn hand_driven_states_and_public_records_agree() {
+    let c = Case {
+        name: "hand-driven",
+        d: 2,
+        n0: 260,
+        n1: 400,
+        prior: bg(2),
+        noisy: true,
+        bias: true,
+        deep: false,
+        out_precision: 60.0,
+    };
+    let (truth, net) = network(&c, 13);
+    let config = SolverConfig::default();
+    let ordinary = Solver::new(config.clone())
+        .expect("solver")
+        .with_lazy_estimates(false);
+    let lazy = Solver::new(config.clone()).expect("solver");
+    let mut sa = State::new(&net, config.gamma_init).expect("state");
+    let mut sb = sa.clone();
+    let mut previous: Option<Vec<Mat<f64>>> = None;
+    for k in 0..8 {
+        sa.set_iteration(k);
+        sb.set_iteration(k);
+        if k == 3 {
+            // Replace the (lazy) forward message about Z_1 by a formed, perturbed copy.
+            let mut msg = sb.plus(1).expect("plus").clone();
+            msg.mean = &msg.mean * faer::Scale(0.9);
+            sa.set_plus(1, msg.clone()).expect("set");
+            sb.set_plus(1, msg).expect("set");
+        }
+        // The lazy state is advanced by the ordinary solver at iteration 5 (it forms what it
+        // holds first).
+        let b = if k == 5 { &ordinary } else { &lazy };
+        ordinary.forward_pass(&net, &mut sa).expect("forward");
+        b.forward_pass(&net, &mut sb).expect("forward");
+        ordinary.backward_pass(&net, &mut sa).expect("backward");
+        b.backward_pass(&net, &mut sb).expect("backward");
+        states_agree(&format!("iteration {k}"), &sa, &sb);
+        let ra = ordinary
+            .record(&net, &sa, previous.as_deref(), Some(&truth), 0.0)
+            .expect("record");
+        let rb = lazy
+            .record(&net, &sb, previous.as_deref(), Some(&truth), 0.0)
+            .expect("record");
+        for (va, vb) in ra.variables.iter().zip(&rb.variables) {
+            let tag = format!("iteration {k} Z_{}", va.variable);
+            close_value(&format!("{tag} mse"), va.mse, vb.mse, TOL);
+            close_value(&format!("{tag} mse+"), va.mse_plus, vb.mse_plus, TOL);
+            close_value(&format!("{tag} mse-"), va.mse_minus, vb.mse_minus, TOL);
+            match (va.change, vb.change) {
+                (Some(x), Some(y)) => assert!((x - y).abs() <= TOL, "{tag}: change {x} vs {y}"),
+                (None, None) => {}
+                other => panic!("{tag}: change {other:?}"),
+            }
+        }
+        previous = Some(
+            (0..net.depth())
+                .map(|l| sa.estimate(l).expect("estimate").mean.clone())
+                .collect(),
+        );
+    }
+}
