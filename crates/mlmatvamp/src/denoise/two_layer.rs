@@ -617,6 +617,18 @@ impl TwoLayerOutput {
         }
     }
 
+    /// `Γ⁺` and `F_2 F_2ᵀ` as fixed-size `D x D` matrices (the rows' shared factors).
+    fn fixed_factors<const D: usize>(
+        &self,
+        plus: &Message,
+    ) -> (SMatrix<f64, D, D>, SMatrix<f64, D, D>) {
+        let g = plus.precision.matrix();
+        (
+            SMatrix::<f64, D, D>::from_fn(|a, b| g[(a, b)]),
+            SMatrix::<f64, D, D>::from_fn(|a, b| self.fft[(a, b)]),
+        )
+    }
+
     /// [`Self::map_rows_fixed`] for sigmoid, [`lanes::LANES`] rows at a time (lanes.rs).
     fn map_rows_lanes<const D: usize>(
         &self,
@@ -624,9 +636,7 @@ impl TwoLayerOutput {
         o: &MapOptions,
     ) -> Result<RowMapOutput> {
         let n = self.y.nrows();
-        let g = plus.precision.matrix();
-        let gamma = SMatrix::<f64, D, D>::from_fn(|a, b| g[(a, b)]);
-        let fft = SMatrix::<f64, D, D>::from_fn(|a, b| self.fft[(a, b)]);
+        let (gamma, fft) = self.fixed_factors::<D>(plus);
         let r = plus.mean.as_ref();
         par_map_rows_with(
             n,
@@ -658,9 +668,7 @@ impl TwoLayerOutput {
     /// [`Self::map_rows_fixed`] one row at a time.
     fn map_rows_one<const D: usize>(&self, plus: &Message, o: &MapOptions) -> Result<RowMapOutput> {
         let n = self.y.nrows();
-        let g = plus.precision.matrix();
-        let gamma = SMatrix::<f64, D, D>::from_fn(|a, b| g[(a, b)]);
-        let fft = SMatrix::<f64, D, D>::from_fn(|a, b| self.fft[(a, b)]);
+        let (gamma, fft) = self.fixed_factors::<D>(plus);
         let r = plus.mean.as_ref();
         par_map_rows_with(
             n,
