@@ -153,6 +153,16 @@ fn sketched_clustering_experiment_writes_its_files() {
         "{s}"
     );
     assert_eq!(s["relative_sse"]["values"].as_array().unwrap().len(), 2);
+    // Per seed and ratio, the Algorithm-1 iterations of every restart that ran (each at least
+    // 1 and at most 2 rounds of 100).
+    for seed in r["seeds"].as_array().unwrap() {
+        let its = seed["restart_iterations"][0].as_array().unwrap();
+        assert_eq!(its.len() as u64, seed["restarts_run"][0].as_u64().unwrap());
+        assert!(
+            its.iter().all(|n| (1..=200).contains(&n.as_u64().unwrap())),
+            "{seed}"
+        );
+    }
     // T = 5000 is above --kmeans-max-t: the sweep streamed its data and took the true centroids
     // as the baseline; the timing row (T = 2000) ran k-means++.
     assert_eq!(r["seeds"][0]["baseline"], "true centroids");

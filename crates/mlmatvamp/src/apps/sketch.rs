@@ -216,53 +216,9 @@ impl Frequencies {
 // The kernel: Σ_t cos θ_t and Σ_t sin θ_t
 // ---------------------------------------------------------------------------------------------
 
-/// Rounds to the nearest integer (ties to even) without a call: valid for `|x| < 2^51`.
-#[inline(always)]
-fn round_int(x: f64) -> f64 {
-    const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 · 2^52
-    (x + MAGIC) - MAGIC
-}
-
-/// `(sin θ, cos θ)` by Cody–Waite reduction modulo `π/2` and fdlibm's kernels, in plain
-/// floating-point operations (no branches, no calls), so that loops over it vectorise.
-// The constants are fdlibm's, as published (more digits than an f64 holds).
-#[allow(clippy::excessive_precision)]
-#[inline(always)]
-pub fn fast_sin_cos(x: f64) -> (f64, f64) {
-    const TWO_OVER_PI: f64 = std::f64::consts::FRAC_2_PI;
-    // π/2 split into pieces of 33 bits each (fdlibm's pio2_1, pio2_2, pio2_3).
-    const P1: f64 = 1.570_796_326_734_125_614_17;
-    const P2: f64 = 6.077_100_506_303_965_976_60e-11;
-    const P3: f64 = 2.022_266_248_711_166_455_80e-21;
-    const S1: f64 = -1.666_666_666_666_663_243_48e-01;
-    const S2: f64 = 8.333_333_333_322_489_461_24e-03;
-    const S3: f64 = -1.984_126_982_985_794_931_34e-04;
-    const S4: f64 = 2.755_731_370_707_006_767_89e-06;
-    const S5: f64 = -2.505_076_025_340_686_341_95e-08;
-    const S6: f64 = 1.589_690_995_211_550_102_21e-10;
-    const C1: f64 = 4.166_666_666_666_660_190_37e-02;
-    const C2: f64 = -1.388_888_888_887_410_957_49e-03;
-    const C3: f64 = 2.480_158_728_947_672_941_78e-05;
-    const C4: f64 = -2.755_731_435_139_066_330_35e-07;
-    const C5: f64 = 2.087_572_321_298_174_827_90e-09;
-    const C6: f64 = -1.135_964_755_778_819_482_65e-11;
-    let k = round_int(x * TWO_OVER_PI);
-    let r = ((x - k * P1) - k * P2) - k * P3;
-    let z = r * r;
-    let s = r + r * z * (S1 + z * (S2 + z * (S3 + z * (S4 + z * (S5 + z * S6)))));
-    let c = 1.0 - 0.5 * z + z * z * (C1 + z * (C2 + z * (C3 + z * (C4 + z * (C5 + z * C6)))));
-    // Quadrant q = k mod 4, and its bits, by exact floating-point arithmetic.
-    let q = k - 4.0 * round_int(0.25 * k - 0.375);
-    let high = round_int(0.5 * q - 0.25); // 0 for q ∈ {0, 1}, 1 for q ∈ {2, 3}
-    let odd = q - 2.0 * high; // q mod 2
-    let q1 = q + 1.0 - 4.0 * round_int(0.25 * (q + 1.0) - 0.375);
-    let high1 = round_int(0.5 * q1 - 0.25);
-    let sin_sign = 1.0 - 2.0 * high;
-    let cos_sign = 1.0 - 2.0 * high1;
-    let sin = sin_sign * (s + odd * (c - s));
-    let cos = cos_sign * (c + odd * (s - c));
-    (sin, cos)
-}
+/// `(sin θ, cos θ)` in plain floating-point operations that vectorise (defined with the
+/// complex-exponential output, whose Gauss–Newton rows share it).
+pub use crate::denoise::cexp::fast_sin_cos;
 
 /// `Σ_t cos θ_t`, `Σ_t sin θ_t` over a slice (four independent partial sums).
 #[inline(always)]

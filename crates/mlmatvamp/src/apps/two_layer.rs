@@ -237,9 +237,18 @@ pub fn predict(
     // (`±∞·0` is NaN), so X (`n x nin`, the large input) needs a check only then.
     let mut finite = true;
     for j in 0..d {
-        for v in h.col_mut(j).iter_mut() {
-            finite &= v.is_finite();
-            *v = activation.eval(*v);
+        match h.col_mut(j).try_as_col_major_mut() {
+            Some(col) => {
+                let col = col.as_slice_mut();
+                finite &= col.iter().all(|v| v.is_finite());
+                activation.eval_in_place(col);
+            }
+            None => {
+                for v in h.col_mut(j).iter_mut() {
+                    finite &= v.is_finite();
+                    *v = activation.eval(*v);
+                }
+            }
         }
     }
     if !finite {
@@ -472,12 +481,18 @@ fn pair_moment(activation: Activation, a: f64, b: f64, c: f64) -> f64 {
 fn sigmoid_pair_2d(gh: &GaussHermite, sa: f64, sc: f64, rho: f64) -> f64 {
     let act = Activation::Sigmoid;
     let r2 = (1.0 - rho * rho).sqrt();
+    // The inner node's sigmoids, all at once (vectorised; the same values as one by one).
+    let mut sy = vec![0.0; gh.nodes.len()];
     let mut total = 0.0;
     for (&t1, &w1) in gh.nodes.iter().zip(&gh.weights) {
         let sx = act.eval(sa * t1);
+        for (y, &t2) in sy.iter_mut().zip(&gh.nodes) {
+            *y = sc * (rho * t1 + r2 * t2);
+        }
+        act.eval_in_place(&mut sy);
         let mut inner = 0.0;
-        for (&t2, &w2) in gh.nodes.iter().zip(&gh.weights) {
-            inner += w2 * act.eval(sc * (rho * t1 + r2 * t2));
+        for (&y, &w2) in sy.iter().zip(&gh.weights) {
+            inner += w2 * y;
         }
         total += w1 * sx * inner;
     }

@@ -254,6 +254,11 @@ pub struct SeedResult {
     /// Restarts run per sketch length (fewer than configured after an early stop).
     #[serde(default)]
     pub restarts_run: Vec<usize>,
+    /// Per ratio: the Algorithm-1 iterations of every restart that ran, in order (`0` for a
+    /// restart that failed) — a measure of the decoding's work that does not depend on the
+    /// machine's load.
+    #[serde(default)]
+    pub restart_iterations: Vec<Vec<usize>>,
     /// Per ratio: the recovery's error, if it failed.
     pub errors: Vec<Option<String>>,
 }
@@ -389,6 +394,7 @@ fn run_seed(config: &SketchedClusteringConfig, p: usize, seed: u64) -> Result<Se
         decode_seconds: vec![],
         residual: vec![],
         restarts_run: vec![],
+        restart_iterations: vec![],
         errors: vec![],
     };
     let mut recovered: Vec<Option<Mat<f64>>> = Vec::new();
@@ -406,6 +412,12 @@ fn run_seed(config: &SketchedClusteringConfig, p: usize, seed: u64) -> Result<Se
                 out.decode_seconds.push(r.seconds);
                 out.residual.push(r.residual);
                 out.restarts_run.push(r.restarts.len());
+                out.restart_iterations.push(
+                    r.restarts
+                        .iter()
+                        .map(|x| x.iterations.unwrap_or(0))
+                        .collect(),
+                );
                 out.errors.push(None);
                 recovered.push(Some(r.centroids));
             }
@@ -413,6 +425,7 @@ fn run_seed(config: &SketchedClusteringConfig, p: usize, seed: u64) -> Result<Se
                 out.decode_seconds.push(f64::NAN);
                 out.residual.push(f64::NAN);
                 out.restarts_run.push(0);
+                out.restart_iterations.push(vec![]);
                 out.errors.push(Some(e.to_string()));
                 recovered.push(None);
             }

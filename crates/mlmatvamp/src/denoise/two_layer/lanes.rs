@@ -20,6 +20,7 @@ use super::{
     newton, Activation, DMat, Error, HessianKind, MapOptions, Result, RowStats, Spd,
     TwoLayerObjective, TwoLayerOutput, FLAG_GN_COVARIANCE,
 };
+use crate::denoise::activation::sigmoid;
 use nalgebra::{Const, OVector, SMatrix};
 
 /// Rows solved side by side.
@@ -29,6 +30,13 @@ pub(super) const LANES: usize = 16;
 pub(super) const MAX_LANE_NOUT: usize = 4;
 
 type Lanes = [f64; LANES];
+
+/// σ of every lane (the sigmoid of [`Activation::eval`], written as straight-line arithmetic
+/// that the compiler vectorises).
+#[inline(always)]
+fn sigmoid_lanes(v: &Lanes) -> Lanes {
+    std::array::from_fn(|l| sigmoid(v[l]))
+}
 
 /// `Iterator::sum` of `f64` folds from `-0.0`; the lanes do the same, for the same bits.
 const SUM_START: f64 = -0.0;
@@ -147,6 +155,12 @@ impl<const D: usize> ChunkRows<D> {
         end: usize,
     ) {
         #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the processor supports AVX-512F (checked just above).
+            unsafe { self.solve_avx512(out, gamma, fft, r, o, start, end) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: the processor supports AVX2 (checked just above).
             unsafe { self.solve_avx2(out, gamma, fft, r, o, start, end) };
@@ -163,6 +177,27 @@ impl<const D: usize> ChunkRows<D> {
     #[target_feature(enable = "avx2")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn solve_avx2(
+        &mut self,
+        out: &TwoLayerOutput,
+        gamma: &SMatrix<f64, D, D>,
+        fft: &SMatrix<f64, D, D>,
+        r: faer::MatRef<'_, f64>,
+        o: &MapOptions,
+        start: usize,
+        end: usize,
+    ) {
+        self.solve_portable(out, gamma, fft, r, o, start, end);
+    }
+
+    /// [`ChunkRows::solve`] compiled for AVX-512 (eight lanes per register; the same
+    /// lane-wise operations, so the same bits).
+    ///
+    /// # Safety
+    /// The processor must support AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn solve_avx512(
         &mut self,
         out: &TwoLayerOutput,
         gamma: &SMatrix<f64, D, D>,
@@ -220,7 +255,6 @@ impl<const D: usize> ChunkRows<D> {
             iterations: [0; LANES],
             fallback: [0; LANES],
         };
-        let act = Activation::Sigmoid;
         let mut next = start;
         // The first row (in row order) with an error: rows after it are not needed.
         let mut stop = end;
@@ -251,13 +285,21 @@ impl<const D: usize> ChunkRows<D> {
             if st.row.iter().all(|x| x.is_none()) {
                 break;
             }
-            // σ(v) of fresh rows (the others carry it from the accepted trial point).
-            for l in 0..LANES {
-                if st.fresh[l] && st.row[l].is_some() {
-                    for j in 0..D {
-                        st.s[j][l] = act.eval(st.v[j][l]);
+            // σ(v) of fresh rows (the others carry it from the accepted trial point), computed
+            // for all lanes at once (vectorised) and kept where a row is fresh.
+            if (0..LANES).any(|l| st.fresh[l] && st.row[l].is_some()) {
+                for j in 0..D {
+                    let sig = sigmoid_lanes(&st.v[j]);
+                    for l in 0..LANES {
+                        if st.fresh[l] && st.row[l].is_some() {
+                            st.s[j][l] = sig[l];
+                        }
                     }
-                    st.fresh[l] = false;
+                }
+                for l in 0..LANES {
+                    if st.row[l].is_some() {
+                        st.fresh[l] = false;
+                    }
                 }
             }
             // f, g, H at v (TwoLayerObjective::derivatives_with, sigmoid).
@@ -363,9 +405,14 @@ impl<const D: usize> ChunkRows<D> {
                 }
                 newton_ok[l] = chol_ok[l] && (0..D).all(|j| step[j][l].is_finite());
                 try_unit[l] = newton_ok[l] && !(slope[l].is_nan() || slope[l] >= 0.0);
-                if try_unit[l] {
-                    for j in 0..D {
-                        s_trial[j][l] = act.eval(trial[j][l]);
+            }
+            // σ at the trial points, all lanes at once (vectorised), kept where a unit step is
+            // tried.
+            for j in 0..D {
+                let sig = sigmoid_lanes(&trial[j]);
+                for l in 0..LANES {
+                    if try_unit[l] {
+                        s_trial[j][l] = sig[l];
                     }
                 }
             }
