@@ -41,6 +41,29 @@ fn sigmoid_lanes(v: &Lanes) -> Lanes {
 /// `Iterator::sum` of `f64` folds from `-0.0`; the lanes do the same, for the same bits.
 const SUM_START: f64 = -0.0;
 
+/// A [`ChunkRows::solve_portable`] compiled with the given target features: `$name`, `$features`,
+/// its doc comment.
+macro_rules! solve_with_features {
+    ($name:ident, $features:literal, $doc:literal) => {
+        #[doc = $doc]
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name(
+            &mut self,
+            out: &TwoLayerOutput,
+            gamma: &SMatrix<f64, D, D>,
+            fft: &SMatrix<f64, D, D>,
+            r: faer::MatRef<'_, f64>,
+            o: &MapOptions,
+            start: usize,
+            end: usize,
+        ) {
+            self.solve_portable(out, gamma, fft, r, o, start, end);
+        }
+    };
+}
+
 /// The solved rows of one chunk: per row `v̂` (`D`), Newton iterations, flags and `Σ_i`
 /// (`D x D`, column-major), or the row's error; rows after the first error are not solved.
 pub(super) struct ChunkRows<const D: usize> {
@@ -140,9 +163,9 @@ impl<const D: usize> ChunkRows<D> {
         }
     }
 
-    /// Solves rows `start..end`, up to the first row with an error: with AVX2 registers where
-    /// the processor has them (lane-wise IEEE operations, no fused multiply-adds: the same
-    /// bits as the portable code).
+    /// Solves rows `start..end`, up to the first row with an error: with AVX-512 or AVX2
+    /// registers where the processor has them (lane-wise IEEE operations, no fused
+    /// multiply-adds: the same bits as the portable code).
     #[allow(clippy::too_many_arguments)]
     fn solve(
         &mut self,
@@ -169,46 +192,17 @@ impl<const D: usize> ChunkRows<D> {
         self.solve_portable(out, gamma, fft, r, o, start, end);
     }
 
-    /// [`ChunkRows::solve`] compiled for AVX2.
-    ///
-    /// # Safety
-    /// The processor must support AVX2.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn solve_avx2(
-        &mut self,
-        out: &TwoLayerOutput,
-        gamma: &SMatrix<f64, D, D>,
-        fft: &SMatrix<f64, D, D>,
-        r: faer::MatRef<'_, f64>,
-        o: &MapOptions,
-        start: usize,
-        end: usize,
-    ) {
-        self.solve_portable(out, gamma, fft, r, o, start, end);
-    }
-
-    /// [`ChunkRows::solve`] compiled for AVX-512 (eight lanes per register; the same
-    /// lane-wise operations, so the same bits).
-    ///
-    /// # Safety
-    /// The processor must support AVX-512F.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn solve_avx512(
-        &mut self,
-        out: &TwoLayerOutput,
-        gamma: &SMatrix<f64, D, D>,
-        fft: &SMatrix<f64, D, D>,
-        r: faer::MatRef<'_, f64>,
-        o: &MapOptions,
-        start: usize,
-        end: usize,
-    ) {
-        self.solve_portable(out, gamma, fft, r, o, start, end);
-    }
+    solve_with_features!(
+        solve_avx2,
+        "avx2",
+        "[`ChunkRows::solve`] compiled for AVX2.\n\n# Safety\nThe processor must support AVX2."
+    );
+    solve_with_features!(
+        solve_avx512,
+        "avx2,avx512f",
+        "[`ChunkRows::solve`] compiled for AVX-512 (eight lanes per register; the same lane-wise \
+         operations, so the same bits).\n\n# Safety\nThe processor must support AVX-512F."
+    );
 
     /// The lockstep solve of rows `start..end` (module docs).
     #[inline(always)]
