@@ -21,6 +21,11 @@ use mlmatvamp_cli::{progress, render};
 mod mixed_cli;
 mod sketch_cli;
 
+/// The tool's allocator: mimalloc (docs/speed.md, "6 December, late evening"); the library leaves
+/// the choice to the program that links it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Multi-Layer Matrix VAMP (Pandit et al., NeurIPS 2020) and its state evolution.
 #[derive(Parser, Debug)]
 #[command(name = "mlmatvamp", version, about, long_about = None)]

@@ -8,7 +8,7 @@ mod common;
 use common::{rel_err, to_dmat};
 use faer::Mat;
 use mlmatvamp::apps::two_layer::{predict, Init, InitPrecision, TwoLayerConfig, TwoLayerTrial};
-use mlmatvamp::apps::two_layer_vamp::{VampConfig, VampIteration};
+use mlmatvamp::apps::two_layer_vamp::{network, VampConfig, VampIteration};
 use mlmatvamp::experiments::fig2::{
     draw_trial, run_fig2, run_two_layer, Fig2Config, Method, TwoLayerRunConfig,
 };
@@ -354,7 +354,7 @@ fn per_iteration_metrics_are_recorded() {
     // Only the final analytic error when asked so.
     let lean = VampConfig {
         analytic_every_iteration: false,
-        ..cfg
+        ..cfg.clone()
     }
     .run(&trial, &start)
     .unwrap();
@@ -365,6 +365,23 @@ fn per_iteration_metrics_are_recorded() {
         lean.final_analytic_test_error(),
         run.final_analytic_test_error()
     );
+    // The lean run (test MSE only) does the same iterations: the same bits.
+    let net = network(&trial, cfg.estimator).unwrap();
+    let bare = cfg.run_network_lean(&net, &trial, &start).unwrap();
+    assert_eq!(
+        bare.initial_test_mse.to_bits(),
+        run.initial_test_mse.to_bits()
+    );
+    assert_eq!(bare.test_mse.len(), 4);
+    for (a, b) in bare.test_mse.iter().zip(&run.history) {
+        assert_eq!(a.to_bits(), b.test_mse.to_bits());
+    }
+    assert_eq!(bare.final_test_mse(), run.final_test_mse());
+    for i in 0..run.f1.nrows() {
+        for j in 0..run.f1.ncols() {
+            assert_eq!(bare.f1[(i, j)].to_bits(), run.f1[(i, j)].to_bits());
+        }
+    }
 }
 
 fn tiny_fig2() -> Fig2Config {

@@ -4,7 +4,9 @@
 //! Each repetition times the trial with the thin SVD of `X_tr` (`VampConfig::run`, which builds
 //! the network) and without it (`VampConfig::run_network` on a network built once, as the
 //! authors' code is timed), one after the other; prints the best and mean of each, and the best
-//! time of one evaluation of the per-iteration test MSE.
+//! time of one evaluation of the per-iteration test MSE. With a third argument `profile`, runs
+//! only the trial without the SVD (`reps` times), for `perf record`; with `lean`, times only
+//! `VampConfig::run_network_lean` (the same iterations recording only the test MSE).
 use mlmatvamp::apps::two_layer::{Init, TwoLayerConfig};
 use mlmatvamp::apps::two_layer_vamp::{network, VampConfig};
 use mlmatvamp::experiments::fig2::draw_trial;
@@ -13,6 +15,7 @@ use std::time::Instant;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<usize> = std::env::args()
         .skip(1)
+        .take(2)
         .map(|a| a.parse().expect("a number"))
         .collect();
     let ntr = args.first().copied().unwrap_or(200);
@@ -27,6 +30,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Default::default()
     };
     let net = network(&t, cfg.estimator)?;
+    if std::env::args().nth(3).as_deref() == Some("profile") {
+        for _ in 0..reps {
+            std::hint::black_box(cfg.run_network(&net, &t, &init)?);
+        }
+        return Ok(());
+    }
+    if std::env::args().nth(3).as_deref() == Some("lean") {
+        // The lean run (`run_network_lean`, test MSE only) alone, best and mean.
+        let (mut best, mut total) = (f64::INFINITY, 0.0);
+        for _ in 0..reps {
+            let s = Instant::now();
+            std::hint::black_box(cfg.run_network_lean(&net, &t, &init)?);
+            let e = s.elapsed().as_secs_f64();
+            best = best.min(e);
+            total += e;
+        }
+        println!(
+            "ntr {ntr}: lean (test MSE only, without the SVD): best {:.3} ms, mean {:.3} ms",
+            best * 1e3,
+            total * 1e3 / reps as f64
+        );
+        return Ok(());
+    }
     // [with the SVD, without]: best and total seconds.
     let mut best = [f64::INFINITY; 2];
     let mut total = [0.0; 2];
@@ -59,3 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     Ok(())
 }
+
+// The allocator of the command-line tool (`mlmatvamp-cli`), so that the times are the tool's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

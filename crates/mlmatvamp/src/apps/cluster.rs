@@ -18,6 +18,10 @@
 //! the smallest relative sketch residual ([`sketch_residual`]). An optional stall stop
 //! ([`ClusterConfig::stall_improvement`]) ends the last round of a restart stuck far above the
 //! noise level. The centroids are returned in data coordinates (the sketch's mean added back).
+//! With the approximate MMSE output ([`Estimator::Mmse`]) every round but the last runs the MAP
+//! output, and the MMSE's safeguard is on ([`CexpOutput::with_mmse_safeguard`]): from a random
+//! start, and at times later, the MMSE surrogate's averaged covariance exceeds the message
+//! covariance, and its extrinsic message then diverges (`docs/sketched-clustering.md`).
 //!
 //! Metrics: [`sse`] (the k-means cost of centroids on data) and [`adjusted_rand_index`].
 
@@ -53,7 +57,8 @@ type RestartOutcome = (
 pub struct ClusterConfig {
     /// The number of clusters `K` (`d`).
     pub k: usize,
-    /// The output denoiser: MAP (default) or the approximate MMSE.
+    /// The output denoiser: MAP (default) or the approximate MMSE (in the last round; the
+    /// rounds before it run MAP).
     pub estimator: Estimator,
     /// Algorithm 1 iterations per round.
     pub iterations: usize,
@@ -564,7 +569,8 @@ pub fn cluster_network(
         noise,
         config.estimator,
         config.cexp,
-    )?;
+    )?
+    .with_mmse_safeguard(config.estimator == Estimator::Mmse);
     let prior = GaussianPrior::isotropic(k, prior_variance)?;
     let p = layer.shape().1;
     Network::new(Arc::new(prior), p, vec![layer], Arc::new(output))
@@ -608,6 +614,18 @@ pub fn recover_from(
     let mut restarts = Vec::with_capacity(config.restarts);
     let mut best: Option<(usize, RestartOutcome)> = None;
     let noise_level = noise_level(sketch);
+    // With the approximate MMSE, every round but the last runs MAP (a start for the MMSE round
+    // near a fit of the sketch; module documentation).
+    let round_config = |round: usize| -> std::borrow::Cow<'_, ClusterConfig> {
+        if config.estimator == Estimator::Mmse && round + 1 < config.rounds {
+            std::borrow::Cow::Owned(ClusterConfig {
+                estimator: Estimator::Map,
+                ..config.clone()
+            })
+        } else {
+            std::borrow::Cow::Borrowed(config)
+        }
+    };
     let run_restart = |r: usize| {
         let t0 = Instant::now();
         let seed = mix64(config.seed ^ mix64(0x5EED_0000 + r as u64));
@@ -628,7 +646,7 @@ pub fn recover_from(
                 round_noise(0)?,
                 alpha.clone(),
                 prior,
-                config,
+                &round_config(0),
             )?;
             // Random asymmetric start: centroids drawn from the prior, R⁻_1 = Ω C_0.
             let mut rng = rng_from_seed(seed);
@@ -704,7 +722,7 @@ pub fn recover_from(
                         round_noise(round + 1)?,
                         alpha.iter().map(|a| a.max(1e-6)).collect(),
                         prior,
-                        config,
+                        &round_config(round + 1),
                     )?;
                 }
             }

@@ -44,7 +44,7 @@ use crate::denoise::{
     TwoLayerOutput,
 };
 use crate::error::{Error, Result};
-use crate::message::{Message, MessagePolicy};
+use crate::message::{Belief, Message, MessagePolicy};
 use crate::network::Network;
 use crate::rows::to_dmat;
 use crate::solver::{IterationRecord, Solver, SolverConfig, State};
@@ -147,6 +147,29 @@ impl VampRun {
             .last()
             .and_then(|h| h.analytic_test_error)
             .unwrap_or(f64::NAN)
+    }
+}
+
+/// What [`VampConfig`]'s iterations call after each iteration: `(k, state, belief of F_1,
+/// held-out test MSE of its mean, start time of the iteration)`.
+type AfterIteration<'a> = dyn FnMut(usize, &State, &Belief, f64, Instant) -> Result<()> + 'a;
+
+/// The result of [`VampConfig::run_network_lean`]: the final estimate and the held-out test
+/// MSE per iteration only.
+#[derive(Clone, Debug)]
+pub struct LeanRun {
+    /// The final `F̂_1` (`nin x d`), equal to [`VampRun::f1`] of the same run.
+    pub f1: Mat<f64>,
+    /// Normalized test MSE of the initial estimate `F1init`.
+    pub initial_test_mse: f64,
+    /// Normalized held-out test MSE after each iteration (equal to [`VampIteration::test_mse`]).
+    pub test_mse: Vec<f64>,
+}
+
+impl LeanRun {
+    /// The final normalized test MSE; `NaN` if no iteration ran.
+    pub fn final_test_mse(&self) -> f64 {
+        self.test_mse.last().copied().unwrap_or(f64::NAN)
     }
 }
 
@@ -306,6 +329,90 @@ impl VampConfig {
         init: &InitialEstimate,
         callback: &mut dyn FnMut(&VampIteration, &State),
     ) -> Result<VampRun> {
+        let truth = truth(trial);
+        let mut history = Vec::with_capacity(self.iterations);
+        let mut previous: Option<Vec<Mat<f64>>> = None;
+        let solver = self.solver()?;
+        let (state, initial_test_mse, f1) = self.iterate(
+            net,
+            trial,
+            init,
+            &mut |k, state, f1_belief, test_mse, start| {
+                let f1_hat = f1_belief.mean.as_ref();
+                let last = k + 1 == self.iterations;
+                let analytic_test_error = if self.analytic_every_iteration || last {
+                    Some(trial.analytic_test_error(f1_hat)?)
+                } else {
+                    None
+                };
+                let (f1_mse, _) = crate::rows::error_stats(f1_hat, trial.f1.as_ref());
+                let f1_predicted_mse = f1_belief.cov.trace();
+                let mut engine = solver.record(
+                    net,
+                    state,
+                    previous.as_deref(),
+                    Some(&truth),
+                    start.elapsed().as_secs_f64(),
+                )?;
+                engine.iteration = k;
+                let rec = VampIteration {
+                    iteration: k,
+                    test_mse,
+                    analytic_test_error,
+                    f1_mse,
+                    f1_predicted_mse,
+                    seconds: start.elapsed().as_secs_f64(),
+                    engine,
+                };
+                callback(&rec, state);
+                history.push(rec);
+                previous = (0..net.depth())
+                    .map(|l| state.estimate(l).map(|b| b.mean.clone()))
+                    .collect::<Option<Vec<_>>>();
+                Ok(())
+            },
+        )?;
+        Ok(VampRun {
+            f1,
+            initial_test_mse,
+            history,
+            state,
+        })
+    }
+
+    /// The same iterations as [`VampConfig::run_network`] (the same estimates, bit for bit),
+    /// recording only the held-out test MSE per iteration — what the authors' script records
+    /// (its `metric_cb`). No analytic test error, parameter error or engine record is computed;
+    /// this is the workload timed against the authors' code (`docs/side-by-side.md`).
+    pub fn run_network_lean(
+        &self,
+        net: &Network,
+        trial: &TwoLayerTrial,
+        init: &InitialEstimate,
+    ) -> Result<LeanRun> {
+        let mut test_mse = Vec::with_capacity(self.iterations);
+        let (_, initial_test_mse, f1) =
+            self.iterate(net, trial, init, &mut |_, _, _, mse, _| {
+                test_mse.push(mse);
+                Ok(())
+            })?;
+        Ok(LeanRun {
+            f1,
+            initial_test_mse,
+            test_mse,
+        })
+    }
+
+    /// The iterations of [`VampConfig::run_network_with`]: after each, `after(k, state, belief
+    /// of F_1, held-out test MSE of its mean, start time of the iteration)`. Returns the final
+    /// state, the test MSE of `init` and the final `F̂_1` (`init`'s if no estimate was made).
+    fn iterate(
+        &self,
+        net: &Network,
+        trial: &TwoLayerTrial,
+        init: &InitialEstimate,
+        after: &mut AfterIteration<'_>,
+    ) -> Result<(State, f64, Mat<f64>)> {
         self.validate()?;
         check_network(net, trial)?;
         let solver = self.solver()?;
@@ -319,11 +426,8 @@ impl VampConfig {
             },
             ..solver.config.clone()
         })?;
-        let truth = truth(trial);
         let initial_test_mse = trial.test_mse(init.f1.as_ref())?;
         let mut state = initial_state(&solver, net, &init.message)?;
-        let mut history = Vec::with_capacity(self.iterations);
-        let mut previous: Option<Vec<Mat<f64>>> = None;
         for k in 0..self.iterations {
             let start = Instant::now();
             // Reference order (spec §7.2): output, then the input estimator (G⁻_1 gives F̂_1) …
@@ -337,49 +441,14 @@ impl VampConfig {
             let f1_belief = state.estimate_minus(0).ok_or_else(|| {
                 Error::invalid("two-layer ML-Mat-VAMP", "no estimate of F_1 after the pass")
             })?;
-            let f1_hat = f1_belief.mean.as_ref();
-            let test_mse = trial.test_mse(f1_hat)?;
-            let last = k + 1 == self.iterations;
-            let analytic_test_error = if self.analytic_every_iteration || last {
-                Some(trial.analytic_test_error(f1_hat)?)
-            } else {
-                None
-            };
-            let (f1_mse, _) = crate::rows::error_stats(f1_hat, trial.f1.as_ref());
-            let f1_predicted_mse = f1_belief.cov.trace();
-            let mut engine = solver.record(
-                net,
-                &state,
-                previous.as_deref(),
-                Some(&truth),
-                start.elapsed().as_secs_f64(),
-            )?;
-            engine.iteration = k;
-            let rec = VampIteration {
-                iteration: k,
-                test_mse,
-                analytic_test_error,
-                f1_mse,
-                f1_predicted_mse,
-                seconds: start.elapsed().as_secs_f64(),
-                engine,
-            };
-            callback(&rec, &state);
-            history.push(rec);
-            previous = (0..net.depth())
-                .map(|l| state.estimate(l).map(|b| b.mean.clone()))
-                .collect::<Option<Vec<_>>>();
+            let test_mse = trial.test_mse(f1_belief.mean.as_ref())?;
+            after(k, &state, f1_belief, test_mse, start)?;
         }
         let f1 = state
             .estimate_minus(0)
             .map(|b| b.mean.clone())
             .unwrap_or_else(|| init.f1.clone());
-        Ok(VampRun {
-            f1,
-            initial_test_mse,
-            history,
-            state,
-        })
+        Ok((state, initial_test_mse, f1))
     }
 }
 

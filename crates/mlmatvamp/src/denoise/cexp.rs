@@ -54,6 +54,16 @@
 //!   exact for `K = 1`; for `K = 2` it is compared with brute-force two-dimensional quadrature in
 //!   `tests/sketch.rs`. Being an approximation of the posterior, its Jacobian equals `ΓΣ̄` only up
 //!   to the approximation error (the conformance suite's tolerance for it says by how much).
+//!   **Safeguard** ([`CexpOutput::with_mmse_safeguard`], on in the recovery of
+//!   `apps::cluster`, off by default): the extrinsic precision `Σ̄^{-1} − Γ` is positive definite
+//!   only if the averaged covariance `Σ̄` is below the message covariance `C = Γ^{-1}`. The exact
+//!   posterior satisfies `Σ̄ ⪯ C` on average when the rows' messages are their priors (law of
+//!   total covariance, `E Cov(z|y) = C − Cov E(z|y)`); the surrogate, given a message far from
+//!   the data, breaks it (measured up to `Σ̄_kk = 1.6 C_kk`), and the extrinsic message then
+//!   diverges. With the safeguard, such a batch returns the MAP belief instead (its Gauss–Newton
+//!   `Σ_i = (Γ + J_iᵀJ_i/v_i)^{-1}` is below `C` by construction), with a warning. The check is on
+//!   the average over rows (a single row's posterior may exceed `C`, and at the fixed point most
+//!   rows do in some direction), so with it a row's result depends on the other rows.
 //!
 //! The quadrature of `t` is a trapezoid rule on a uniform grid over `r_k ± 7 sd`
 //! (`sd = √C_kk`) with a spacing of at most `2π/16` (the likelihood is `2π`-periodic in `t`
@@ -216,6 +226,8 @@ pub struct CexpOutput {
     noise: Vec<f64>,
     estimator: Estimator,
     options: CexpOptions,
+    /// The approximate MMSE's safeguard ([`CexpOutput::with_mmse_safeguard`]; default off).
+    mmse_safeguard: bool,
 }
 
 fn positive_finite(what: &str, v: &[f64], allow_zero: bool) -> Result<()> {
@@ -293,6 +305,7 @@ impl CexpOutput {
             noise,
             estimator,
             options,
+            mmse_safeguard: false,
         })
     }
 
@@ -334,6 +347,7 @@ impl CexpOutput {
             self.estimator,
             self.options,
         )
+        .map(|o| o.with_mmse_safeguard(self.mmse_safeguard))
     }
 
     /// The same channel with other cluster weights (checked as in [`CexpOutput::new`]).
@@ -346,6 +360,7 @@ impl CexpOutput {
             self.estimator,
             self.options,
         )
+        .map(|o| o.with_mmse_safeguard(self.mmse_safeguard))
     }
 
     /// The same channel with other noise variances.
@@ -358,6 +373,19 @@ impl CexpOutput {
             self.estimator,
             self.options,
         )
+        .map(|o| o.with_mmse_safeguard(self.mmse_safeguard))
+    }
+
+    /// The same channel with the approximate MMSE's safeguard on or off (module documentation;
+    /// off by default): where the averaged covariance `Σ̄` is not below the message covariance,
+    /// the MAP belief of the whole batch is returned instead. It makes each row's result depend
+    /// on the other rows', so it is a setting of the recovery (`apps::cluster`), not a property
+    /// of the row denoiser.
+    pub fn with_mmse_safeguard(self, on: bool) -> Self {
+        CexpOutput {
+            mmse_safeguard: on,
+            ..self
+        }
     }
 
     /// The same channel with another estimator.
@@ -601,8 +629,20 @@ impl CexpOutput {
             Ok(())
         })?;
         let nf = m as f64;
-        let cov = DMat::from_fn(k, k, |a, b| out.acc[a + b * k] / nf);
-        let mut belief = Belief::new(out.rows, sym(&cov));
+        let cov = sym(&DMat::from_fn(k, k, |a, b| out.acc[a + b * k] / nf));
+        if self.mmse_safeguard {
+            // The extrinsic precision `Σ̄^{-1} − Γ` is positive definite iff the eigenvalues of
+            // `Lᵀ Σ̄ L` (`Γ = L Lᵀ`) lie in `(0, 1)` (module documentation).
+            let l = plus.precision.cholesky_lower();
+            let whitened = sym(&(l.transpose() * &cov * l)).symmetric_eigenvalues();
+            let (lo, hi) = (whitened.min(), whitened.max());
+            if !(lo > 0.0 && hi < 1.0) {
+                return Ok(self.map_denoise(plus)?.with_warning(format!(
+                    "complex-exponential MMSE: the averaged posterior covariance was not below the message covariance (eigenvalues of Σ̄Γ in [{lo:.3e}, {hi:.3e}]); the MAP belief was used"
+                )));
+            }
+        }
+        let mut belief = Belief::new(out.rows, cov);
         if coarse {
             belief = belief.with_warning(format!(
                 "complex-exponential MMSE: the phase quadrature used max_nodes = {} nodes, coarser than 16 per period (message standard deviation up to {:.3e} rad)",

@@ -147,6 +147,12 @@ fn dispatch_axpy(out: MatMut<'_, f64>, a: MatRef<'_, f64>, b: MatRef<'_, f64>) {
         };
     }
     #[cfg(target_arch = "x86_64")]
+    if has_avx512vl() {
+        // SAFETY: the processor has AVX2, FMA, AVX-512F and AVX-512VL (checked at run time).
+        unsafe { by_width!(axpy_cols_avx512, true) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the processor has AVX2 and FMA (checked at run time).
         unsafe { by_width!(axpy_cols_avx2, true) };
@@ -349,6 +355,86 @@ unsafe fn axpy_cols_avx2<const D: usize, const FMA: bool>(
             }
         }
         j += 1;
+    }
+}
+
+/// Rows per register block of [`axpy_cols_avx512`] (three registers of 8 lanes per column of
+/// `B`: with `D = 4`, 12 accumulators, 3 loads and 4 broadcasts of the 32 registers).
+const AXPY_BLOCK: usize = 24;
+
+/// [`axpy_cols`] with AVX-512 registers: a block of [`AXPY_BLOCK`] rows keeps its `AXPY_BLOCK x D`
+/// sums in registers over all the columns of `a` (8-row blocks, then single rows, for the rest),
+/// so that `out` is written once instead of read and written per block of four columns. Every
+/// entry is still `a[i, 0] b[0, c]`, then `+ a[i, 1] b[1, c]`, … fused, in column order from
+/// `+0`: the same bits as [`axpy_cols_avx2`] and the portable kernel's FMA form.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+unsafe fn axpy_cols_avx512<const D: usize, const FMA: bool>(
+    mut out: MatMut<'_, f64>,
+    a: MatRef<'_, f64>,
+    b: MatRef<'_, f64>,
+) {
+    use std::arch::x86_64::*;
+    let (m, k) = (a.nrows(), a.ncols());
+    // Entry (i, j) of `a` is at `base + i + j cs` (unit row stride, or a single row: i = 0).
+    let base = a.as_ptr();
+    let cs = a.col_stride();
+    let at = |i: usize, j: usize| base.offset(j as isize * cs).add(i);
+    let bc = columns::<D>(b);
+    let outs: [*mut f64; D] = std::array::from_fn(|c| out.rb_mut().col_mut(c).as_ptr_mut());
+    let mut i = 0;
+    while i + AXPY_BLOCK <= m {
+        let mut acc = [[_mm512_setzero_pd(); D]; 3];
+        for j in 0..k {
+            let p = at(i, j);
+            // The block three blocks ahead in this column, for the next passes.
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(3 * AXPY_BLOCK) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(3 * AXPY_BLOCK + 8) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(3 * AXPY_BLOCK + 16) as *const i8);
+            let x = [
+                _mm512_loadu_pd(p),
+                _mm512_loadu_pd(p.add(8)),
+                _mm512_loadu_pd(p.add(16)),
+            ];
+            for c in 0..D {
+                let w = _mm512_set1_pd(*bc[c].get_unchecked(j));
+                for q in 0..3 {
+                    acc[q][c] = _mm512_fmadd_pd(x[q], w, acc[q][c]);
+                }
+            }
+        }
+        for c in 0..D {
+            for q in 0..3 {
+                _mm512_storeu_pd(outs[c].add(i + 8 * q), acc[q][c]);
+            }
+        }
+        i += AXPY_BLOCK;
+    }
+    while i + 8 <= m {
+        let mut acc = [_mm512_setzero_pd(); D];
+        for j in 0..k {
+            let x = _mm512_loadu_pd(at(i, j));
+            for c in 0..D {
+                acc[c] = _mm512_fmadd_pd(x, _mm512_set1_pd(*bc[c].get_unchecked(j)), acc[c]);
+            }
+        }
+        for c in 0..D {
+            _mm512_storeu_pd(outs[c].add(i), acc[c]);
+        }
+        i += 8;
+    }
+    while i < m {
+        let mut acc = [0.0f64; D];
+        for j in 0..k {
+            let x = *at(i, j);
+            for c in 0..D {
+                acc[c] = x.mul_add(*bc[c].get_unchecked(j), acc[c]);
+            }
+        }
+        for c in 0..D {
+            *outs[c].add(i) = acc[c];
+        }
+        i += 1;
     }
 }
 
@@ -555,7 +641,8 @@ mod tests {
         // The AVX2 kernels give the same bits as the portable ones in their FMA form.
         if has_avx2_fma() {
             for d in 1..=4usize {
-                let (m, k) = (37, 45);
+                // 61 rows: two register blocks of 24, one of 8 and 5 single rows.
+                let (m, k) = (61, 45);
                 let a = Mat::<f64>::from_fn(m, k, |_, _| next());
                 let at = a.transpose().to_owned();
                 let b = Mat::<f64>::from_fn(k, d, |_, _| next());
@@ -585,6 +672,24 @@ mod tests {
                         }
                     }
                     // The AVX2 kernel too, where the dispatch picks the AVX-512 one.
+                    #[cfg(target_arch = "x86_64")]
+                    if !transposed {
+                        let mut avx2 = Mat::<f64>::zeros(m, d);
+                        // SAFETY: AVX2 and FMA are present (checked above).
+                        unsafe {
+                            match d {
+                                1 => axpy_cols_avx2::<1, true>(avx2.as_mut(), view, b.as_ref()),
+                                2 => axpy_cols_avx2::<2, true>(avx2.as_mut(), view, b.as_ref()),
+                                3 => axpy_cols_avx2::<3, true>(avx2.as_mut(), view, b.as_ref()),
+                                _ => axpy_cols_avx2::<4, true>(avx2.as_mut(), view, b.as_ref()),
+                            }
+                        }
+                        for i in 0..m {
+                            for c in 0..d {
+                                assert_eq!(avx2[(i, c)].to_bits(), portable[(i, c)].to_bits());
+                            }
+                        }
+                    }
                     #[cfg(target_arch = "x86_64")]
                     if transposed {
                         let mut avx2 = Mat::<f64>::zeros(m, d);
