@@ -329,6 +329,8 @@ impl VampConfig {
         init: &InitialEstimate,
         callback: &mut dyn FnMut(&VampIteration, &State),
     ) -> Result<VampRun> {
+        // The options first (as `iterate` does), so that a bad option is named before any work.
+        self.validate()?;
         let truth = truth(trial);
         let mut history = Vec::with_capacity(self.iterations);
         let mut previous: Option<Vec<Mat<f64>>> = None;
