@@ -3,7 +3,7 @@
 //! generation and SVDs excluded, as in the Python helper), one JSON line per call on stdout.
 //!
 //! ```text
-//! cargo run --release -p mlmatvamp-cli --example side_by_side -- two-layer NTR [REPS]
+//! cargo run --release -p mlmatvamp-cli --example side_by_side -- two-layer NTR [REPS] [warm]
 //! cargo run --release -p mlmatvamp-cli --example side_by_side -- vamp-sparse NZ NY [ITERS] [REPS]
 //! cargo run --release -p mlmatvamp-cli --example side_by_side -- mlvamp-probit NZ0 NZ1 [ITERS] [REPS]
 //! ```
@@ -14,6 +14,8 @@
 //!   eq. (17) once, after the last iteration). The network, i.e. the thin SVD of `X_tr`, is
 //!   built before the timing, as the authors' script factors `X_tr` when it constructs its
 //!   input estimator, before the timed `solve`; `seconds_per_trial_with_svd` includes it.
+//!   With `warm`, the output's Newton rows start at the previous iteration's estimate
+//!   (`MapOptions::warm_start`), as the authors' `NeuralOutEst` warm-starts its gradient descent.
 //! * `vamp-sparse`: vampyre's sparse linear inverse (`test_vamp_sparse.py`): Bernoulli–Gaussian
 //!   `z` (ρ = 0.1, unit variance), Gaussian `A` (`NY x NZ`, variance `1/NZ`), AWGN at 30 dB,
 //!   `d = 1`; seconds per iteration.
@@ -28,7 +30,7 @@
 use faer::Mat;
 use mlmatvamp::apps::two_layer::{Init, TwoLayerConfig};
 use mlmatvamp::apps::two_layer_vamp::{network, VampConfig};
-use mlmatvamp::denoise::ProbitOutput;
+use mlmatvamp::denoise::{MapOptions, ProbitOutput};
 use mlmatvamp::prelude::*;
 use rand::RngExt;
 use serde_json::json;
@@ -64,6 +66,7 @@ fn nmse_db(est: faer::MatRef<'_, f64>, truth: faer::MatRef<'_, f64>) -> f64 {
 fn two_layer(args: &[String]) -> Result<serde_json::Value> {
     let ntr: usize = arg(args, 2, 1000);
     let reps: usize = arg(args, 3, 5);
+    let warm = args.get(4).map(String::as_str) == Some("warm");
     let cfg = TwoLayerConfig {
         ntr,
         ..Default::default()
@@ -74,6 +77,10 @@ fn two_layer(args: &[String]) -> Result<serde_json::Value> {
     // error and the engine's record, whose time is reported too as `seconds_per_trial_full`).
     let vamp = VampConfig {
         analytic_every_iteration: false,
+        estimator: TwoLayerEstimator::Map(MapOptions {
+            warm_start: warm,
+            ..Default::default()
+        }),
         ..VampConfig::default()
     };
     let mut times = Vec::new();
@@ -101,9 +108,11 @@ fn two_layer(args: &[String]) -> Result<serde_json::Value> {
             run.final_test_mse().to_bits()
         );
     }
-    Ok(json!({"workload": "two-layer", "ntr": ntr, "reps": reps,
+    Ok(
+        json!({"workload": "two-layer", "ntr": ntr, "reps": reps, "warm_start": warm,
         "seconds_per_trial": median(times), "seconds_per_trial_with_svd": median(with_svd),
-        "seconds_per_trial_full": median(full), "final_test_mse_median": median(mse)}))
+        "seconds_per_trial_full": median(full), "final_test_mse_median": median(mse)}),
+    )
 }
 
 fn vamp_sparse(args: &[String]) -> Result<serde_json::Value> {

@@ -6,7 +6,7 @@ use anyhow::{anyhow, Result};
 use clap::{Args, ValueEnum};
 use mlmatvamp::apps::adam::Regularization;
 use mlmatvamp::apps::two_layer::{Init, InitPrecision};
-use mlmatvamp::denoise::{Activation, Estimator, HessianKind, TwoLayerEstimator};
+use mlmatvamp::denoise::{Activation, Estimator, HessianKind, MapOptions, TwoLayerEstimator};
 use mlmatvamp::experiments::fig2::{
     run_fig2, run_two_layer, Fig2Config, Method, TwoLayerRunConfig,
 };
@@ -149,6 +149,11 @@ pub struct CommonArgs {
     /// Hessian of the MAP output estimator.
     #[arg(long, value_enum, default_value = "exact")]
     hessian: HessianArg,
+    /// Start the MAP output's Newton rows at the previous iteration's estimate (as the
+    /// authors' code), not at the message mean: fewer Newton steps; where a row's objective
+    /// is not convex it may reach another local minimiser (docs/speed.md).
+    #[arg(long)]
+    warm_start: bool,
     /// Initialisation of F_1 (both methods) and of ML-Mat-VAMP's first message.
     #[arg(long, value_enum, default_value = "reference")]
     init: InitArg,
@@ -231,7 +236,11 @@ fn apply_common(
         HessianArg::GaussNewton => HessianKind::GaussNewton,
     };
     vamp.estimator = match c.estimator {
-        EstimatorArg::Map => TwoLayerEstimator::map(hessian),
+        EstimatorArg::Map => TwoLayerEstimator::Map(MapOptions {
+            hessian,
+            warm_start: c.warm_start,
+            ..Default::default()
+        }),
         EstimatorArg::Mmse => TwoLayerEstimator::from(Estimator::Mmse),
     };
     vamp.policy.lam_min = c.lam_min;

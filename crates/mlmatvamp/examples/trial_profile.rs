@@ -6,9 +6,11 @@
 //! authors' code is timed), one after the other; prints the best and mean of each, and the best
 //! time of one evaluation of the per-iteration test MSE. With a third argument `profile`, runs
 //! only the trial without the SVD (`reps` times), for `perf record`; with `lean`, times only
-//! `VampConfig::run_network_lean` (the same iterations recording only the test MSE).
+//! `VampConfig::run_network_lean` (the same iterations recording only the test MSE); with
+//! `lean-warm`, the same with the output's Newton rows warm-started (`MapOptions::warm_start`).
 use mlmatvamp::apps::two_layer::{Init, TwoLayerConfig};
 use mlmatvamp::apps::two_layer_vamp::{network, VampConfig};
+use mlmatvamp::denoise::{MapOptions, TwoLayerEstimator};
 use mlmatvamp::experiments::fig2::draw_trial;
 use std::time::Instant;
 
@@ -36,8 +38,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         return Ok(());
     }
-    if std::env::args().nth(3).as_deref() == Some("lean") {
-        // The lean run (`run_network_lean`, test MSE only) alone, best and mean.
+    let mode = std::env::args().nth(3);
+    if matches!(mode.as_deref(), Some("lean" | "lean-warm")) {
+        // The lean run (`run_network_lean`, test MSE only) alone, best and mean; with
+        // `lean-warm`, the MAP output's Newton rows warm-started (`MapOptions::warm_start`).
+        let warm = mode.as_deref() == Some("lean-warm");
+        let cfg = VampConfig {
+            estimator: match cfg.estimator {
+                TwoLayerEstimator::Map(o) => TwoLayerEstimator::Map(MapOptions {
+                    warm_start: warm,
+                    ..o
+                }),
+                other => other,
+            },
+            ..cfg.clone()
+        };
+        let net = network(&t, cfg.estimator)?;
         let (mut best, mut total) = (f64::INFINITY, 0.0);
         for _ in 0..reps {
             let s = Instant::now();
@@ -47,7 +63,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             total += e;
         }
         println!(
-            "ntr {ntr}: lean (test MSE only, without the SVD): best {:.3} ms, mean {:.3} ms",
+            "ntr {ntr}: lean{} (test MSE only, without the SVD): best {:.3} ms, mean {:.3} ms",
+            if warm { ", warm-started rows" } else { "" },
             best * 1e3,
             total * 1e3 / reps as f64
         );

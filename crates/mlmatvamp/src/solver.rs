@@ -104,6 +104,8 @@ pub struct State {
     solves: Vec<SolveRecord>,
     /// Warm starts of the hidden layers `1 … L−1`: `[forward, backward]`.
     warm: Vec<[WarmStart; 2]>,
+    /// Warm start of the output denoiser ([`crate::factor::OutputDenoiser::denoise_warm`]).
+    warm_output: WarmStart,
     /// The next prior belief and its products with `V_r`, computed by the fused pass of the
     /// previous backward call (see [`Solver::with_fused_pass`]); used only if the backward
     /// message about `Z_0` is still the one it was computed for.
@@ -216,6 +218,7 @@ impl State {
             warnings: Vec::new(),
             solves: Vec::new(),
             warm: vec![Default::default(); l.saturating_sub(1)],
+            warm_output: WarmStart::default(),
             pending: None,
             vt_plus0: None,
             span: None,
@@ -566,6 +569,7 @@ struct AlgorithmStep<'a, 'b, 't> {
     warnings: &'b mut Vec<String>,
     solves: &'b mut Vec<SolveRecord>,
     warm: &'b mut [[WarmStart; 2]],
+    warm_output: &'b mut WarmStart,
     /// The first layer, when the fused pass runs ([`Solver::with_fused_pass`]).
     fused: Option<&'a LinearLayer>,
     pending: &'b mut Option<Box<Pending>>,
@@ -1008,7 +1012,7 @@ impl Schedule for AlgorithmStep<'_, '_, '_> {
         let belief = self
             .net
             .output()
-            .denoise(plus)
+            .denoise_warm(plus, self.warm_output)
             .map_err(self.wrap(loc.clone()))?;
         // Lines 16–18 (corrected): subtract R⁺_{k,L−1} Γ⁺_{k,L−1}, divide by Γ⁻_{k+1,L−1}.
         let ext = self
@@ -1188,6 +1192,7 @@ impl Solver {
             warnings,
             solves,
             warm,
+            warm_output,
             pending,
             vt_plus0,
             lazy,
@@ -1203,6 +1208,7 @@ impl Solver {
             warnings,
             solves,
             warm,
+            warm_output,
             fused,
             pending,
             vt_plus0,

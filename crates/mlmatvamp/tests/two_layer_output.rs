@@ -6,7 +6,7 @@ use faer::Mat;
 use mlmatvamp::denoise::gaussian_rows;
 use mlmatvamp::denoise::newton::{self, NewtonOptions, NewtonWorkspace, RowObjective};
 use mlmatvamp::denoise::quadrature::{self, Moments, PointSet};
-use mlmatvamp::denoise::two_layer::{MmseOptions, TwoLayerDiagnostics};
+use mlmatvamp::denoise::two_layer::{MapOptions, MmseOptions, ReluMapSolver, TwoLayerDiagnostics};
 use mlmatvamp::prelude::*;
 use nalgebra::DMatrix;
 
@@ -743,5 +743,101 @@ fn timing_n4000_d4() {
                 t.elapsed().as_secs_f64() * 1e3 / reps as f64
             );
         }
+    }
+}
+
+/// The largest `|a − b|` over the entries of two matrices of the same shape.
+fn max_abs_diff(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
+    (0..a.ncols())
+        .flat_map(|j| (0..a.nrows()).map(move |i| (i, j)))
+        .map(|(i, j)| (a[(i, j)] - b[(i, j)]).abs())
+        .fold(0.0, f64::max)
+}
+
+fn same_bits(a: &Belief, b: &Belief) -> bool {
+    let bits = |m: &Mat<f64>| {
+        (0..m.ncols())
+            .flat_map(|j| (0..m.nrows()).map(move |i| m[(i, j)].to_bits()))
+            .collect::<Vec<_>>()
+    };
+    bits(&a.mean) == bits(&b.mean) && a.cov.iter().zip(b.cov.iter()).all(|(x, y)| x == y)
+}
+
+/// The warm start of the MAP output (`MapOptions::warm_start`, spec §4.2): off by default; an
+/// empty, mis-shaped or non-finite start is a start at `R⁺` (the same bits as `denoise`); on a
+/// convex row objective (sigmoid, strong message) the warm-started Newton rows reach the cold
+/// minimiser to within the Newton tolerance, in the lanes (d = 4), the one-row fixed-size code
+/// (d = 3, lanes off) and the dynamic-size code (d = 9).
+#[test]
+fn warm_started_map_rows_reach_the_cold_minimiser() {
+    use mlmatvamp::factor::WarmStart;
+    assert!(!MapOptions::default().warm_start);
+    let act = Activation::Sigmoid;
+    for (d, lanes) in [(4, true), (3, false), (9, true)] {
+        let solver = ReluMapSolver::default();
+        // SNR 10 dB and a strong message (Rvar mean 0.05): convex rows.
+        let p = problem(act, 500, d, 1, 10.0, 0.05, 40 + d as u64);
+        let opts = MapOptions {
+            relu_solver: solver,
+            ..Default::default()
+        };
+        let cold_out = p.channel(act, TwoLayerEstimator::Map(opts));
+        let out = p
+            .channel(
+                act,
+                TwoLayerEstimator::Map(MapOptions {
+                    warm_start: true,
+                    ..opts
+                }),
+            )
+            .with_lane_kernels(lanes);
+        let cold = out.denoise(&p.msg).unwrap();
+        // Off: the stored start is not used.
+        let mut w = WarmStart::default();
+        w.set(Mat::from_fn(500, d, |_, _| 0.3));
+        assert!(same_bits(
+            &cold_out.denoise_warm(&p.msg, &mut w).unwrap(),
+            &cold
+        ));
+        // Empty, mis-shaped, non-finite starts: the start at R⁺.
+        let mut w = WarmStart::default();
+        assert!(same_bits(&out.denoise_warm(&p.msg, &mut w).unwrap(), &cold));
+        let mut bad = WarmStart::default();
+        bad.set(Mat::zeros(499, d));
+        assert!(same_bits(
+            &out.denoise_warm(&p.msg, &mut bad).unwrap(),
+            &cold
+        ));
+        let mut nan = p.msg.mean.clone();
+        nan[(3, 0)] = f64::NAN;
+        bad.set(nan);
+        assert!(same_bits(
+            &out.denoise_warm(&p.msg, &mut bad).unwrap(),
+            &cold
+        ));
+        // The next message (R⁺ moved by 0.1 N(0, I)): warm start at the last estimate (kept in
+        // `w` by the call above) against a cold start.
+        let mut rng = rng_from_seed(7);
+        let msg2 = Message {
+            mean: &p.msg.mean + &standard_normal(500, d, &mut rng) * faer::Scale(0.1),
+            precision: p.msg.precision.clone(),
+        };
+        let cold2 = out.denoise(&msg2).unwrap();
+        let warm2 = out.denoise_warm(&msg2, &mut w).unwrap();
+        let (dm, dc) = (
+            max_abs_diff(&cold2.mean, &warm2.mean),
+            (&cold2.cov - &warm2.cov).norm() / cold2.cov.norm(),
+        );
+        assert!(
+            dm < 1e-7 && dc < 1e-7,
+            "d = {d}: estimates differ by {dm:e}, Σ̄ by {dc:e}"
+        );
+        // (The start was used: the Newton iterates differ, so do the last bits.)
+        assert!(
+            !same_bits(&cold2, &warm2),
+            "d = {d}: the warm start was not used"
+        );
+        // The warm start now holds this call's estimate.
+        assert_eq!(w.get().map(|m| max_abs_diff(m, &warm2.mean)), Some(0.0));
     }
 }

@@ -26,7 +26,9 @@ use super::newton::{self, HessianKind, NewtonOptions, NewtonWorkspace, RowObject
 use super::quadrature::{self, Moments, PointSet};
 use super::{standard_normal, Estimator, Rng};
 use crate::error::{Error, Result};
-use crate::factor::{Factor, MonteCarloSe, OutputChannel, OutputDenoiser, OutputLaw, OutputShape};
+use crate::factor::{
+    Factor, MonteCarloSe, OutputChannel, OutputDenoiser, OutputLaw, OutputShape, WarmStart,
+};
 use crate::message::{Belief, Message};
 use crate::rows::{
     check_finite, check_shape, mul_small_sum, par_map_rows_with, read_row, shape_str, RowMapOutput,
@@ -71,6 +73,15 @@ pub struct MapOptions {
     pub relu_solver: ReluMapSolver,
     /// Newton options.
     pub newton: NewtonOptions,
+    /// Warm start (spec §4.2, as the reference's `NeuralOutEst.Jopt`; default `false`): inside
+    /// Algorithm 1 ([`OutputDenoiser::denoise_warm`]) each row's Newton solve starts at the
+    /// row's estimate of the previous iteration instead of at `r_i`, and needs fewer steps.
+    /// Where the row's objective is convex it reaches the same minimiser up to the Newton
+    /// tolerance; where it is not, it may reach another local minimiser than the start at
+    /// `r_i`, and the estimate then depends on the history, not only on the message
+    /// (`docs/speed.md`, "warm-started Newton rows"). The first call of a run, and
+    /// [`OutputDenoiser::denoise`], start at `r_i`.
+    pub warm_start: bool,
 }
 
 /// The integration rule of the MMSE estimator (spec §4.3).
@@ -483,6 +494,17 @@ impl TwoLayerOutput {
         &self,
         plus: &Message,
     ) -> Result<(Belief, TwoLayerDiagnostics)> {
+        self.denoise_from(plus, None)
+    }
+
+    /// [`Self::denoise_with_diagnostics`] with the Newton MAP rows started at the rows of `v0`
+    /// (`n x d`, finite; the warm start of [`MapOptions::warm_start`]) instead of at `R⁺`.
+    /// `v0` is ignored by the other estimators and by the exact relu MAP.
+    fn denoise_from(
+        &self,
+        plus: &Message,
+        v0: Option<MatRef<'_, f64>>,
+    ) -> Result<(Belief, TwoLayerDiagnostics)> {
         let (n, d) = (self.y.nrows(), self.f2.nrows());
         check_shape(
             "forward message R⁺ into the two-layer output",
@@ -513,14 +535,14 @@ impl TwoLayerOutput {
                 self.activation == Activation::Relu && o.relu_solver == ReluMapSolver::Orthants;
             if self.fixed_size && !orthants {
                 let out = match d {
-                    1 => Some(self.map_rows_fixed::<1>(plus, o)),
-                    2 => Some(self.map_rows_fixed::<2>(plus, o)),
-                    3 => Some(self.map_rows_fixed::<3>(plus, o)),
-                    4 => Some(self.map_rows_fixed::<4>(plus, o)),
-                    5 => Some(self.map_rows_fixed::<5>(plus, o)),
-                    6 => Some(self.map_rows_fixed::<6>(plus, o)),
-                    7 => Some(self.map_rows_fixed::<7>(plus, o)),
-                    8 => Some(self.map_rows_fixed::<8>(plus, o)),
+                    1 => Some(self.map_rows_fixed::<1>(plus, v0, o)),
+                    2 => Some(self.map_rows_fixed::<2>(plus, v0, o)),
+                    3 => Some(self.map_rows_fixed::<3>(plus, v0, o)),
+                    4 => Some(self.map_rows_fixed::<4>(plus, v0, o)),
+                    5 => Some(self.map_rows_fixed::<5>(plus, v0, o)),
+                    6 => Some(self.map_rows_fixed::<6>(plus, v0, o)),
+                    7 => Some(self.map_rows_fixed::<7>(plus, v0, o)),
+                    8 => Some(self.map_rows_fixed::<8>(plus, v0, o)),
                     _ => None,
                 };
                 if let Some(out) = out {
@@ -546,7 +568,13 @@ impl TwoLayerOutput {
                 let r_i = std::mem::take(&mut rs.r);
                 let obj = self.objective(i, &r_i, gamma);
                 let stats = match &self.estimator {
-                    TwoLayerEstimator::Map(o) => self.map_row(&obj, o, rs),
+                    TwoLayerEstimator::Map(o) => {
+                        match v0 {
+                            Some(v0) => read_row(v0, i, &mut rs.v),
+                            None => rs.v.copy_from_slice(&r_i),
+                        }
+                        self.map_row(&obj, o, rs)
+                    }
                     TwoLayerEstimator::Mmse(o) => self.mmse_row(&obj, o, &prior_sd, rs),
                 };
                 rs.r = r_i;
@@ -607,13 +635,14 @@ impl TwoLayerOutput {
     fn map_rows_fixed<const D: usize>(
         &self,
         plus: &Message,
+        v0: Option<MatRef<'_, f64>>,
         o: &MapOptions,
     ) -> Result<RowMapOutput> {
         if self.lanes && self.lanes_apply() {
             // Sigmoid: LANES rows side by side, the same bits (lanes.rs).
-            self.map_rows_lanes::<D>(plus, o)
+            self.map_rows_lanes::<D>(plus, v0, o)
         } else {
-            self.map_rows_one::<D>(plus, o)
+            self.map_rows_one::<D>(plus, v0, o)
         }
     }
 
@@ -633,11 +662,13 @@ impl TwoLayerOutput {
     fn map_rows_lanes<const D: usize>(
         &self,
         plus: &Message,
+        v0: Option<MatRef<'_, f64>>,
         o: &MapOptions,
     ) -> Result<RowMapOutput> {
         let n = self.y.nrows();
         let (gamma, fft) = self.fixed_factors::<D>(plus);
         let r = plus.mean.as_ref();
+        let v0 = v0.unwrap_or(r);
         par_map_rows_with(
             n,
             D + 3,
@@ -645,7 +676,7 @@ impl TwoLayerOutput {
             lanes::ChunkRows::<D>::default,
             |chunk, i, row, acc| {
                 let end = (i - i % ROW_CHUNK + ROW_CHUNK).min(n);
-                let res = chunk.row(self, &gamma, &fft, r, o, i, end)?;
+                let res = chunk.row(self, &gamma, &fft, r, v0, o, i, end)?;
                 let (v, sigma) = (&res.v, &res.sigma);
                 row[..D].copy_from_slice(v);
                 row[D] = res.iterations as f64;
@@ -666,10 +697,16 @@ impl TwoLayerOutput {
     }
 
     /// [`Self::map_rows_fixed`] one row at a time.
-    fn map_rows_one<const D: usize>(&self, plus: &Message, o: &MapOptions) -> Result<RowMapOutput> {
+    fn map_rows_one<const D: usize>(
+        &self,
+        plus: &Message,
+        v0: Option<MatRef<'_, f64>>,
+        o: &MapOptions,
+    ) -> Result<RowMapOutput> {
         let n = self.y.nrows();
         let (gamma, fft) = self.fixed_factors::<D>(plus);
         let r = plus.mean.as_ref();
+        let v0 = v0.unwrap_or(r);
         par_map_rows_with(
             n,
             D + 3,
@@ -679,7 +716,7 @@ impl TwoLayerOutput {
                 let mut r_i = [0.0; D];
                 read_row(r, i, &mut r_i);
                 let obj = self.objective_in(i, &r_i, &gamma, &fft);
-                ws.v.copy_from_slice(&r_i);
+                read_row(v0, i, ws.v.as_mut_slice());
                 let scale = 1.0 + r_i.iter().map(|x| x * x).sum::<f64>().sqrt();
                 let rep = newton::minimize_in(&obj, o.hessian, &o.newton, scale, ws)?;
                 let mut stats = RowStats::from_report(&rep);
@@ -743,7 +780,7 @@ impl TwoLayerOutput {
             }
             return Ok(RowStats::default());
         }
-        rs.v.copy_from_slice(obj.r);
+        // `rs.v` holds the start: `r` or the warm start (the caller's).
         let scale = 1.0 + obj.r.iter().map(|x| x * x).sum::<f64>().sqrt();
         let rep = newton::minimize(obj, &mut rs.v, o.hessian, &o.newton, scale, &mut rs.newton)?;
         let mut stats = RowStats::from_report(&rep);
@@ -978,23 +1015,48 @@ impl OutputDenoiser for TwoLayerOutput {
     /// ESS below [`LOW_ESS`] (spec §4.3.3), or took a gradient-descent fallback step in the MAP
     /// Newton solve.
     fn denoise(&self, plus: &Message) -> Result<Belief> {
-        let (mut belief, diag) = self.denoise_with_diagnostics(plus)?;
-        if diag.low_ess_rows > 0 {
-            belief = belief.with_warning(format!(
-                "two-layer output MMSE: {} of {} rows have an importance-sampling effective sample size below {LOW_ESS} (min {:.1}); use more points",
-                diag.low_ess_rows,
-                diag.rows,
-                diag.min_ess.unwrap_or(f64::NAN)
-            ));
-        }
-        if diag.gradient_fallback_rows > 0 {
-            belief = belief.with_warning(format!(
-                "two-layer output MAP: {} of {} rows took a gradient-descent fallback step (Hessian not positive definite)",
-                diag.gradient_fallback_rows, diag.rows
-            ));
-        }
-        Ok(belief)
+        let (belief, diag) = self.denoise_with_diagnostics(plus)?;
+        Ok(with_warnings(belief, &diag))
     }
+
+    /// [`OutputDenoiser::denoise`]; with the MAP estimator and [`MapOptions::warm_start`], the
+    /// Newton rows start at the estimate left in `warm` by the previous call (if it has the
+    /// shape `n x d`), and this call's estimate is left there.
+    fn denoise_warm(&self, plus: &Message, warm: &mut WarmStart) -> Result<Belief> {
+        let warm_map = matches!(&self.estimator, TwoLayerEstimator::Map(o) if o.warm_start);
+        if !warm_map {
+            return self.denoise(plus);
+        }
+        let (n, d) = (self.y.nrows(), self.f2.nrows());
+        let v0 = warm.get().filter(|m| {
+            m.nrows() == n
+                && m.ncols() == d
+                && (0..d).all(|j| m.col(j).iter().all(|x| x.is_finite()))
+        });
+        let (belief, diag) = self.denoise_from(plus, v0.map(|m| m.as_ref()))?;
+        warm.set(belief.mean.clone());
+        Ok(with_warnings(belief, &diag))
+    }
+}
+
+/// The belief with a warning if some rows have an importance-sampling ESS below [`LOW_ESS`], or
+/// took a gradient-descent fallback step in the MAP Newton solve.
+fn with_warnings(mut belief: Belief, diag: &TwoLayerDiagnostics) -> Belief {
+    if diag.low_ess_rows > 0 {
+        belief = belief.with_warning(format!(
+            "two-layer output MMSE: {} of {} rows have an importance-sampling effective sample size below {LOW_ESS} (min {:.1}); use more points",
+            diag.low_ess_rows,
+            diag.rows,
+            diag.min_ess.unwrap_or(f64::NAN)
+        ));
+    }
+    if diag.gradient_fallback_rows > 0 {
+        belief = belief.with_warning(format!(
+            "two-layer output MAP: {} of {} rows took a gradient-descent fallback step (Hessian not positive definite)",
+            diag.gradient_fallback_rows, diag.rows
+        ));
+    }
+    belief
 }
 
 impl OutputLaw for TwoLayerOutput {

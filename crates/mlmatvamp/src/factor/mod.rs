@@ -176,6 +176,14 @@ pub trait OutputDenoiser: OutputShape {
     fn observation(&self) -> MatRef<'_, f64>;
     /// The estimate of `Z_{L−1}` given the forward message `(R⁺_{L−1}, Γ⁺_{L−1})`.
     fn denoise(&self, plus: &Message) -> Result<Belief>;
+    /// [`OutputDenoiser::denoise`] with an explicit warm start, held by the solver's state as
+    /// for [`LayerDenoiser::forward_warm`]: an output whose estimate is found iteratively (the
+    /// two-layer output's Newton MAP rows) starts from what it left in `warm` and leaves its
+    /// estimate there. The default ignores it.
+    fn denoise_warm(&self, plus: &Message, warm: &mut WarmStart) -> Result<Belief> {
+        let _ = warm;
+        self.denoise(plus)
+    }
     /// The output's extrinsic message when it does not depend on the forward message: a fully
     /// observed Gaussian channel `Y = Z_{L−1} + Ξ` sends `(Y, N)` whatever it receives (its
     /// belief divided by the incoming message, eq. (2.1), is the likelihood). The solver sends

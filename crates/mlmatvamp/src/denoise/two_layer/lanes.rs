@@ -55,11 +55,12 @@ macro_rules! solve_with_features {
             gamma: &SMatrix<f64, D, D>,
             fft: &SMatrix<f64, D, D>,
             r: faer::MatRef<'_, f64>,
+            v0: faer::MatRef<'_, f64>,
             o: &MapOptions,
             start: usize,
             end: usize,
         ) {
-            self.solve_portable(out, gamma, fft, r, o, start, end);
+            self.solve_portable(out, gamma, fft, r, v0, o, start, end);
         }
     };
 }
@@ -143,12 +144,13 @@ impl<const D: usize> ChunkRows<D> {
         gamma: &SMatrix<f64, D, D>,
         fft: &SMatrix<f64, D, D>,
         r: faer::MatRef<'_, f64>,
+        v0: faer::MatRef<'_, f64>,
         o: &MapOptions,
         i: usize,
         end: usize,
     ) -> Result<&RowResult<D>> {
         if self.start == usize::MAX || i < self.start || i >= self.start + self.len {
-            self.solve(out, gamma, fft, r, o, i, end);
+            self.solve(out, gamma, fft, r, v0, o, i, end);
         }
         let k = i - self.start;
         if k < self.len && self.status[k] == DONE {
@@ -173,6 +175,7 @@ impl<const D: usize> ChunkRows<D> {
         gamma: &SMatrix<f64, D, D>,
         fft: &SMatrix<f64, D, D>,
         r: faer::MatRef<'_, f64>,
+        v0: faer::MatRef<'_, f64>,
         o: &MapOptions,
         start: usize,
         end: usize,
@@ -180,16 +183,16 @@ impl<const D: usize> ChunkRows<D> {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx512f") {
             // SAFETY: the processor supports AVX-512F (checked just above).
-            unsafe { self.solve_avx512(out, gamma, fft, r, o, start, end) };
+            unsafe { self.solve_avx512(out, gamma, fft, r, v0, o, start, end) };
             return;
         }
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: the processor supports AVX2 (checked just above).
-            unsafe { self.solve_avx2(out, gamma, fft, r, o, start, end) };
+            unsafe { self.solve_avx2(out, gamma, fft, r, v0, o, start, end) };
             return;
         }
-        self.solve_portable(out, gamma, fft, r, o, start, end);
+        self.solve_portable(out, gamma, fft, r, v0, o, start, end);
     }
 
     solve_with_features!(
@@ -213,6 +216,7 @@ impl<const D: usize> ChunkRows<D> {
         gamma: &SMatrix<f64, D, D>,
         fft: &SMatrix<f64, D, D>,
         r: faer::MatRef<'_, f64>,
+        v0: faer::MatRef<'_, f64>,
         o: &MapOptions,
         start: usize,
         end: usize,
@@ -260,9 +264,11 @@ impl<const D: usize> ChunkRows<D> {
                     next += 1;
                     let mut r_i = [0.0; D];
                     crate::rows::read_row(r, i, &mut r_i);
+                    let mut v_i = [0.0; D];
+                    crate::rows::read_row(v0, i, &mut v_i);
                     for j in 0..D {
                         st.r[j][l] = r_i[j];
-                        st.v[j][l] = r_i[j];
+                        st.v[j][l] = v_i[j];
                     }
                     for (k, y) in out.y_rows[i * nout..(i + 1) * nout].iter().enumerate() {
                         st.y[k][l] = *y;
@@ -279,22 +285,14 @@ impl<const D: usize> ChunkRows<D> {
             if st.row.iter().all(|x| x.is_none()) {
                 break;
             }
-            // σ(v) of fresh rows (the others carry it from the accepted trial point), computed
-            // for all lanes at once (vectorised) and kept where a row is fresh.
-            if (0..LANES).any(|l| st.fresh[l] && st.row[l].is_some()) {
+            // σ(v) of fresh rows. The other rows carry σ(v) from their accepted trial point,
+            // computed by the same function from the same `v`, hence the same bits: so all lanes
+            // are overwritten at once (vectorised, no per-lane selection).
+            if st.fresh.iter().any(|&x| x) {
                 for j in 0..D {
-                    let sig = sigmoid_lanes(&st.v[j]);
-                    for l in 0..LANES {
-                        if st.fresh[l] && st.row[l].is_some() {
-                            st.s[j][l] = sig[l];
-                        }
-                    }
+                    st.s[j] = sigmoid_lanes(&st.v[j]);
                 }
-                for l in 0..LANES {
-                    if st.row[l].is_some() {
-                        st.fresh[l] = false;
-                    }
-                }
+                st.fresh = [false; LANES];
             }
             // f, g, H at v (TwoLayerObjective::derivatives_with, sigmoid).
             let mut s1 = [[0.0; LANES]; D];
@@ -343,13 +341,26 @@ impl<const D: usize> ChunkRows<D> {
                     gn[l] += st.grad[a][l] * st.grad[a][l];
                 }
             }
+            // `‖g‖`, and 0 where f, ‖g‖ and every entry of H are finite (NaN elsewhere: x·0 is
+            // ±0 for finite x and NaN for ±∞ and NaN), for all lanes at once.
+            let mut gnl = [0.0; LANES];
+            let mut finite = [0.0; LANES];
+            for l in 0..LANES {
+                gnl[l] = gn[l].sqrt();
+                finite[l] = st.f[l] * 0.0 + gnl[l] * 0.0;
+            }
+            for row in &st.hess {
+                for h in row {
+                    for l in 0..LANES {
+                        finite[l] += h[l] * 0.0;
+                    }
+                }
+            }
             let mut going = [false; LANES];
             for l in 0..LANES {
                 let Some(i) = st.row[l] else { continue };
-                let gnl = gn[l].sqrt();
-                let (f, it) = (st.f[l], st.iterations[l]);
-                let hess_finite = (0..D).all(|a| (0..D).all(|b| st.hess[a][b][l].is_finite()));
-                if !f.is_finite() || !gnl.is_finite() || !hess_finite {
+                let (f, it, gnl) = (st.f[l], st.iterations[l], gnl[l]);
+                if finite[l] != 0.0 {
                     self.errors.push((i, newton::not_finite(it, f, gnl)));
                     self.status[i - start] = FAILED;
                     stop = stop.min(i + 1);
@@ -390,26 +401,22 @@ impl<const D: usize> ChunkRows<D> {
                     trial[j][l] = st.v[j][l] + t * step[j][l];
                 }
             }
+            // 0 where the step is finite (as above).
+            let mut step_finite = [0.0; LANES];
+            for sj in &step {
+                for l in 0..LANES {
+                    step_finite[l] += sj[l] * 0.0;
+                }
+            }
             let mut try_unit = [false; LANES];
             let mut newton_ok = [false; LANES];
-            let mut s_trial = st.s;
             for l in 0..LANES {
-                if !going[l] {
-                    continue;
-                }
-                newton_ok[l] = chol_ok[l] && (0..D).all(|j| step[j][l].is_finite());
+                newton_ok[l] = going[l] && chol_ok[l] && step_finite[l] == 0.0;
                 try_unit[l] = newton_ok[l] && !(slope[l].is_nan() || slope[l] >= 0.0);
             }
-            // σ at the trial points, all lanes at once (vectorised), kept where a unit step is
-            // tried.
-            for j in 0..D {
-                let sig = sigmoid_lanes(&trial[j]);
-                for l in 0..LANES {
-                    if try_unit[l] {
-                        s_trial[j][l] = sig[l];
-                    }
-                }
-            }
+            // σ at the trial points, all lanes at once (vectorised); read only where a unit
+            // step is tried.
+            let s_trial: [Lanes; D] = std::array::from_fn(|j| sigmoid_lanes(&trial[j]));
             let ft = {
                 let prior = prior_term(&trial, &st.r, gamma);
                 let lik = likelihood(&s_trial, &st.y, f2, nout, inv_var, None);
@@ -419,23 +426,30 @@ impl<const D: usize> ChunkRows<D> {
                 }
                 ft
             };
+            // The Armijo test of the unit step, for all lanes; accepted lanes move to the trial
+            // point (selected lane-wise, vectorised).
+            let mut accept = [false; LANES];
             for l in 0..LANES {
-                if !going[l] {
+                let f = st.f[l];
+                let noise = 8.0 * f64::EPSILON * (1.0 + f.abs());
+                accept[l] = try_unit[l]
+                    && ft[l].is_finite()
+                    && ft[l] <= f + o.newton.armijo * t * slope[l] + noise;
+            }
+            for j in 0..D {
+                for l in 0..LANES {
+                    st.v[j][l] = if accept[l] { trial[j][l] } else { st.v[j][l] };
+                    st.s[j][l] = if accept[l] { s_trial[j][l] } else { st.s[j][l] };
+                }
+            }
+            for l in 0..LANES {
+                st.iterations[l] += accept[l] as usize;
+            }
+            for l in 0..LANES {
+                if !going[l] || accept[l] {
                     continue;
                 }
                 let f = st.f[l];
-                let noise = 8.0 * f64::EPSILON * (1.0 + f.abs());
-                if try_unit[l]
-                    && ft[l].is_finite()
-                    && ft[l] <= f + o.newton.armijo * t * slope[l] + noise
-                {
-                    for j in 0..D {
-                        st.v[j][l] = trial[j][l];
-                        st.s[j][l] = s_trial[j][l];
-                    }
-                    st.iterations[l] += 1;
-                    continue;
-                }
                 // The rest of this iteration in the one-row code.
                 let i = st.row[l].unwrap_or(start);
                 let r_i: [f64; D] = std::array::from_fn(|j| st.r[j][l]);
@@ -796,8 +810,8 @@ mod tests {
         let TwoLayerEstimator::Map(o) = *out.estimator() else {
             unreachable!()
         };
-        let lanes = out.map_rows_lanes::<D>(msg, &o).unwrap();
-        let one = out.map_rows_one::<D>(msg, &o).unwrap();
+        let lanes = out.map_rows_lanes::<D>(msg, None, &o).unwrap();
+        let one = out.map_rows_one::<D>(msg, None, &o).unwrap();
         assert!(
             same_bits(&lanes, &one),
             "d = {D}: lanes and one-row code differ"
@@ -805,6 +819,16 @@ mod tests {
         for i in 0..one.rows.nrows() {
             *flags_seen |= one.rows[(i, D + 1)] as u32;
         }
+        // Warm-started (at the estimate moved towards the message mean), also the same bits.
+        let v0 = Mat::from_fn(msg.mean.nrows(), D, |i, j| {
+            0.5 * (one.rows[(i, j)] + msg.mean[(i, j)])
+        });
+        let lanes = out.map_rows_lanes::<D>(msg, Some(v0.as_ref()), &o).unwrap();
+        let one = out.map_rows_one::<D>(msg, Some(v0.as_ref()), &o).unwrap();
+        assert!(
+            same_bits(&lanes, &one),
+            "d = {D}: warm-started lanes and one-row code differ"
+        );
     }
 
     /// The lanes give the bits of the one-row Newton MAP: estimates, iterations, flags and the
@@ -847,8 +871,14 @@ mod tests {
         let TwoLayerEstimator::Map(o) = *a.estimator() else {
             unreachable!()
         };
-        let e1 = a.map_rows_lanes::<4>(&msg, &o).err().map(|e| e.to_string());
-        let e2 = a.map_rows_one::<4>(&msg, &o).err().map(|e| e.to_string());
+        let e1 = a
+            .map_rows_lanes::<4>(&msg, None, &o)
+            .err()
+            .map(|e| e.to_string());
+        let e2 = a
+            .map_rows_one::<4>(&msg, None, &o)
+            .err()
+            .map(|e| e.to_string());
         assert!(e1.is_some());
         assert_eq!(e1, e2);
         let _ = MapOptions::default();
