@@ -499,7 +499,8 @@ impl TwoLayerOutput {
 
     /// [`Self::denoise_with_diagnostics`] with the Newton MAP rows started at the rows of `v0`
     /// (`n x d`, finite; the warm start of [`MapOptions::warm_start`]) instead of at `R⁺`.
-    /// `v0` is ignored by the other estimators and by the exact relu MAP.
+    /// `v0` is ignored by the other estimators, the identity's closed form and the exact relu
+    /// MAP.
     fn denoise_from(
         &self,
         plus: &Message,
@@ -1023,8 +1024,12 @@ impl OutputDenoiser for TwoLayerOutput {
     /// Newton rows start at the estimate left in `warm` by the previous call (if it has the
     /// shape `n x d`), and this call's estimate is left there.
     fn denoise_warm(&self, plus: &Message, warm: &mut WarmStart) -> Result<Belief> {
-        let warm_map = matches!(&self.estimator, TwoLayerEstimator::Map(o) if o.warm_start);
-        if !warm_map {
+        // Only the Newton MAP rows use a start (not the identity's closed form, nor the exact
+        // relu MAP by orthants).
+        let newton_map = matches!(&self.estimator, TwoLayerEstimator::Map(o) if o.warm_start
+            && self.activation != Activation::Identity
+            && !(self.activation == Activation::Relu && o.relu_solver == ReluMapSolver::Orthants));
+        if !newton_map {
             return self.denoise(plus);
         }
         let (n, d) = (self.y.nrows(), self.f2.nrows());

@@ -405,7 +405,8 @@ fn task_body(input: &PassInput<'_>, start: usize, end: usize) -> Result<TaskOut>
             // fetched (its rows are contiguous when `V_rᵀ` is), a share per call of `axpy4`.
             let next = next_block(vt, start + i1, start + (i1 + sub).min(len));
             let calls = d * ((i1 - i0) / 4);
-            let share = next.len().div_ceil(calls.max(1));
+            // Whole cache lines (8 values) per call.
+            let share = next.len().div_ceil(calls.max(1)).next_multiple_of(8);
             let mut call = 0;
             for c in 0..d {
                 let (az, ar) = (
