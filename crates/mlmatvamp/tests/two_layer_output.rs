@@ -6,7 +6,7 @@ use faer::Mat;
 use mlmatvamp::denoise::gaussian_rows;
 use mlmatvamp::denoise::newton::{self, NewtonOptions, NewtonWorkspace, RowObjective};
 use mlmatvamp::denoise::quadrature::{self, Moments, PointSet};
-use mlmatvamp::denoise::two_layer::{MapOptions, MmseOptions, ReluMapSolver, TwoLayerDiagnostics};
+use mlmatvamp::denoise::two_layer::{MapOptions, MmseOptions, TwoLayerDiagnostics};
 use mlmatvamp::prelude::*;
 use nalgebra::DMatrix;
 
@@ -774,13 +774,9 @@ fn warm_started_map_rows_reach_the_cold_minimiser() {
     assert!(!MapOptions::default().warm_start);
     let act = Activation::Sigmoid;
     for (d, lanes) in [(4, true), (3, false), (9, true)] {
-        let solver = ReluMapSolver::default();
         // SNR 10 dB and a strong message (Rvar mean 0.05): convex rows.
         let p = problem(act, 500, d, 1, 10.0, 0.05, 40 + d as u64);
-        let opts = MapOptions {
-            relu_solver: solver,
-            ..Default::default()
-        };
+        let opts = MapOptions::default();
         let cold_out = p.channel(act, TwoLayerEstimator::Map(opts));
         let out = p
             .channel(
