@@ -42,16 +42,24 @@ helper="$root/scripts/side_by_side.py"
 
 reps_trial="${REPS_TRIAL:-5}"
 reps_it="${REPS_IT:-3}"
+# Rounds per row: the reference and ours alternate ROUNDS times, so that a disturbance of the
+# machine (its memory bandwidth varies within minutes) hits both sides alike; the table gives
+# the median over rounds of each side and of the per-round ratios, with their range.
+rounds="${ROUNDS:-3}"
 rows=()
 run() { # label key reference-args... -- our-args...   (OUR_THREADS=n: our side on n threads)
   local label="$1" key="$2"; shift 2
   local refargs=() ourargs=()
   while [ "$1" != "--" ]; do refargs+=("$1"); shift; done; shift
   ourargs=("$@")
-  local r o
-  r="$("$py" "$helper" --vampyre "$scratch/vampyre" --ref "$scratch/ref" "${refargs[@]}" | tail -1)"
-  o="$(RAYON_NUM_THREADS="${OUR_THREADS:-1}" "$ours" "${ourargs[@]}" | tail -1)"
-  rows+=("$label"$'\t'"$key"$'\t'"$r"$'\t'"$o")
+  local r o rs="" os="" k
+  for ((k = 0; k < rounds; k++)); do
+    r="$("$py" "$helper" --vampyre "$scratch/vampyre" --ref "$scratch/ref" "${refargs[@]}" | tail -1)"
+    o="$(RAYON_NUM_THREADS="${OUR_THREADS:-1}" "$ours" "${ourargs[@]}" | tail -1)"
+    rs="$rs${rs:+,}$r"
+    os="$os${os:+,}$o"
+  done
+  rows+=("$label"$'\t'"$key"$'\t'"[$rs]"$'\t'"[$os]")
 }
 
 for ntr in 200 1000 4000; do
@@ -69,14 +77,17 @@ run "ML-VAMP probit per iteration, 512 x 4096, d 1; vampyre" seconds_per_iterati
 
 printf '%s\n' "${rows[@]}" | "$py" -c '
 import json, sys
-print("| workload | reference | ours | ratio (reference / ours) | accuracy (reference / ours) |")
+from statistics import median
+print("| workload | reference | ours | ratio (reference / ours): median of rounds (range) | accuracy (reference / ours) |")
 print("|---|---|---|---|---|")
 for line in sys.stdin:
     label, key, r, o = line.rstrip("\n").split("\t")
     r, o = json.loads(r), json.loads(o)
-    acc = [k for k in r if k.startswith("final")][0]
+    ratios = [a[key] / b[key] for a, b in zip(r, o)]
+    acc = [k for k in r[0] if k.startswith("final")][0]
     unit = lambda s: "%.2f ms" % (1e3 * s)
-    print("| %s | %s | %s | %.2fx | %s: %.3g / %.3g |" % (label, unit(r[key]), unit(o[key]),
-          r[key] / o[key], acc, r[acc], o[acc]))
+    print("| %s | %s | %s | %.2fx (%.2f-%.2f) | %s: %.3g / %.3g |" % (label,
+          unit(median(x[key] for x in r)), unit(median(x[key] for x in o)), median(ratios),
+          min(ratios), max(ratios), acc, r[-1][acc], o[-1][acc]))
 '
-echo "(medians over repetitions; one thread on both sides unless the row says otherwise; wall time of the solver only)"
+echo "($rounds rounds per row, reference and ours alternating; each time the median over repetitions; one thread on both sides unless the row says otherwise; wall time of the solver only)"

@@ -66,6 +66,12 @@ impl ProductCache {
                 }
             }
         }
+        // Algorithm 1 starts from zero messages (line 1), so the first products often have a
+        // zero `X`: every entry of `Fᵀ 0` is a sum of zero products, `+0` from the kernels, so
+        // the factor is not streamed for it (`tests` below check the bits against the kernel).
+        if (0..x.ncols()).all(|j| (0..x.nrows()).all(|i| x[(i, j)] == 0.0)) {
+            return Mat::zeros(factor.ncols(), x.ncols());
+        }
         let value = crate::rows::matmul(factor.transpose(), x);
         if let Ok(mut guard) = self.0.lock() {
             *guard = Some((x.to_owned(), value.clone()));
@@ -618,5 +624,50 @@ impl LayerSe for LinearLayer {
         prev: Option<&Spd>,
     ) -> Result<SeStep<SeBackward>> {
         self.spec().se_backward(minus, plus_in, ctx, prev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProductCache;
+    use crate::rng::{rng_from_seed, standard_normal};
+    use faer::Mat;
+
+    /// The zero-input shortcut of [`ProductCache::product`] gives the kernels' bits: `+0`
+    /// everywhere, for both layouts of the factor (`U_r`, column-major, and `V_r` as the
+    /// transpose of the stored `V_rᵀ`), zeros of both signs in `X`, and sizes on both sides of
+    /// the parallel split of `rows::matmul`.
+    #[test]
+    fn zero_input_products_have_the_kernel_bits() {
+        let mut rng = rng_from_seed(41);
+        for &(n, r, d) in &[
+            (7, 3, 1),
+            (300, 150, 4),
+            (1100, 1000, 1),
+            (400, 64, 8),
+            (50, 50, 9),
+        ] {
+            let f = standard_normal(n, r, &mut rng);
+            let f_t = standard_normal(r, n, &mut rng);
+            let x = Mat::from_fn(n, d, |i, j| if (i + j) % 3 == 0 { -0.0 } else { 0.0 });
+            for factor in [f.as_ref(), f_t.as_ref().transpose()] {
+                let kernel = crate::rows::matmul(factor.transpose(), x.as_ref());
+                let cached = ProductCache::default().product(factor, x.as_ref());
+                assert_eq!((cached.nrows(), cached.ncols()), (r, d));
+                for j in 0..d {
+                    for i in 0..r {
+                        assert_eq!(kernel[(i, j)].to_bits(), 0, "kernel ({n}, {r}, {d})");
+                        assert_eq!(cached[(i, j)].to_bits(), 0, "cache ({n}, {r}, {d})");
+                    }
+                }
+            }
+            // A non-zero entry is a true product.
+            let mut y = x.clone();
+            y[(n / 2, 0)] = 1.5;
+            let cached = ProductCache::default().product(f.as_ref(), y.as_ref());
+            let kernel = crate::rows::matmul(f.transpose(), y.as_ref());
+            assert!((0..r).all(|i| cached[(i, 0)].to_bits() == kernel[(i, 0)].to_bits()));
+            assert!((0..r).any(|i| cached[(i, 0)] != 0.0));
+        }
     }
 }

@@ -147,7 +147,7 @@ fn dispatch_axpy(out: MatMut<'_, f64>, a: MatRef<'_, f64>, b: MatRef<'_, f64>) {
         };
     }
     #[cfg(target_arch = "x86_64")]
-    if has_avx512vl() {
+    if has_avx512vl() && register_blocking_pays(a, b) {
         // SAFETY: the processor has AVX2, FMA, AVX-512F and AVX-512VL (checked at run time).
         unsafe { by_width!(axpy_cols_avx512, true) };
         return;
@@ -357,6 +357,26 @@ unsafe fn axpy_cols_avx2<const D: usize, const FMA: bool>(
         j += 1;
     }
 }
+
+/// Whether [`axpy_cols_avx512`]'s register blocks beat the column-streaming kernels for `A B`:
+/// with at least two columns in `B` (more multiply-adds per entry of `A` read), at most
+/// [`REGISTER_BLOCK_MAX_COLS`] columns of `A`, and `A` small enough to come from the caches
+/// ([`REGISTER_BLOCK_MAX_BYTES`]). Each of its passes over a block of rows reads a few entries of
+/// every column of `A`; with many columns, or `A` streamed from memory, those scattered reads
+/// and its prefetches ahead no longer fit in the L2 cache, and the column-streaming kernel
+/// (one column of `A` after another) is two to three times faster (`examples/thin_product`,
+/// `docs/speed.md`). Both give the same bits, so the choice changes no result.
+#[inline(always)]
+fn register_blocking_pays(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> bool {
+    b.ncols() >= 2
+        && a.ncols() <= REGISTER_BLOCK_MAX_COLS
+        && a.nrows() * a.ncols() * std::mem::size_of::<f64>() <= REGISTER_BLOCK_MAX_BYTES
+}
+
+/// See [`register_blocking_pays`].
+const REGISTER_BLOCK_MAX_COLS: usize = 192;
+/// See [`register_blocking_pays`].
+const REGISTER_BLOCK_MAX_BYTES: usize = 8 << 20;
 
 /// Rows per register block of [`axpy_cols_avx512`] (three registers of 8 lanes per column of
 /// `B`: with `D = 4`, 12 accumulators, 3 loads and 4 broadcasts of the 32 registers).
