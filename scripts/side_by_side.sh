@@ -43,9 +43,11 @@ helper="$root/scripts/side_by_side.py"
 reps_trial="${REPS_TRIAL:-5}"
 reps_it="${REPS_IT:-3}"
 # Rounds per row: the reference and ours alternate ROUNDS times, so that a disturbance of the
-# machine (its memory bandwidth varies within minutes) hits both sides alike; the table gives
+# machine (its memory bandwidth varies within minutes) is less likely to hit one side only; the
+# order alternates too (reference first in even rounds, ours first in odd ones). The table gives
 # the median over rounds of each side and of the per-round ratios, with their range.
 rounds="${ROUNDS:-3}"
+case "$rounds" in ''|*[!0-9]*|0) echo "ROUNDS must be a whole number of at least 1, got '$rounds'" >&2; exit 1;; esac
 rows=()
 run() { # label key reference-args... -- our-args...   (OUR_THREADS=n: our side on n threads)
   local label="$1" key="$2"; shift 2
@@ -54,8 +56,17 @@ run() { # label key reference-args... -- our-args...   (OUR_THREADS=n: our side 
   ourargs=("$@")
   local r o rs="" os="" k
   for ((k = 0; k < rounds; k++)); do
-    r="$("$py" "$helper" --vampyre "$scratch/vampyre" --ref "$scratch/ref" "${refargs[@]}" | tail -1)"
-    o="$(RAYON_NUM_THREADS="${OUR_THREADS:-1}" "$ours" "${ourargs[@]}" | tail -1)"
+    if ((k % 2 == 0)); then
+      r="$("$py" "$helper" --vampyre "$scratch/vampyre" --ref "$scratch/ref" "${refargs[@]}" | tail -1)"
+      o="$(RAYON_NUM_THREADS="${OUR_THREADS:-1}" "$ours" "${ourargs[@]}" | tail -1)"
+    else
+      o="$(RAYON_NUM_THREADS="${OUR_THREADS:-1}" "$ours" "${ourargs[@]}" | tail -1)"
+      r="$("$py" "$helper" --vampyre "$scratch/vampyre" --ref "$scratch/ref" "${refargs[@]}" | tail -1)"
+    fi
+    if [ -z "$r" ] || [ -z "$o" ]; then
+      echo "no result from $([ -z "$r" ] && echo the reference || echo our side) in round $k of: $label" >&2
+      exit 1
+    fi
     rs="$rs${rs:+,}$r"
     os="$os${os:+,}$o"
   done

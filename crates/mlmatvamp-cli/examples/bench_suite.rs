@@ -202,7 +202,7 @@ fn main() -> anyhow::Result<()> {
         use mlmatvamp::operator::LinearOperator;
         for threads in [1usize, 2] {
             let p = pool(threads);
-            let (faer_par, split) = p.install(|| {
+            let (faer_par, split, transpose) = p.install(|| {
                 let mut out = Mat::<f64>::zeros(8000, D);
                 let faer_par = time(31, || {
                     faer::linalg::matmul::matmul(
@@ -216,10 +216,17 @@ fn main() -> anyhow::Result<()> {
                 });
                 let mut out2 = Mat::<f64>::zeros(8000, D);
                 let split = time(31, || op.apply(x.as_ref(), out2.as_mut()).expect("product"));
-                (faer_par, split)
+                // `Wᵀ Y` on the same stored `Wᵀ` (column-major, 8000 columns): the
+                // column-streaming kernel (`rows/thin.rs`), as `V_r X` of a large layer.
+                let mut out3 = Mat::<f64>::zeros(4000, D);
+                let transpose = time(31, || {
+                    op.apply_transpose(out2.as_ref(), out3.as_mut())
+                        .expect("product")
+                });
+                (faer_par, split, transpose)
             });
             let bound = (8000.0 * 4000.0 * 8.0) / bw[threads - 1];
-            let row = json!({"threads": threads, "faer_parallel_s": faer_par, "split_halves_s": split, "bound_s": bound});
+            let row = json!({"threads": threads, "faer_parallel_s": faer_par, "split_halves_s": split, "transpose_split_halves_s": transpose, "bound_s": bound});
             eprintln!("{row}");
             product_rows.push(row);
         }

@@ -175,6 +175,10 @@ impl LinearLayer {
                 "must be finite and non-negative",
             ));
         }
+        // Finite factors: every product with them is then finite, and a zero message's is
+        // exactly zero (`ProductCache::product` skips those).
+        check_finite("left singular vectors U", u.as_ref())?;
+        check_finite("right singular vectors V", v.as_ref())?;
         if let Some(b) = &bias {
             check_shape("bias B", b.as_ref(), n_out, d)?;
             check_finite("bias B", b.as_ref())?;
@@ -632,6 +636,26 @@ mod tests {
     use super::ProductCache;
     use crate::rng::{rng_from_seed, standard_normal};
     use faer::Mat;
+
+    /// Non-finite SVD factors are a named error (so a zero message's product, skipped, would
+    /// have been zero).
+    #[test]
+    fn non_finite_svd_factors_are_rejected() {
+        let u = Mat::from_fn(3, 2, |i, j| if (i, j) == (2, 1) { f64::NAN } else { 0.5 });
+        let v = Mat::<f64>::identity(2, 2);
+        let err = super::LinearLayer::from_svd(u, vec![1.0, 0.5], v.clone(), None, None, 1, 0.0)
+            .expect_err("NaN in U");
+        assert!(err.to_string().contains("left singular vectors U"), "{err}");
+        let u = Mat::<f64>::identity(2, 2);
+        let mut v = v;
+        v[(0, 1)] = f64::INFINITY;
+        let err = super::LinearLayer::from_svd(u, vec![1.0, 0.5], v, None, None, 1, 0.0)
+            .expect_err("Inf in V");
+        assert!(
+            err.to_string().contains("right singular vectors V"),
+            "{err}"
+        );
+    }
 
     /// The zero-input shortcut of [`ProductCache::product`] gives the kernels' bits: `+0`
     /// everywhere, for both layouts of the factor (`U_r`, column-major, and `V_r` as the
