@@ -362,10 +362,12 @@ unsafe fn axpy_cols_avx2<const D: usize, const FMA: bool>(
 /// (called per group of at most four columns of `B`, and per half of the rows of `A` when
 /// `matmul_into` splits a large product between two threads): with at least two columns in the
 /// group (more multiply-adds per entry of `A` read), at most [`REGISTER_BLOCK_MAX_COLS`] columns
-/// of `A`, and `A` small enough to come from the caches ([`REGISTER_BLOCK_MAX_BYTES`]). Each of its passes over a block of rows reads a few entries of
-/// every column of `A`; with many columns, or `A` streamed from memory, those scattered reads
-/// and its prefetches ahead no longer fit in the L2 cache, and the column-streaming kernel
-/// (one column of `A` after another) is two to three times faster (`examples/thin_product`,
+/// of `A`, and `A` small enough to come from the caches ([`REGISTER_BLOCK_MAX_BYTES`]).
+///
+/// Each pass of the register blocks over a block of rows reads a few entries of every column
+/// of `A`; with many columns, or `A` streamed from memory, those scattered reads and its
+/// prefetches ahead no longer fit in the L2 cache, and the column-streaming kernel (one column
+/// of `A` after another) is two to three times faster (`examples/thin_product`,
 /// `docs/speed.md`). Both give the same bits, so the choice changes no result.
 #[inline(always)]
 fn register_blocking_pays(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> bool {
