@@ -1,0 +1,612 @@
+//! The Gauss–Newton rows of the complex-exponential MAP denoiser, [`LANES`] rows at a time
+//! (`docs/sketched-clustering.md`, "Fifth pass").
+//!
+//! [`super::MapRow::minimize_gn`] solves one row at a time; its work is a chain of short
+//! dependent sums (`K`-term dot products, `K x K` column updates, the phases' sines and
+//! cosines), so one row waits on the latency of its additions. Here every quantity of a row is
+//! a lane of an `[f64; LANES]` array and the same loop runs `LANES` rows side by side, which the
+//! compiler turns into vector instructions across rows. Each lane performs **the same
+//! floating-point operations in the same order** as the one-row solver (sums from `-0.0` like
+//! `Iterator::sum`, `K x K` products from `+0.0` in column order, no fused multiply-adds), so
+//! every row's estimate and covariance have the same bits.
+//!
+//! Only the common path runs in lanes: Newton steps whose capacitance matrix is positive
+//! definite and whose Armijo line search succeeds, up to convergence. A row that leaves it — a
+//! gradient fallback, a failed line search, a non-finite value, the iteration limit, a final
+//! capacitance that is not positive definite — is marked [`Lane::Deferred`] and solved again
+//! from its start by the one-row solver, which is a function of the row's inputs alone, so the
+//! result is the one-row solver's in every case.
+
+use super::{fast_sin_cos, GnMatrices};
+use crate::denoise::newton::NewtonOptions;
+use faer::MatRef;
+use std::ops::Range;
+
+/// Rows per group (two AVX2 registers, or one AVX-512 register, per quantity).
+pub(super) const LANES: usize = 8;
+
+/// The state of a lane, or of a row once solved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Lane {
+    /// Iterating.
+    Active,
+    /// Loaded in this step; it joins the next one (its derivatives are not yet computed).
+    Fresh,
+    /// Converged in this step; its covariance is formed before it is retired.
+    Converged,
+    /// Converged, with its estimate and covariance (a row's final state).
+    Done,
+    /// Left the common path: the caller solves the row with the one-row solver (a row's final
+    /// state; a lane in this state is retired at the end of the step).
+    Deferred,
+    /// No row (the chunk's rows are used up).
+    Empty,
+}
+
+type V = [f64; LANES];
+
+/// The rows' inputs.
+pub(super) struct Rows<'a> {
+    /// The observations (`M x 2`: real, imaginary part).
+    pub y: MatRef<'a, f64>,
+    /// The gains `g_m`.
+    pub gains: &'a [f64],
+    /// The noise variances `v_m`.
+    pub noise: &'a [f64],
+    /// The message means (`M x K`).
+    pub r: MatRef<'a, f64>,
+}
+
+/// The rows of one chunk, solved [`LANES`] at a time with `K = N` (`N ≥ 1`): a lane whose row
+/// is finished takes the next row of the chunk, so that the lanes stay busy while the rows need
+/// different numbers of steps.
+pub(super) struct GnLanes<const N: usize> {
+    /// The first row of the chunk and the number of rows in it.
+    pub start: usize,
+    pub len: usize,
+    /// Per row of the chunk: `Done` or `Deferred` after [`GnLanes::solve`].
+    pub rows: Vec<Lane>,
+    /// Per `Done` row: its estimate (`N` values) and its `H^{-1}` (`N x N`, column-major).
+    estimates: Vec<f64>,
+    covariances: Vec<f64>,
+    /// Per lane: its state and its row (relative to `start`).
+    status: [Lane; LANES],
+    row: [usize; LANES],
+    y0: V,
+    y1: V,
+    v: V,
+    iv: V,
+    ga: [V; N],
+    r: [V; N],
+    z: [V; N],
+    sin: [V; N],
+    cos: [V; N],
+    tsin: [V; N],
+    tcos: [V; N],
+    trial: [V; N],
+    dz: [V; N],
+    gz: [V; N],
+    gp: [V; N],
+    u0: [V; N],
+    u1: [V; N],
+    cu0: [V; N],
+    cu1: [V; N],
+    grad: [V; N],
+    step: [V; N],
+    q: V,
+    tol: V,
+    iterations: [usize; LANES],
+}
+
+/// `Σ_j a_j b_j` per lane, from `-0.0` in the order `j = 0, 1, …` (as `Iterator::sum`).
+#[inline(always)]
+fn dot<const N: usize>(a: &[V; N], b: &[V; N]) -> V {
+    let mut s = [-0.0; LANES];
+    for j in 0..N {
+        for l in 0..LANES {
+            s[l] += a[j][l] * b[j][l];
+        }
+    }
+    s
+}
+
+/// `y_i = Σ_j A_ij x_j` per lane for the column-major `N x N` matrix `a` shared by the lanes,
+/// from `+0.0` in the order `j = 0, 1, …` ([`super::MapRow::matvec`]'s sums).
+#[inline(always)]
+fn matvec<const N: usize>(a: &[f64], x: &[V; N], y: &mut [V; N]) {
+    // Entry by entry (its sum over `j` in registers), so the same order per entry.
+    for (i, yi) in y.iter_mut().enumerate() {
+        let mut s = [0.0; LANES];
+        for j in 0..N {
+            let aij = a[i + j * N];
+            for l in 0..LANES {
+                s[l] += aij * x[j][l];
+            }
+        }
+        *yi = s;
+    }
+}
+
+/// Sines and cosines of every lane of every phase ([`fast_sin_cos`], the one-row solver's).
+#[inline(always)]
+fn sin_cos<const N: usize>(x: &[V; N], s: &mut [V; N], c: &mut [V; N]) {
+    for j in 0..N {
+        for l in 0..LANES {
+            (s[j][l], c[j][l]) = fast_sin_cos(x[j][l]);
+        }
+    }
+}
+
+impl<const N: usize> GnLanes<N> {
+    /// An empty chunk.
+    pub fn new() -> Box<Self> {
+        let z = [[0.0; LANES]; N];
+        Box::new(GnLanes {
+            start: 0,
+            len: 0,
+            rows: Vec::new(),
+            estimates: Vec::new(),
+            covariances: Vec::new(),
+            status: [Lane::Empty; LANES],
+            row: [0; LANES],
+            y0: [0.0; LANES],
+            y1: [0.0; LANES],
+            v: [1.0; LANES],
+            iv: [1.0; LANES],
+            ga: z,
+            r: z,
+            z,
+            sin: z,
+            cos: z,
+            tsin: z,
+            tcos: z,
+            trial: z,
+            dz: z,
+            gz: z,
+            gp: z,
+            u0: z,
+            u1: z,
+            cu0: z,
+            cu1: z,
+            grad: z,
+            step: z,
+            q: [0.0; LANES],
+            tol: [0.0; LANES],
+            iterations: [0; LANES],
+        })
+    }
+
+    /// Whether the solved chunk holds row `i`.
+    pub fn holds(&self, i: usize) -> bool {
+        i >= self.start && i < self.start + self.len
+    }
+
+    /// Row `i`'s estimate (a `Done` row of the chunk).
+    pub fn estimate(&self, i: usize, out: &mut [f64]) {
+        let t = i - self.start;
+        out[..N].copy_from_slice(&self.estimates[t * N..(t + 1) * N]);
+    }
+
+    /// Adds row `i`'s `H^{-1}` (a `Done` row of the chunk) to `acc` (column-major `N x N`),
+    /// entry by entry as [`super::MapRow::woodbury_covariance`] does.
+    pub fn add_covariance(&self, i: usize, acc: &mut [f64]) {
+        let t = i - self.start;
+        for (a, c) in acc[..N * N]
+            .iter_mut()
+            .zip(&self.covariances[t * N * N..(t + 1) * N * N])
+        {
+            *a += c;
+        }
+    }
+
+    /// Row `i`'s final state (`Done` or `Deferred`).
+    pub fn state(&self, i: usize) -> Lane {
+        self.rows[i - self.start]
+    }
+
+    /// Solves rows `range` (one chunk) on the common path.
+    pub fn solve(
+        &mut self,
+        range: Range<usize>,
+        rows: &Rows<'_>,
+        alpha: &[f64],
+        gn: &GnMatrices,
+        opts: &NewtonOptions,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if super::use_avx2() {
+            // SAFETY: the processor has AVX2 and FMA (checked at run time).
+            return unsafe { self.solve_avx2(range, rows, alpha, gn, opts) };
+        }
+        self.solve_portable(range, rows, alpha, gn, opts)
+    }
+
+    /// [`GnLanes::solve`] compiled for AVX2 and FMA (the same bits: Rust does not contract
+    /// `a * b + c` into a fused multiply-add).
+    ///
+    /// # Safety
+    /// The processor must support AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn solve_avx2(
+        &mut self,
+        range: Range<usize>,
+        rows: &Rows<'_>,
+        alpha: &[f64],
+        gn: &GnMatrices,
+        opts: &NewtonOptions,
+    ) {
+        self.solve_portable(range, rows, alpha, gn, opts)
+    }
+
+    #[inline(always)]
+    fn solve_portable(
+        &mut self,
+        range: Range<usize>,
+        rows: &Rows<'_>,
+        alpha: &[f64],
+        gn: &GnMatrices,
+        opts: &NewtonOptions,
+    ) {
+        let len = range.len();
+        self.start = range.start;
+        self.len = len;
+        self.rows.clear();
+        self.rows.resize(len, Lane::Deferred);
+        if len == 0
+            || alpha.len() != N
+            || gn.gamma.len() != N * N
+            || gn.cov.len() != N * N
+            || rows.r.ncols() != N
+            || range.end > rows.r.nrows()
+            || range.end > rows.y.nrows()
+            || range.end > rows.gains.len()
+            || range.end > rows.noise.len()
+        {
+            return;
+        }
+        self.estimates.resize(len * N, 0.0);
+        self.covariances.resize(len * N * N, 0.0);
+        let (gamma, cov) = (&gn.gamma[..], &gn.cov[..]);
+        let mut next = 0;
+        for l in 0..LANES {
+            self.status[l] = Lane::Empty;
+            if next < len {
+                self.load(l, next, rows, alpha, gamma, opts);
+                next += 1;
+            }
+        }
+        // Lanes without a row repeat lane 0's values (finite, never used).
+        for l in next.min(LANES)..LANES {
+            self.copy_lane(0, l);
+        }
+        loop {
+            for s in self.status.iter_mut() {
+                if *s == Lane::Fresh {
+                    *s = Lane::Active;
+                }
+            }
+            if !self.status.contains(&Lane::Active) {
+                break;
+            }
+            let (f, er, ei) = self.derivatives();
+            let gnorm = dot(&self.grad, &self.grad);
+            for l in 0..LANES {
+                if self.status[l] != Lane::Active {
+                    continue;
+                }
+                let g = gnorm[l].sqrt();
+                if !f[l].is_finite() || !g.is_finite() {
+                    self.status[l] = Lane::Deferred;
+                } else if g <= self.tol[l] {
+                    self.status[l] = Lane::Converged;
+                } else if self.iterations[l] >= opts.max_iterations {
+                    self.status[l] = Lane::Deferred;
+                }
+            }
+            let (inv, ok) = self.capacitance(cov);
+            for l in 0..LANES {
+                match self.status[l] {
+                    Lane::Converged if ok[l] => self.store(l, &inv, cov),
+                    Lane::Converged | Lane::Active if !ok[l] => self.status[l] = Lane::Deferred,
+                    _ => {}
+                }
+            }
+            if self.status.contains(&Lane::Active) {
+                self.newton_step(&inv, &er, &ei);
+                self.line_search(gamma, &f, opts);
+            }
+            // Finished rows leave their lanes to the next rows of the chunk.
+            for l in 0..LANES {
+                if matches!(self.status[l], Lane::Done | Lane::Deferred) {
+                    self.rows[self.row[l]] = self.status[l];
+                    self.status[l] = Lane::Empty;
+                    if next < len {
+                        self.load(l, next, rows, alpha, gamma, opts);
+                        next += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copies lane `from`'s row data into lane `to` (an empty lane: finite values whose
+    /// results are never used).
+    #[inline(always)]
+    fn copy_lane(&mut self, from: usize, to: usize) {
+        self.y0[to] = self.y0[from];
+        self.y1[to] = self.y1[from];
+        self.v[to] = self.v[from];
+        self.iv[to] = self.iv[from];
+        for j in 0..N {
+            for x in [
+                &mut self.ga,
+                &mut self.r,
+                &mut self.z,
+                &mut self.sin,
+                &mut self.cos,
+                &mut self.dz,
+                &mut self.gz,
+            ] {
+                x[j][to] = x[j][from];
+            }
+        }
+        self.q[to] = self.q[from];
+    }
+
+    /// Loads row `t` of the chunk into lane `l` at its start `z = r` ([`super::MapRow::set`],
+    /// then the start of [`super::MapRow::minimize_gn`]): the sines and cosines, `z − r`,
+    /// `Γ (z − r)`, `q` and the gradient tolerance `grad_tol (1 + ‖r‖)` of the caller.
+    #[inline(always)]
+    fn load(
+        &mut self,
+        l: usize,
+        t: usize,
+        rows: &Rows<'_>,
+        alpha: &[f64],
+        gamma: &[f64],
+        opts: &NewtonOptions,
+    ) {
+        let i = self.start + t;
+        self.status[l] = Lane::Fresh;
+        self.row[l] = t;
+        self.iterations[l] = 0;
+        self.y0[l] = rows.y[(i, 0)];
+        self.y1[l] = rows.y[(i, 1)];
+        self.v[l] = rows.noise[i];
+        self.iv[l] = 1.0 / rows.noise[i];
+        let mut rr = -0.0;
+        for (j, a) in alpha.iter().enumerate() {
+            self.ga[j][l] = rows.gains[i] * a;
+            let r = rows.r[(i, j)];
+            self.r[j][l] = r;
+            self.z[j][l] = r;
+            rr += r * r;
+        }
+        self.tol[l] = opts.grad_tol * (1.0 + f64::sqrt(rr));
+        for j in 0..N {
+            (self.sin[j][l], self.cos[j][l]) = fast_sin_cos(self.z[j][l]);
+            self.dz[j][l] = self.z[j][l] - self.r[j][l];
+        }
+        let mut gz = [0.0; N];
+        for j in 0..N {
+            for (i, g) in gz.iter_mut().enumerate() {
+                *g += gamma[i + j * N] * self.dz[j][l];
+            }
+        }
+        let mut q = -0.0;
+        for (j, g) in gz.iter().enumerate() {
+            self.gz[j][l] = *g;
+            q += self.dz[j][l] * g;
+        }
+        self.q[l] = q;
+    }
+
+    /// The residual `e` from the sines and cosines `(s, c)` ([`super::MapRow::residual`]).
+    #[inline(always)]
+    fn residual(&self, s: &[V; N], c: &[V; N]) -> (V, V) {
+        let (mut re, mut im) = (self.y0, self.y1);
+        for j in 0..N {
+            for l in 0..LANES {
+                re[l] -= self.ga[j][l] * c[j][l];
+                im[l] -= self.ga[j][l] * s[j][l];
+            }
+        }
+        (re, im)
+    }
+
+    /// `f`, the gradient, `u` and `w` at the current points
+    /// ([`super::MapRow::gn_derivatives`]); returns `f` and the residual.
+    #[inline(always)]
+    fn derivatives(&mut self) -> (V, V, V) {
+        let (er, ei) = self.residual(&self.sin, &self.cos);
+        for j in 0..N {
+            for l in 0..LANES {
+                let (u0, u1) = (
+                    self.ga[j][l] * self.cos[j][l],
+                    self.ga[j][l] * self.sin[j][l],
+                );
+                self.u0[j][l] = u0;
+                self.u1[j][l] = u1;
+                self.grad[j][l] = (er[l] * u1 - ei[l] * u0) * self.iv[l] + self.gz[j][l];
+            }
+        }
+        let mut f = [0.0; LANES];
+        for l in 0..LANES {
+            f[l] = (er[l] * er[l] + ei[l] * ei[l]) * self.iv[l] * 0.5 + 0.5 * self.q[l];
+        }
+        (f, er, ei)
+    }
+
+    /// `C u`, `C w` and the inverse of the 2 x 2 capacitance matrix per lane
+    /// ([`super::MapRow::capacitance`]), and whether that matrix is positive definite
+    /// numerically.
+    #[inline(always)]
+    fn capacitance(&mut self, cov: &[f64]) -> ([V; 3], [bool; LANES]) {
+        // Entry by entry, as in `matvec`.
+        for i in 0..N {
+            let (mut s0, mut s1) = ([0.0; LANES], [0.0; LANES]);
+            for j in 0..N {
+                let cij = cov[i + j * N];
+                for l in 0..LANES {
+                    s0[l] += cij * self.u0[j][l];
+                    s1[l] += cij * self.u1[j][l];
+                }
+            }
+            self.cu0[i] = s0;
+            self.cu1[i] = s1;
+        }
+        let (d00, d11) = (dot(&self.u0, &self.cu0), dot(&self.u1, &self.cu1));
+        let (d01, d10) = (dot(&self.u0, &self.cu1), dot(&self.u1, &self.cu0));
+        let mut inv = [[0.0; LANES]; 3];
+        let mut ok = [false; LANES];
+        for l in 0..LANES {
+            let s00 = self.v[l] + d00[l];
+            let s11 = self.v[l] + d11[l];
+            let s01 = 0.5 * (d01[l] + d10[l]);
+            let det = s00 * s11 - s01 * s01;
+            if det > 0.0 && det.is_finite() && s00 > 0.0 {
+                inv[0][l] = s11 / det;
+                inv[1][l] = -s01 / det;
+                inv[2][l] = s00 / det;
+                ok[l] = true;
+            }
+        }
+        (inv, ok)
+    }
+
+    /// Stores lane `l`'s estimate and `H^{-1} = C − [Cu Cw] S^{-1} [Cu Cw]ᵀ` at its solution
+    /// ([`super::MapRow::woodbury_covariance`]; `Cu`, `Cw` and `S^{-1}` from
+    /// [`GnLanes::capacitance`] there) and marks it `Done`.
+    #[inline(always)]
+    fn store(&mut self, l: usize, inv: &[V; 3], cov: &[f64]) {
+        let t = self.row[l];
+        for j in 0..N {
+            self.estimates[t * N + j] = self.z[j][l];
+        }
+        let out = &mut self.covariances[t * N * N..(t + 1) * N * N];
+        for b in 0..N {
+            let (x0, x1) = (self.cu0[b][l], self.cu1[b][l]);
+            let (y0, y1) = (
+                inv[0][l] * x0 + inv[1][l] * x1,
+                inv[1][l] * x0 + inv[2][l] * x1,
+            );
+            for a in 0..N {
+                out[a + b * N] = cov[a + b * N] - (self.cu0[a][l] * y0 + self.cu1[a][l] * y1);
+            }
+        }
+        self.status[l] = Lane::Done;
+    }
+
+    /// The Woodbury step `p = −(C g − [Cu Cw] S^{-1} [Cu Cw]ᵀ g)`
+    /// ([`super::MapRow::minimize_gn`]); an active lane with a non-finite step is deferred.
+    #[inline(always)]
+    fn newton_step(&mut self, inv: &[V; 3], er: &V, ei: &V) {
+        let t0 = dot(&self.cu0, &self.grad);
+        let t1 = dot(&self.cu1, &self.grad);
+        let (mut s0, mut s1) = ([0.0; LANES], [0.0; LANES]);
+        for l in 0..LANES {
+            s0[l] = inv[0][l] * t0[l] + inv[1][l] * t1[l];
+            s1[l] = inv[1][l] * t0[l] + inv[2][l] * t1[l];
+        }
+        // `p · 0` is `±0` for a finite `p` and NaN otherwise.
+        let mut finite = [0.0; LANES];
+        for j in 0..N {
+            for l in 0..LANES {
+                let cg =
+                    (er[l] * self.cu1[j][l] - ei[l] * self.cu0[j][l]) * self.iv[l] + self.dz[j][l];
+                let p = -(cg - self.cu0[j][l] * s0[l] - self.cu1[j][l] * s1[l]);
+                self.step[j][l] = p;
+                finite[l] += p * 0.0;
+            }
+        }
+        let finite = finite.map(|x| x == 0.0);
+        for l in 0..LANES {
+            if self.status[l] == Lane::Active && !finite[l] {
+                self.status[l] = Lane::Deferred;
+            }
+        }
+    }
+
+    /// The Armijo line search of [`super::MapRow::gn_line_search`] in every active lane, each
+    /// with its own step length; a lane whose search fails is deferred.
+    #[inline(always)]
+    fn line_search(&mut self, gamma: &[f64], f: &V, opts: &NewtonOptions) {
+        let slope = dot(&self.grad, &self.step);
+        let mut pending = [false; LANES];
+        for l in 0..LANES {
+            if self.status[l] != Lane::Active {
+                continue;
+            }
+            if slope[l].is_nan() || slope[l] >= 0.0 {
+                self.status[l] = Lane::Deferred;
+            } else {
+                pending[l] = true;
+            }
+        }
+        if !pending.contains(&true) {
+            return;
+        }
+        matvec(gamma, &self.step, &mut self.gp);
+        let mut cross = [-0.0; LANES];
+        for j in 0..N {
+            for l in 0..LANES {
+                cross[l] += self.step[j][l] * self.gz[j][l] + self.dz[j][l] * self.gp[j][l];
+            }
+        }
+        let quad = dot(&self.step, &self.gp);
+        let mut noise = [0.0; LANES];
+        for l in 0..LANES {
+            noise[l] = 8.0 * f64::EPSILON * (1.0 + f[l].abs());
+        }
+        let mut t = [1.0; LANES];
+        for _ in 0..=opts.max_halvings {
+            for j in 0..N {
+                for l in 0..LANES {
+                    self.trial[j][l] = self.z[j][l] + t[l] * self.step[j][l];
+                }
+            }
+            sin_cos(&self.trial, &mut self.tsin, &mut self.tcos);
+            let (er, ei) = self.residual(&self.tsin, &self.tcos);
+            let mut accept = [false; LANES];
+            for l in 0..LANES {
+                if !pending[l] {
+                    continue;
+                }
+                let qt = self.q[l] + t[l] * cross[l] + t[l] * t[l] * quad[l];
+                let ft = (er[l] * er[l] + ei[l] * ei[l]) / (2.0 * self.v[l]) + 0.5 * qt;
+                if ft.is_finite() && ft <= f[l] + opts.armijo * t[l] * slope[l] + noise[l] {
+                    accept[l] = true;
+                    self.q[l] = qt;
+                    self.iterations[l] += 1;
+                    pending[l] = false;
+                }
+            }
+            // The accepted lanes move to their trial points (lane-wise selects).
+            for j in 0..N {
+                for l in 0..LANES {
+                    if accept[l] {
+                        self.z[j][l] = self.trial[j][l];
+                        self.sin[j][l] = self.tsin[j][l];
+                        self.cos[j][l] = self.tcos[j][l];
+                        self.dz[j][l] = self.trial[j][l] - self.r[j][l];
+                        self.gz[j][l] += t[l] * self.gp[j][l];
+                    }
+                }
+            }
+            for l in 0..LANES {
+                if pending[l] {
+                    t[l] *= 0.5;
+                }
+            }
+            if !pending.contains(&true) {
+                return;
+            }
+        }
+        for l in 0..LANES {
+            if pending[l] {
+                self.status[l] = Lane::Deferred;
+            }
+        }
+    }
+}
