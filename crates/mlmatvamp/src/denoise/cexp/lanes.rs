@@ -11,8 +11,8 @@
 //! every row's estimate and covariance have the same bits.
 //!
 //! Only the common path runs in lanes: Newton steps whose capacitance matrix is positive
-//! definite and whose Armijo line search succeeds, up to convergence. A row that leaves it — a
-//! gradient fallback, a failed line search, a non-finite value, the iteration limit, a final
+//! definite and whose Armijo line search succeeds, up to convergence or the iteration limit. A
+//! row that leaves it — a gradient fallback, a failed line search, a non-finite value, a final
 //! capacitance that is not positive definite — is marked [`Lane::Deferred`] and solved again
 //! from its start by the one-row solver, which is a function of the row's inputs alone, so the
 //! result is the one-row solver's in every case.
@@ -32,10 +32,15 @@ pub(super) enum Lane {
     Active,
     /// Loaded in this step; it joins the next one (its derivatives are not yet computed).
     Fresh,
-    /// Converged in this step; its covariance is formed before it is retired.
+    /// Converged, or at the iteration limit, in this step; its covariance is formed before it
+    /// is retired.
     Converged,
     /// Converged, with its estimate and covariance (a row's final state).
     Done,
+    /// Stopped by the iteration limit before the gradient tolerance, with its estimate and
+    /// covariance at that point, as the one-row solver leaves it (a row's final state; the
+    /// caller counts it as not converged).
+    Limited,
     /// Left the common path: the caller solves the row with the one-row solver (a row's final
     /// state; a lane in this state is retired at the end of the step).
     Deferred,
@@ -64,7 +69,7 @@ pub(super) struct GnLanes<const N: usize> {
     /// The first row of the chunk and the number of rows in it.
     pub start: usize,
     pub len: usize,
-    /// Per row of the chunk: `Done` or `Deferred` after [`GnLanes::solve`].
+    /// Per row of the chunk: `Done`, `Limited` or `Deferred` after [`GnLanes::solve`].
     pub rows: Vec<Lane>,
     /// Per `Done` row: its estimate (`N` values) and its `H^{-1}` (`N x N`, column-major).
     estimates: Vec<f64>,
@@ -72,6 +77,8 @@ pub(super) struct GnLanes<const N: usize> {
     /// Per lane: its state and its row (relative to `start`).
     status: [Lane; LANES],
     row: [usize; LANES],
+    /// Whether the lane's row stopped at the iteration limit.
+    limited: [bool; LANES],
     y0: V,
     y1: V,
     v: V,
@@ -149,6 +156,7 @@ impl<const N: usize> GnLanes<N> {
             covariances: Vec::new(),
             status: [Lane::Empty; LANES],
             row: [0; LANES],
+            limited: [false; LANES],
             y0: [0.0; LANES],
             y1: [0.0; LANES],
             v: [1.0; LANES],
@@ -181,13 +189,13 @@ impl<const N: usize> GnLanes<N> {
         i >= self.start && i < self.start + self.len
     }
 
-    /// Row `i`'s estimate (a `Done` row of the chunk).
+    /// Row `i`'s estimate (a `Done` or `Limited` row of the chunk).
     pub fn estimate(&self, i: usize, out: &mut [f64]) {
         let t = i - self.start;
         out[..N].copy_from_slice(&self.estimates[t * N..(t + 1) * N]);
     }
 
-    /// Adds row `i`'s `H^{-1}` (a `Done` row of the chunk) to `acc` (column-major `N x N`),
+    /// Adds row `i`'s `H^{-1}` (a `Done` or `Limited` row of the chunk) to `acc` (column-major `N x N`),
     /// entry by entry as [`super::MapRow::woodbury_covariance`] does.
     pub fn add_covariance(&self, i: usize, acc: &mut [f64]) {
         let t = i - self.start;
@@ -199,7 +207,7 @@ impl<const N: usize> GnLanes<N> {
         }
     }
 
-    /// Row `i`'s final state (`Done` or `Deferred`).
+    /// Row `i`'s final state (`Done`, `Limited` or `Deferred`).
     pub fn state(&self, i: usize) -> Lane {
         self.rows[i - self.start]
     }
@@ -301,7 +309,8 @@ impl<const N: usize> GnLanes<N> {
                 } else if g <= self.tol[l] {
                     self.status[l] = Lane::Converged;
                 } else if self.iterations[l] >= opts.max_iterations {
-                    self.status[l] = Lane::Deferred;
+                    self.status[l] = Lane::Converged;
+                    self.limited[l] = true;
                 }
             }
             let (inv, ok) = self.capacitance(cov);
@@ -318,7 +327,7 @@ impl<const N: usize> GnLanes<N> {
             }
             // Finished rows leave their lanes to the next rows of the chunk.
             for l in 0..LANES {
-                if matches!(self.status[l], Lane::Done | Lane::Deferred) {
+                if matches!(self.status[l], Lane::Done | Lane::Limited | Lane::Deferred) {
                     self.rows[self.row[l]] = self.status[l];
                     self.status[l] = Lane::Empty;
                     if next < len {
@@ -370,6 +379,7 @@ impl<const N: usize> GnLanes<N> {
         let i = self.start + t;
         self.status[l] = Lane::Fresh;
         self.row[l] = t;
+        self.limited[l] = false;
         self.iterations[l] = 0;
         self.y0[l] = rows.y[(i, 0)];
         self.y1[l] = rows.y[(i, 1)];
@@ -477,7 +487,8 @@ impl<const N: usize> GnLanes<N> {
 
     /// Stores lane `l`'s estimate and `H^{-1} = C − [Cu Cw] S^{-1} [Cu Cw]ᵀ` at its solution
     /// ([`super::MapRow::woodbury_covariance`]; `Cu`, `Cw` and `S^{-1}` from
-    /// [`GnLanes::capacitance`] there) and marks it `Done`.
+    /// [`GnLanes::capacitance`] there) and marks it `Done`, or `Limited` if it stopped at the
+    /// iteration limit.
     #[inline(always)]
     fn store(&mut self, l: usize, inv: &[V; 3], cov: &[f64]) {
         let t = self.row[l];
@@ -495,7 +506,11 @@ impl<const N: usize> GnLanes<N> {
                 out[a + b * N] = cov[a + b * N] - (self.cu0[a][l] * y0 + self.cu1[a][l] * y1);
             }
         }
-        self.status[l] = Lane::Done;
+        self.status[l] = if self.limited[l] {
+            Lane::Limited
+        } else {
+            Lane::Done
+        };
     }
 
     /// The Woodbury step `p = −(C g − [Cu Cw] S^{-1} [Cu Cw]ᵀ g)`
