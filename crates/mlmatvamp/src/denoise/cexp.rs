@@ -511,13 +511,16 @@ impl CexpOutput {
                     if !group.holds(i) {
                         // The rows of this chunk, from row i (the chunk's first) on.
                         let end = (i - i % ROW_CHUNK + ROW_CHUNK).min(m);
-                        let rows = lanes::Rows {
+                        group.solve(&lanes::Chunk {
+                            range: i..end,
                             y: self.y.as_ref(),
                             gains: &self.gains,
                             noise: &self.noise,
                             r,
-                        };
-                        group.solve(i..end, &rows, &self.weights, gn, newton);
+                            alpha: &self.weights,
+                            gn,
+                            opts: newton,
+                        });
                     }
                     let state = group.state(i);
                     if matches!(state, lanes::Lane::Done | lanes::Lane::Limited) {

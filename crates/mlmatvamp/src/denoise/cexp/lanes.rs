@@ -50,8 +50,10 @@ pub(super) enum Lane {
 
 type V = [f64; LANES];
 
-/// The rows' inputs.
-pub(super) struct Rows<'a> {
+/// A chunk of rows to solve, with everything the rows share.
+pub(super) struct Chunk<'a> {
+    /// The rows (at most one chunk of `par_map_rows_with`).
+    pub range: Range<usize>,
     /// The observations (`M x 2`: real, imaginary part).
     pub y: MatRef<'a, f64>,
     /// The gains `g_m`.
@@ -60,6 +62,12 @@ pub(super) struct Rows<'a> {
     pub noise: &'a [f64],
     /// The message means (`M x K`).
     pub r: MatRef<'a, f64>,
+    /// The cluster weights `α`.
+    pub alpha: &'a [f64],
+    /// `Γ` and `C = Γ^{-1}`.
+    pub gn: &'a GnMatrices,
+    /// The Newton options of the one-row solver.
+    pub opts: &'a NewtonOptions,
 }
 
 /// The rows of one chunk, solved [`LANES`] at a time with `K = N` (`N ≥ 1`): a lane whose row
@@ -212,21 +220,14 @@ impl<const N: usize> GnLanes<N> {
         self.rows[i - self.start]
     }
 
-    /// Solves rows `range` (one chunk) on the common path.
-    pub fn solve(
-        &mut self,
-        range: Range<usize>,
-        rows: &Rows<'_>,
-        alpha: &[f64],
-        gn: &GnMatrices,
-        opts: &NewtonOptions,
-    ) {
+    /// Solves the chunk's rows on the common path.
+    pub fn solve(&mut self, chunk: &Chunk<'_>) {
         #[cfg(target_arch = "x86_64")]
         if super::use_avx2() {
             // SAFETY: the processor has AVX2 and FMA (checked at run time).
-            return unsafe { self.solve_avx2(range, rows, alpha, gn, opts) };
+            return unsafe { self.solve_avx2(chunk) };
         }
-        self.solve_portable(range, rows, alpha, gn, opts)
+        self.solve_portable(chunk)
     }
 
     /// [`GnLanes::solve`] compiled for AVX2 and FMA (the same bits: Rust does not contract
@@ -236,26 +237,14 @@ impl<const N: usize> GnLanes<N> {
     /// The processor must support AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn solve_avx2(
-        &mut self,
-        range: Range<usize>,
-        rows: &Rows<'_>,
-        alpha: &[f64],
-        gn: &GnMatrices,
-        opts: &NewtonOptions,
-    ) {
-        self.solve_portable(range, rows, alpha, gn, opts)
+    unsafe fn solve_avx2(&mut self, chunk: &Chunk<'_>) {
+        self.solve_portable(chunk)
     }
 
     #[inline(always)]
-    fn solve_portable(
-        &mut self,
-        range: Range<usize>,
-        rows: &Rows<'_>,
-        alpha: &[f64],
-        gn: &GnMatrices,
-        opts: &NewtonOptions,
-    ) {
+    fn solve_portable(&mut self, chunk: &Chunk<'_>) {
+        let (range, rows, alpha, gn, opts) =
+            (&chunk.range, chunk, chunk.alpha, chunk.gn, chunk.opts);
         let len = range.len();
         self.start = range.start;
         self.len = len;
@@ -280,7 +269,7 @@ impl<const N: usize> GnLanes<N> {
         for l in 0..LANES {
             self.status[l] = Lane::Empty;
             if next < len {
-                self.load(l, next, rows, alpha, gamma, opts);
+                self.load(l, next, rows);
                 next += 1;
             }
         }
@@ -331,7 +320,7 @@ impl<const N: usize> GnLanes<N> {
                     self.rows[self.row[l]] = self.status[l];
                     self.status[l] = Lane::Empty;
                     if next < len {
-                        self.load(l, next, rows, alpha, gamma, opts);
+                        self.load(l, next, rows);
                         next += 1;
                     }
                 }
@@ -367,15 +356,8 @@ impl<const N: usize> GnLanes<N> {
     /// then the start of [`super::MapRow::minimize_gn`]): the sines and cosines, `z − r`,
     /// `Γ (z − r)`, `q` and the gradient tolerance `grad_tol (1 + ‖r‖)` of the caller.
     #[inline(always)]
-    fn load(
-        &mut self,
-        l: usize,
-        t: usize,
-        rows: &Rows<'_>,
-        alpha: &[f64],
-        gamma: &[f64],
-        opts: &NewtonOptions,
-    ) {
+    fn load(&mut self, l: usize, t: usize, rows: &Chunk<'_>) {
+        let (alpha, gamma, opts) = (rows.alpha, &rows.gn.gamma[..], rows.opts);
         let i = self.start + t;
         self.status[l] = Lane::Fresh;
         self.row[l] = t;
