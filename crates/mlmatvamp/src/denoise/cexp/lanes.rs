@@ -243,8 +243,7 @@ impl<const N: usize> GnLanes<N> {
 
     #[inline(always)]
     fn solve_portable(&mut self, chunk: &Chunk<'_>) {
-        let (range, rows, alpha, gn, opts) =
-            (&chunk.range, chunk, chunk.alpha, chunk.gn, chunk.opts);
+        let (range, alpha, gn, opts) = (&chunk.range, chunk.alpha, chunk.gn, chunk.opts);
         let len = range.len();
         self.start = range.start;
         self.len = len;
@@ -254,11 +253,11 @@ impl<const N: usize> GnLanes<N> {
             || alpha.len() != N
             || gn.gamma.len() != N * N
             || gn.cov.len() != N * N
-            || rows.r.ncols() != N
-            || range.end > rows.r.nrows()
-            || range.end > rows.y.nrows()
-            || range.end > rows.gains.len()
-            || range.end > rows.noise.len()
+            || chunk.r.ncols() != N
+            || range.end > chunk.r.nrows()
+            || range.end > chunk.y.nrows()
+            || range.end > chunk.gains.len()
+            || range.end > chunk.noise.len()
         {
             return;
         }
@@ -269,14 +268,12 @@ impl<const N: usize> GnLanes<N> {
         for l in 0..LANES {
             self.status[l] = Lane::Empty;
             if next < len {
-                self.load(l, next, rows);
+                self.load(l, next, chunk);
                 next += 1;
             }
         }
-        // Lanes without a row repeat lane 0's values (finite, never used).
-        for l in next.min(LANES)..LANES {
-            self.copy_lane(0, l);
-        }
+        // Lanes without a row keep finite values (those of `new`, or of a finished row); every
+        // operation is lane by lane, and their results are never read.
         loop {
             for s in self.status.iter_mut() {
                 if *s == Lane::Fresh {
@@ -320,7 +317,7 @@ impl<const N: usize> GnLanes<N> {
                     self.rows[self.row[l]] = self.status[l];
                     self.status[l] = Lane::Empty;
                     if next < len {
-                        self.load(l, next, rows);
+                        self.load(l, next, chunk);
                         next += 1;
                     }
                 }
@@ -328,49 +325,25 @@ impl<const N: usize> GnLanes<N> {
         }
     }
 
-    /// Copies lane `from`'s row data into lane `to` (an empty lane: finite values whose
-    /// results are never used).
-    #[inline(always)]
-    fn copy_lane(&mut self, from: usize, to: usize) {
-        self.y0[to] = self.y0[from];
-        self.y1[to] = self.y1[from];
-        self.v[to] = self.v[from];
-        self.iv[to] = self.iv[from];
-        for j in 0..N {
-            for x in [
-                &mut self.ga,
-                &mut self.r,
-                &mut self.z,
-                &mut self.sin,
-                &mut self.cos,
-                &mut self.dz,
-                &mut self.gz,
-            ] {
-                x[j][to] = x[j][from];
-            }
-        }
-        self.q[to] = self.q[from];
-    }
-
     /// Loads row `t` of the chunk into lane `l` at its start `z = r` ([`super::MapRow::set`],
     /// then the start of [`super::MapRow::minimize_gn`]): the sines and cosines, `z − r`,
     /// `Γ (z − r)`, `q` and the gradient tolerance `grad_tol (1 + ‖r‖)` of the caller.
     #[inline(always)]
-    fn load(&mut self, l: usize, t: usize, rows: &Chunk<'_>) {
-        let (alpha, gamma, opts) = (rows.alpha, &rows.gn.gamma[..], rows.opts);
+    fn load(&mut self, l: usize, t: usize, chunk: &Chunk<'_>) {
+        let (alpha, gamma, opts) = (chunk.alpha, &chunk.gn.gamma[..], chunk.opts);
         let i = self.start + t;
         self.status[l] = Lane::Fresh;
         self.row[l] = t;
         self.limited[l] = false;
         self.iterations[l] = 0;
-        self.y0[l] = rows.y[(i, 0)];
-        self.y1[l] = rows.y[(i, 1)];
-        self.v[l] = rows.noise[i];
-        self.iv[l] = 1.0 / rows.noise[i];
+        self.y0[l] = chunk.y[(i, 0)];
+        self.y1[l] = chunk.y[(i, 1)];
+        self.v[l] = chunk.noise[i];
+        self.iv[l] = 1.0 / chunk.noise[i];
         let mut rr = -0.0;
         for (j, a) in alpha.iter().enumerate() {
-            self.ga[j][l] = rows.gains[i] * a;
-            let r = rows.r[(i, j)];
+            self.ga[j][l] = chunk.gains[i] * a;
+            let r = chunk.r[(i, j)];
             self.r[j][l] = r;
             self.z[j][l] = r;
             rr += r * r;
