@@ -6,6 +6,7 @@
 //! cargo run --release -p mlmatvamp-cli --example side_by_side -- two-layer NTR [REPS] [warm]
 //! cargo run --release -p mlmatvamp-cli --example side_by_side -- vamp-sparse NZ NY [ITERS] [REPS]
 //! cargo run --release -p mlmatvamp-cli --example side_by_side -- mlvamp-probit NZ0 NZ1 [ITERS] [REPS]
+//! cargo run --release -p mlmatvamp-cli --example side_by_side -- cluster SKETCH_DIR [REPS]
 //! ```
 //!
 //! * `two-layer`: one Figure-2 trial (`n_in = 100`, `d = 4`, sigmoid, SNR 10 dB, 20 iterations,
@@ -23,6 +24,12 @@
 //!   Bernoulli–Gaussian `z_0` (ρ = 0.1, power 2), `z_1 = A z_0 + b + w` (30 dB), `y = sign(z_1)`;
 //!   here the probit output with `σ² = 1e-10 · mean(z_1²)` (vampyre's noiseless threshold is the
 //!   limit `σ → 0`); seconds per iteration.
+//!
+//! * `cluster`: `mlmatvamp cluster`'s decoding (`apps::cluster::recover`, default settings, `K`
+//!   from the sketch) of a sketch directory, repeated in one process; the minimum and median
+//!   seconds per decoding (`scripts/clompr_benchmark.py` writes the sketches it compares with
+//!   CL-OMPR). Repetitions in one process show small changes in the decoding's CPU time that
+//!   separate runs of the tool, each paying its start-up, hide in the machine's noise.
 //!
 //! Every report also gives the final normalized MSE of `Ẑ_0` (dB), to show that the work done
 //! is the same. The thread count is rayon's (`RAYON_NUM_THREADS`).
@@ -215,6 +222,30 @@ fn mlvamp_probit(args: &[String]) -> Result<serde_json::Value> {
     )
 }
 
+fn cluster(args: &[String]) -> Result<serde_json::Value> {
+    use mlmatvamp::apps::cluster::{recover, ClusterConfig};
+    let dir = std::path::PathBuf::from(args.get(2).map(String::as_str).unwrap_or("."));
+    let reps: usize = arg(args, 3, 10);
+    let d = mlmatvamp::experiments::sketch_files::read_sketch_dir(&dir)?;
+    let config = ClusterConfig {
+        k: d.meta.k,
+        ..Default::default()
+    };
+    let mut times = Vec::new();
+    let mut residual = f64::NAN;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        let res = recover(&d.sketch, &d.frequencies, &config)?;
+        times.push(t.elapsed().as_secs_f64());
+        residual = res.residual;
+    }
+    let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+    Ok(
+        json!({"workload": "cluster", "sketch": dir, "reps": reps.max(1),
+        "seconds_min": min, "seconds_median": median(times), "residual": residual}),
+    )
+}
+
 fn main() {
     // faer calls made here (the problem's `A z`) use the library's fixed task width, so that a
     // draw does not depend on the thread count.
@@ -224,8 +255,9 @@ fn main() {
         Some("two-layer") => two_layer(&args),
         Some("vamp-sparse") => vamp_sparse(&args),
         Some("mlvamp-probit") => mlvamp_probit(&args),
+        Some("cluster") => cluster(&args),
         _ => {
-            eprintln!("usage: side_by_side two-layer NTR [REPS] | vamp-sparse NZ NY [ITERS] [REPS] | mlvamp-probit NZ0 NZ1 [ITERS] [REPS]");
+            eprintln!("usage: side_by_side two-layer NTR [REPS] | vamp-sparse NZ NY [ITERS] [REPS] | mlvamp-probit NZ0 NZ1 [ITERS] [REPS] | cluster SKETCH_DIR [REPS]");
             std::process::exit(2);
         }
     };

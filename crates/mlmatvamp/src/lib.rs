@@ -39,6 +39,7 @@
 #![warn(missing_docs)]
 
 // Foundations.
+pub(crate) mod cpu;
 pub mod error;
 pub mod figure;
 pub mod limits;

@@ -13,7 +13,13 @@ pub type DMat = DMatrix<f64>;
 
 /// `sym(A) = (A + A^T)/2` (spec §0).
 pub(crate) fn sym(a: &DMat) -> DMat {
-    (a + a.transpose()) * 0.5
+    // Entry by entry `(a_ij + a_ji) · 0.5`, as `(A + Aᵀ) * 0.5` computes it, without the
+    // transposed copy and the sum's allocation.
+    let n = a.nrows();
+    if n != a.ncols() {
+        return (a + a.transpose()) * 0.5;
+    }
+    DMat::from_fn(n, n, |i, j| (a[(i, j)] + a[(j, i)]) * 0.5)
 }
 
 /// Largest absolute entry of a matrix.
@@ -108,18 +114,21 @@ impl Spd {
     /// Wraps a matrix that is symmetric by construction; fails if it is not positive definite.
     pub fn from_symmetric(what: &str, m: DMat) -> Result<Self> {
         let m = sym(&m);
-        match m.clone().cholesky() {
-            Some(c) => {
-                let chol = c.l();
-                if chol.iter().any(|x| !x.is_finite())
-                    || (0..chol.nrows()).any(|i| chol[(i, i)] <= 0.0)
-                {
-                    return Err(not_pd(what, &m));
-                }
-                Ok(Spd { m, chol })
-            }
-            None => Err(not_pd(what, &m)),
+        // nalgebra's `Cholesky::new(m).l()`, without its copies.
+        let d = m.nrows();
+        let mut chol = m.clone();
+        if !cholesky_in_place::<0>(chol.as_mut_slice(), d) {
+            return Err(not_pd(what, &m));
         }
+        for j in 1..d {
+            for i in 0..j {
+                chol[(i, j)] = 0.0;
+            }
+        }
+        if chol.iter().any(|x| !x.is_finite()) || (0..d).any(|i| chol[(i, i)] <= 0.0) {
+            return Err(not_pd(what, &m));
+        }
+        Ok(Spd { m, chol })
     }
 
     /// `g · I_d`.
@@ -203,11 +212,10 @@ impl Spd {
     }
 
     fn solve_unchecked(&self, x: &DMat) -> DMat {
-        // X A^{-1} = (A^{-1} X^T)^T; solve L L^T Y = X^T.
-        let mut y = x.transpose();
-        self.chol.solve_lower_triangular_mut(&mut y);
-        self.chol.tr_solve_lower_triangular_mut(&mut y);
-        y.transpose()
+        // X A^{-1} = (A^{-1} X^T)^T: `L L^T y = x` for every row `x` of X.
+        let mut out = x.clone();
+        cholesky_solve_rows(&self.chol, &mut out);
+        out
     }
 
     /// `log det A`.
@@ -236,6 +244,188 @@ impl Spd {
             ));
         }
         Self::from_symmetric("congruence", q.transpose() * &self.m * q)
+    }
+}
+
+/// `nalgebra`'s `Cholesky::new` of the `n x n` column-major `a` in place (lower triangle; the
+/// strict upper triangle is left as it was), with the same operations and hence the same bits;
+/// `N > 0` fixes `n` at compile time. Returns `false` if a pivot is zero, negative or NaN.
+pub(crate) fn cholesky_in_place<const N: usize>(l: &mut [f64], n: usize) -> bool {
+    let n = if N > 0 { N } else { n };
+    let l = &mut l[..n * n];
+    for j in 0..n {
+        let (left, right) = l.split_at_mut(j * n);
+        let col_j = &mut right[..n];
+        for kk in 0..j {
+            let col_k = &left[kk * n..(kk + 1) * n];
+            let factor = -col_k[j];
+            for i in j..n {
+                col_j[i] += factor * col_k[i];
+            }
+        }
+        let diag = col_j[j];
+        if diag <= 0.0 || diag.is_nan() {
+            return false;
+        }
+        let denom = diag.sqrt();
+        col_j[j] = denom;
+        for x in col_j[j + 1..].iter_mut() {
+            *x /= denom;
+        }
+    }
+    true
+}
+
+/// Rows of the right-hand side solved side by side in [`cholesky_solve_rows`]'s back
+/// substitution (its accumulators stay on the stack).
+const SOLVE_ROWS: usize = 8;
+
+/// `X ← X (L Lᵀ)^{-1}` for the lower-triangular `d x d` factor `L` and an `m x d` matrix `X`,
+/// in place. Each row `x` of `X` goes through exactly the operations of nalgebra's
+/// `solve_lower_triangular_mut` and then `tr_solve_lower_triangular_mut` on the column `xᵀ`
+/// (forward: `x_i ← x_i / L_ii`, then `x_r ← x_r + (−x_i) L_ri`; backward: `x_i ← (x_i −
+/// Σ_{r>i} L_ri x_r) / L_ii` with nalgebra's eight-accumulator dot product), so the result has
+/// the same bits; but the rows are solved side by side along the contiguous columns of `X`
+/// instead of one transposed column at a time, which vectorises across rows and needs neither
+/// transpose nor allocation. `L` must have a non-zero diagonal ([`Spd`]'s factor has a positive
+/// one).
+fn cholesky_solve_rows(l: &DMat, x: &mut DMat) {
+    forward_rows(l, x);
+    backward_rows(l, x);
+}
+
+/// `X ← X L^{-T}`: nalgebra's `solve_lower_triangular_mut` (`L y = xᵀ`) for every row `x` of
+/// `X`, with its operations (see [`cholesky_solve_rows`]).
+pub(crate) fn forward_rows(l: &DMat, x: &mut DMat) {
+    debug_assert_eq!(x.ncols(), l.nrows());
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::has_avx2_fma() {
+        // SAFETY: the processor has AVX2 and FMA (checked at run time).
+        return unsafe { forward_rows_avx2(l, x) };
+    }
+    forward_rows_portable(l, x)
+}
+
+/// `X ← X L^{-1}`: nalgebra's `tr_solve_lower_triangular_mut` (`Lᵀ z = xᵀ`) for every row `x`
+/// of `X`, with its operations (see [`cholesky_solve_rows`]), [`SOLVE_ROWS`] rows at a time.
+pub(crate) fn backward_rows(l: &DMat, x: &mut DMat) {
+    debug_assert_eq!(x.ncols(), l.nrows());
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::has_avx2_fma() {
+        // SAFETY: the processor has AVX2 and FMA (checked at run time).
+        return unsafe { backward_rows_avx2(l, x) };
+    }
+    backward_rows_portable(l, x)
+}
+
+/// [`forward_rows_portable`] compiled for AVX2 (the same bits: Rust does not contract
+/// `a * b + c` into a fused multiply-add).
+///
+/// # Safety
+/// The processor must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn forward_rows_avx2(l: &DMat, x: &mut DMat) {
+    forward_rows_portable(l, x)
+}
+
+/// [`backward_rows_portable`] compiled for AVX2 (the same bits).
+///
+/// # Safety
+/// The processor must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn backward_rows_avx2(l: &DMat, x: &mut DMat) {
+    backward_rows_portable(l, x)
+}
+
+#[inline(always)]
+fn forward_rows_portable(l: &DMat, x: &mut DMat) {
+    let d = l.nrows();
+    let m = x.nrows();
+    let l = l.as_slice();
+    let x = x.as_mut_slice();
+    // Column i of X is entry i of every row.
+    for i in 0..d {
+        let diag = l[i * d + i];
+        let (head, tail) = x.split_at_mut((i + 1) * m);
+        let xi = &mut head[i * m..];
+        for v in xi.iter_mut() {
+            *v /= diag;
+        }
+        for (r, xr) in (i + 1..d).zip(tail.chunks_exact_mut(m)) {
+            let lri = l[i * d + r];
+            for (o, c) in xr.iter_mut().zip(xi.iter()) {
+                *o += -*c * lri;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn backward_rows_portable(l: &DMat, x: &mut DMat) {
+    let m = x.nrows();
+    let mut c0 = 0;
+    while c0 + SOLVE_ROWS <= m {
+        backward_block::<SOLVE_ROWS>(l, x, c0);
+        c0 += SOLVE_ROWS;
+    }
+    if c0 + 4 <= m {
+        backward_block::<4>(l, x, c0);
+        c0 += 4;
+    }
+    while c0 < m {
+        backward_block::<1>(l, x, c0);
+        c0 += 1;
+    }
+}
+
+/// The back substitution of rows `c0..c0 + W` of `X`: per row, nalgebra's
+/// `x_i ← (x_i − dot(L_{i+1.., i}, x_{i+1..})) / L_ii` with its dot product (eight accumulators
+/// over full groups of eight terms, combined as `(a0 + a4) + (a1 + a5) + …`, then the
+/// remaining terms in order).
+#[inline(always)]
+fn backward_block<const W: usize>(l: &DMat, x: &mut DMat, c0: usize) {
+    let d = l.nrows();
+    let m = x.nrows();
+    let l = l.as_slice();
+    let x = x.as_mut_slice();
+    for i in (0..d).rev() {
+        let col = &l[i * d + i + 1..(i + 1) * d];
+        let len = col.len();
+        let entry = |k: usize| -> &[f64; W] {
+            let at = (i + 1 + k) * m + c0;
+            x[at..at + W].try_into().unwrap_or(&[0.0; W])
+        };
+        let mut res = [0.0f64; W];
+        let mut k = 0;
+        if len >= 8 {
+            let mut acc = [[0.0f64; W]; 8];
+            while len - k >= 8 {
+                for (q, a) in acc.iter_mut().enumerate() {
+                    let lv = col[k + q];
+                    for (a, xv) in a.iter_mut().zip(entry(k + q)) {
+                        *a += lv * xv;
+                    }
+                }
+                k += 8;
+            }
+            for (c, r) in res.iter_mut().enumerate() {
+                *r += acc[0][c] + acc[4][c];
+                *r += acc[1][c] + acc[5][c];
+                *r += acc[2][c] + acc[6][c];
+                *r += acc[3][c] + acc[7][c];
+            }
+        }
+        for (kk, &lv) in col.iter().enumerate().skip(k) {
+            for (r, xv) in res.iter_mut().zip(entry(kk)) {
+                *r += lv * xv;
+            }
+        }
+        let diag = l[i * d + i];
+        for (v, r) in x[i * m + c0..i * m + c0 + W].iter_mut().zip(&res) {
+            *v = (*v - r) / diag;
+        }
     }
 }
 
@@ -337,6 +527,68 @@ pub fn small_spd_inverse(a: &DMat, out: &mut [f64]) -> bool {
 #[cfg(test)]
 mod small_inverse_tests {
     use super::*;
+
+    /// nalgebra's solves on the transpose, which [`cholesky_solve_rows`] reproduces.
+    fn nalgebra_solve_right(chol: &DMat, x: &DMat) -> DMat {
+        let mut y = x.transpose();
+        assert!(chol.solve_lower_triangular_mut(&mut y));
+        assert!(chol.tr_solve_lower_triangular_mut(&mut y));
+        y.transpose()
+    }
+
+    #[test]
+    fn row_solves_have_the_bits_of_nalgebras_triangular_solves() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        };
+        for d in [1usize, 2, 3, 4, 7, 8, 9, 10, 16, 17, 20] {
+            for m in [1usize, 2, 5, 8, 9, 10, 17] {
+                let b = DMat::from_fn(d, d, |_, _| next());
+                let a = &b * b.transpose() + DMat::identity(d, d) * (0.01 + next().abs());
+                let s = Spd::from_symmetric("a", a.clone()).unwrap();
+                // The factor and the symmetrisation: nalgebra's bits.
+                let want_l = sym(&a).cholesky().unwrap().l();
+                assert!(s
+                    .cholesky_lower()
+                    .iter()
+                    .zip(want_l.iter())
+                    .all(|(g, w)| g.to_bits() == w.to_bits()));
+                let skew = DMat::from_fn(d, d, |_, _| next());
+                let want_sym = (&skew + skew.transpose()) * 0.5;
+                assert!(sym(&skew)
+                    .iter()
+                    .zip(want_sym.iter())
+                    .all(|(g, w)| g.to_bits() == w.to_bits()));
+                let mut x = DMat::from_fn(m, d, |_, _| 1e3 * next());
+                // Signed zeros and an infinity: the same IEEE results, not just close ones.
+                x[(0, 0)] = -0.0;
+                if m > 1 && d > 1 {
+                    x[(m - 1, d - 1)] = f64::INFINITY;
+                }
+                let want = nalgebra_solve_right(s.cholesky_lower(), &x);
+                let got = s.solve_unchecked(&x);
+                for (g, w) in got.iter().zip(want.iter()) {
+                    assert!(
+                        g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                        "d = {d}, m = {m}: {g} vs {w}"
+                    );
+                }
+                let inv = s.inverse();
+                let want = sym(&nalgebra_solve_right(
+                    s.cholesky_lower(),
+                    &DMat::identity(d, d),
+                ));
+                assert!(inv
+                    .iter()
+                    .zip(want.iter())
+                    .all(|(g, w)| g.to_bits() == w.to_bits()));
+            }
+        }
+    }
 
     #[test]
     fn the_stack_inverse_equals_the_cholesky_inverse_and_rejects_indefinite_matrices() {

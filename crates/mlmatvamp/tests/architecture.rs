@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 /// network, Algorithm 1, the state evolution, applications, then the `io`-feature drivers.
 const LAYERS: &[&str] = &[
     "error",
+    "cpu",
     "limits",
     "figure",
     "observe",

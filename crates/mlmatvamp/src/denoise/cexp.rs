@@ -82,7 +82,7 @@ use crate::rows::{
     check_finite, first_non_finite, par_map_rows, par_map_rows_with, shape_str, RowMapOutput,
     ROW_CHUNK,
 };
-use crate::spd::{sym, DMat};
+use crate::spd::{cholesky_in_place, sym, DMat};
 use faer::{Mat, MatRef};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
@@ -855,34 +855,6 @@ fn nalgebra_dot(x: &[f64], y: &[f64]) -> f64 {
         res += x[q] * y[q];
     }
     res
-}
-
-/// `nalgebra`'s `Cholesky::new` of the `n x n` column-major `a` in place (lower triangle; the
-/// strict upper triangle is left as it was). Returns `false` if a pivot is zero, negative or NaN.
-fn cholesky_in_place<const N: usize>(l: &mut [f64], n: usize) -> bool {
-    let n = if N > 0 { N } else { n };
-    let l = &mut l[..n * n];
-    for j in 0..n {
-        let (left, right) = l.split_at_mut(j * n);
-        let col_j = &mut right[..n];
-        for kk in 0..j {
-            let col_k = &left[kk * n..(kk + 1) * n];
-            let factor = -col_k[j];
-            for i in j..n {
-                col_j[i] += factor * col_k[i];
-            }
-        }
-        let diag = col_j[j];
-        if diag <= 0.0 || diag.is_nan() {
-            return false;
-        }
-        let denom = diag.sqrt();
-        col_j[j] = denom;
-        for x in col_j[j + 1..].iter_mut() {
-            *x /= denom;
-        }
-    }
-    true
 }
 
 /// `nalgebra`'s `Cholesky::solve_mut` for one right-hand side `b`: `L y = b`, then `Lᵀ x = y`.

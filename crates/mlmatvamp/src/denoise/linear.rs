@@ -12,7 +12,7 @@ use crate::factor::law::{SeBackward, SeContext, SeForward, SeStep};
 use crate::factor::{Factor, LayerDenoiser, LayerKind, LayerSampler, LayerSe, LayerShape};
 use crate::message::{Belief, Message};
 use crate::rows::{check_finite, check_shape, mul_small, shape_str};
-use crate::spd::{sym, DMat, Spd};
+use crate::spd::{backward_rows, forward_rows, sym, DMat, Spd};
 use faer::{Mat, MatRef};
 use nalgebra::SymmetricEigen;
 
@@ -401,16 +401,19 @@ pub(crate) fn effective_precision(noise: Option<&Spd>, gm: &DMat) -> Result<(DMa
 /// `L^{-1} P_eff L^{-T} = Q diag(m) Qᵀ`, `T = L^{-T} Q`, so that `Tᵀ Γ⁺ T = I` and
 /// `Tᵀ P_eff T = diag(m)`. Returns `(T, m)` (`m` floored at 0).
 pub(crate) fn shared_basis(gp: &Spd, p_eff: &DMat) -> (DMat, Vec<f64>) {
+    // nalgebra's column solves `Y = L^{-1} P_eff`, `X = L^{-1} Yᵀ`, `T = L^{-T} Q`, done on the
+    // transposes by the row solves of `spd` (the same operations per column, so the same
+    // bits): `Yᵀ = P_effᵀ L^{-T}`, `Xᵀ = Y L^{-T}`, `Tᵀ = Qᵀ L^{-1}`; `sym(Xᵀ) = sym(X)`.
     let l = gp.cholesky_lower();
-    let mut y = p_eff.clone();
-    l.solve_lower_triangular_mut(&mut y);
-    let mut x = y.transpose();
-    l.solve_lower_triangular_mut(&mut x);
-    let eig = SymmetricEigen::new(sym(&x));
+    let mut yt = p_eff.transpose();
+    forward_rows(l, &mut yt);
+    let mut xt = yt.transpose();
+    forward_rows(l, &mut xt);
+    let eig = SymmetricEigen::new(sym(&xt));
     let m: Vec<f64> = eig.eigenvalues.iter().map(|&v| v.max(0.0)).collect();
-    let mut t = eig.eigenvectors.clone();
-    l.tr_solve_lower_triangular_mut(&mut t);
-    (t, m)
+    let mut tt = eig.eigenvectors.transpose();
+    backward_rows(l, &mut tt);
+    (tt.transpose(), m)
 }
 
 impl Factor for LinearLayer {
@@ -636,6 +639,37 @@ mod tests {
     use super::ProductCache;
     use crate::rng::{rng_from_seed, standard_normal};
     use faer::Mat;
+
+    /// `shared_basis` through the `spd` row solves has the bits of nalgebra's column solves.
+    #[test]
+    fn shared_basis_has_the_bits_of_nalgebras_solves() {
+        use super::{shared_basis, DMat, Spd, SymmetricEigen};
+        let mut rng = rng_from_seed(41);
+        for d in [1usize, 2, 4, 9, 10, 17] {
+            let b = standard_normal(d, d, &mut rng);
+            let c = standard_normal(d, d, &mut rng);
+            let g = DMat::from_fn(d, d, |i, j| (0..d).map(|k| b[(i, k)] * b[(j, k)]).sum())
+                + DMat::identity(d, d) * 0.3;
+            // Not exactly symmetric, as a computed P_eff may be.
+            let p = DMat::from_fn(d, d, |i, j| c[(i, j)] + c[(j, i)] + 1e-9 * c[(i, j)]);
+            let gp = Spd::from_symmetric("g", g).unwrap();
+            let l = gp.cholesky_lower();
+            let mut y = p.clone();
+            l.solve_lower_triangular_mut(&mut y);
+            let mut x = y.transpose();
+            l.solve_lower_triangular_mut(&mut x);
+            let eig = SymmetricEigen::new(crate::spd::sym(&x));
+            let mut t = eig.eigenvectors.clone();
+            l.tr_solve_lower_triangular_mut(&mut t);
+            let (got_t, got_m) = shared_basis(&gp, &p);
+            assert!(got_t
+                .iter()
+                .zip(t.iter())
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+            let m: Vec<f64> = eig.eigenvalues.iter().map(|&v| v.max(0.0)).collect();
+            assert_eq!(got_m, m, "d = {d}");
+        }
+    }
 
     /// Non-finite SVD factors are a named error (so a zero message's product, skipped, would
     /// have been zero).

@@ -17,6 +17,7 @@
 //! width chosen at run time (AVX-512 or AVX2 with FMA when the processor has them, plain
 //! arithmetic otherwise), so results are reproducible.
 
+use crate::cpu::has_avx2_fma;
 use faer::reborrow::ReborrowMut;
 use faer::{MatMut, MatRef};
 
@@ -65,22 +66,6 @@ fn madd<const FMA: bool>(x: f64, y: f64, z: f64) -> f64 {
         x.mul_add(y, z)
     } else {
         x * y + z
-    }
-}
-
-/// Whether the processor has AVX2 and FMA (checked once; the one run-time check of the crate's
-/// AVX2/FMA kernels).
-pub(crate) fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *DETECTED.get_or_init(|| {
-            std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 

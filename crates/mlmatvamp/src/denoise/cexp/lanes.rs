@@ -113,45 +113,6 @@ pub(super) struct GnLanes<const N: usize> {
     iterations: [usize; LANES],
 }
 
-/// `Σ_j a_j b_j` per lane, from `-0.0` in the order `j = 0, 1, …` (as `Iterator::sum`).
-#[inline(always)]
-fn dot<const N: usize>(a: &[V; N], b: &[V; N]) -> V {
-    let mut s = [-0.0; LANES];
-    for j in 0..N {
-        for l in 0..LANES {
-            s[l] += a[j][l] * b[j][l];
-        }
-    }
-    s
-}
-
-/// `y_i = Σ_j A_ij x_j` per lane for the column-major `N x N` matrix `a` shared by the lanes,
-/// from `+0.0` in the order `j = 0, 1, …` ([`super::MapRow::matvec`]'s sums).
-#[inline(always)]
-fn matvec<const N: usize>(a: &[f64], x: &[V; N], y: &mut [V; N]) {
-    // Entry by entry (its sum over `j` in registers), so the same order per entry.
-    for (i, yi) in y.iter_mut().enumerate() {
-        let mut s = [0.0; LANES];
-        for j in 0..N {
-            let aij = a[i + j * N];
-            for l in 0..LANES {
-                s[l] += aij * x[j][l];
-            }
-        }
-        *yi = s;
-    }
-}
-
-/// Sines and cosines of every lane of every phase ([`fast_sin_cos`], the one-row solver's).
-#[inline(always)]
-fn sin_cos<const N: usize>(x: &[V; N], s: &mut [V; N], c: &mut [V; N]) {
-    for j in 0..N {
-        for l in 0..LANES {
-            (s[j][l], c[j][l]) = fast_sin_cos(x[j][l]);
-        }
-    }
-}
-
 impl<const N: usize> GnLanes<N> {
     /// An empty chunk.
     pub fn new() -> Box<Self> {
@@ -283,8 +244,7 @@ impl<const N: usize> GnLanes<N> {
             if !self.status.contains(&Lane::Active) {
                 break;
             }
-            let (f, er, ei) = self.derivatives();
-            let gnorm = dot(&self.grad, &self.grad);
+            let (f, er, ei, gnorm) = self.derivatives();
             for l in 0..LANES {
                 if self.status[l] != Lane::Active {
                     continue;
@@ -299,7 +259,7 @@ impl<const N: usize> GnLanes<N> {
                     self.limited[l] = true;
                 }
             }
-            let (inv, ok) = self.capacitance(cov);
+            let (inv, ok, cg) = self.capacitance(cov);
             for l in 0..LANES {
                 match self.status[l] {
                     Lane::Converged if ok[l] => self.store(l, &inv, cov),
@@ -308,8 +268,8 @@ impl<const N: usize> GnLanes<N> {
                 }
             }
             if self.status.contains(&Lane::Active) {
-                self.newton_step(&inv, &er, &ei);
-                self.line_search(gamma, &f, opts);
+                let slope = self.newton_step(&inv, &er, &ei, &cg);
+                self.line_search(gamma, &f, &slope, opts);
             }
             // Finished rows leave their lanes to the next rows of the chunk.
             for l in 0..LANES {
@@ -349,9 +309,20 @@ impl<const N: usize> GnLanes<N> {
             rr += r * r;
         }
         self.tol[l] = opts.grad_tol * (1.0 + f64::sqrt(rr));
+        let mut start_at_r = true;
         for j in 0..N {
             (self.sin[j][l], self.cos[j][l]) = fast_sin_cos(self.z[j][l]);
             self.dz[j][l] = self.z[j][l] - self.r[j][l];
+            start_at_r &= self.dz[j][l].to_bits() == 0;
+        }
+        if start_at_r {
+            // `z − r = +0` in every entry (a finite `r`): `Γ (z − r)` is a sum of signed zeros
+            // from `+0`, i.e. `+0`, and `q = −0 + Σ (+0)(+0) = +0`, the bits of the loop below.
+            for j in 0..N {
+                self.gz[j][l] = 0.0;
+            }
+            self.q[l] = 0.0;
+            return;
         }
         let mut gz = [0.0; N];
         for j in 0..N {
@@ -381,10 +352,12 @@ impl<const N: usize> GnLanes<N> {
     }
 
     /// `f`, the gradient, `u` and `w` at the current points
-    /// ([`super::MapRow::gn_derivatives`]); returns `f` and the residual.
+    /// ([`super::MapRow::gn_derivatives`]); returns `f`, the residual and `‖g‖²` (summed from
+    /// `-0.0` as `Iterator::sum` sums, alongside the gradient's entries).
     #[inline(always)]
-    fn derivatives(&mut self) -> (V, V, V) {
+    fn derivatives(&mut self) -> (V, V, V, V) {
         let (er, ei) = self.residual(&self.sin, &self.cos);
+        let mut gnorm = [-0.0; LANES];
         for j in 0..N {
             for l in 0..LANES {
                 let (u0, u1) = (
@@ -393,22 +366,28 @@ impl<const N: usize> GnLanes<N> {
                 );
                 self.u0[j][l] = u0;
                 self.u1[j][l] = u1;
-                self.grad[j][l] = (er[l] * u1 - ei[l] * u0) * self.iv[l] + self.gz[j][l];
+                let g = (er[l] * u1 - ei[l] * u0) * self.iv[l] + self.gz[j][l];
+                self.grad[j][l] = g;
+                gnorm[l] += g * g;
             }
         }
         let mut f = [0.0; LANES];
         for l in 0..LANES {
             f[l] = (er[l] * er[l] + ei[l] * ei[l]) * self.iv[l] * 0.5 + 0.5 * self.q[l];
         }
-        (f, er, ei)
+        (f, er, ei, gnorm)
     }
 
     /// `C u`, `C w` and the inverse of the 2 x 2 capacitance matrix per lane
-    /// ([`super::MapRow::capacitance`]), and whether that matrix is positive definite
-    /// numerically.
+    /// ([`super::MapRow::capacitance`]), whether that matrix is positive definite numerically,
+    /// and `(C u)·g`, `(C w)·g` for the Newton step. The dot products are summed from `-0.0`
+    /// in the order of the entries (as `Iterator::sum`), each term as soon as its entry of
+    /// `C u` and `C w` is formed: independent sums side by side instead of one chain of
+    /// additions after another.
     #[inline(always)]
-    fn capacitance(&mut self, cov: &[f64]) -> ([V; 3], [bool; LANES]) {
-        // Entry by entry, as in `matvec`.
+    fn capacitance(&mut self, cov: &[f64]) -> ([V; 3], [bool; LANES], [V; 2]) {
+        let [mut d00, mut d11, mut d01, mut d10, mut t0, mut t1] = [[-0.0; LANES]; 6];
+        // Entry by entry, each sum from `+0.0` over `j` ([`super::MapRow::matvec`]'s order).
         for i in 0..N {
             let (mut s0, mut s1) = ([0.0; LANES], [0.0; LANES]);
             for j in 0..N {
@@ -418,11 +397,18 @@ impl<const N: usize> GnLanes<N> {
                     s1[l] += cij * self.u1[j][l];
                 }
             }
+            for l in 0..LANES {
+                let (u0, u1, g) = (self.u0[i][l], self.u1[i][l], self.grad[i][l]);
+                d00[l] += u0 * s0[l];
+                d11[l] += u1 * s1[l];
+                d01[l] += u0 * s1[l];
+                d10[l] += u1 * s0[l];
+                t0[l] += s0[l] * g;
+                t1[l] += s1[l] * g;
+            }
             self.cu0[i] = s0;
             self.cu1[i] = s1;
         }
-        let (d00, d11) = (dot(&self.u0, &self.cu0), dot(&self.u1, &self.cu1));
-        let (d01, d10) = (dot(&self.u0, &self.cu1), dot(&self.u1, &self.cu0));
         let mut inv = [[0.0; LANES]; 3];
         let mut ok = [false; LANES];
         for l in 0..LANES {
@@ -437,7 +423,7 @@ impl<const N: usize> GnLanes<N> {
                 ok[l] = true;
             }
         }
-        (inv, ok)
+        (inv, ok, [t0, t1])
     }
 
     /// Stores lane `l`'s estimate and `H^{-1} = C − [Cu Cw] S^{-1} [Cu Cw]ᵀ` at its solution
@@ -469,11 +455,13 @@ impl<const N: usize> GnLanes<N> {
     }
 
     /// The Woodbury step `p = −(C g − [Cu Cw] S^{-1} [Cu Cw]ᵀ g)`
-    /// ([`super::MapRow::minimize_gn`]); an active lane with a non-finite step is deferred.
+    /// ([`super::MapRow::minimize_gn`]; `[Cu Cw]ᵀ g` from [`GnLanes::capacitance`]); an active
+    /// lane with a non-finite step is deferred. Returns the slope `g · p`
+    /// (summed from `-0.0` as `Iterator::sum` sums).
     #[inline(always)]
-    fn newton_step(&mut self, inv: &[V; 3], er: &V, ei: &V) {
-        let t0 = dot(&self.cu0, &self.grad);
-        let t1 = dot(&self.cu1, &self.grad);
+    fn newton_step(&mut self, inv: &[V; 3], er: &V, ei: &V, cg: &[V; 2]) -> V {
+        let [t0, t1] = *cg;
+        let mut slope = [-0.0; LANES];
         let (mut s0, mut s1) = ([0.0; LANES], [0.0; LANES]);
         for l in 0..LANES {
             s0[l] = inv[0][l] * t0[l] + inv[1][l] * t1[l];
@@ -487,6 +475,7 @@ impl<const N: usize> GnLanes<N> {
                     (er[l] * self.cu1[j][l] - ei[l] * self.cu0[j][l]) * self.iv[l] + self.dz[j][l];
                 let p = -(cg - self.cu0[j][l] * s0[l] - self.cu1[j][l] * s1[l]);
                 self.step[j][l] = p;
+                slope[l] += self.grad[j][l] * p;
                 finite[l] += p * 0.0;
             }
         }
@@ -496,13 +485,13 @@ impl<const N: usize> GnLanes<N> {
                 self.status[l] = Lane::Deferred;
             }
         }
+        slope
     }
 
     /// The Armijo line search of [`super::MapRow::gn_line_search`] in every active lane, each
     /// with its own step length; a lane whose search fails is deferred.
     #[inline(always)]
-    fn line_search(&mut self, gamma: &[f64], f: &V, opts: &NewtonOptions) {
-        let slope = dot(&self.grad, &self.step);
+    fn line_search(&mut self, gamma: &[f64], f: &V, slope: &V, opts: &NewtonOptions) {
         let mut pending = [false; LANES];
         for l in 0..LANES {
             if self.status[l] != Lane::Active {
@@ -517,27 +506,46 @@ impl<const N: usize> GnLanes<N> {
         if !pending.contains(&true) {
             return;
         }
-        matvec(gamma, &self.step, &mut self.gp);
-        let mut cross = [-0.0; LANES];
-        for j in 0..N {
-            for l in 0..LANES {
-                cross[l] += self.step[j][l] * self.gz[j][l] + self.dz[j][l] * self.gp[j][l];
+        // `Γ p` entry by entry, each sum from `+0.0` over `j` (`MapRow::matvec`'s order), and
+        // with each entry the terms of `cross` and of `quad = p · Γp` (from `-0.0`), in the
+        // same order as separate loops would add them.
+        let (mut cross, mut quad) = ([-0.0; LANES], [-0.0; LANES]);
+        for i in 0..N {
+            let mut s = [0.0; LANES];
+            for j in 0..N {
+                let aij = gamma[i + j * N];
+                for l in 0..LANES {
+                    s[l] += aij * self.step[j][l];
+                }
             }
+            for l in 0..LANES {
+                let p = self.step[i][l];
+                cross[l] += p * self.gz[i][l] + self.dz[i][l] * s[l];
+                quad[l] += p * s[l];
+            }
+            self.gp[i] = s;
         }
-        let quad = dot(&self.step, &self.gp);
         let mut noise = [0.0; LANES];
         for l in 0..LANES {
             noise[l] = 8.0 * f64::EPSILON * (1.0 + f[l].abs());
         }
         let mut t = [1.0; LANES];
         for _ in 0..=opts.max_halvings {
+            // The trial points, their sines and cosines ([`fast_sin_cos`], the one-row
+            // solver's) and the residual there ([`GnLanes::residual`]'s sums, each term added
+            // as soon as its phase's sine and cosine are known).
+            let (mut er, mut ei) = (self.y0, self.y1);
             for j in 0..N {
                 for l in 0..LANES {
-                    self.trial[j][l] = self.z[j][l] + t[l] * self.step[j][l];
+                    let x = self.z[j][l] + t[l] * self.step[j][l];
+                    let (sn, cs) = fast_sin_cos(x);
+                    self.trial[j][l] = x;
+                    self.tsin[j][l] = sn;
+                    self.tcos[j][l] = cs;
+                    er[l] -= self.ga[j][l] * cs;
+                    ei[l] -= self.ga[j][l] * sn;
                 }
             }
-            sin_cos(&self.trial, &mut self.tsin, &mut self.tcos);
-            let (er, ei) = self.residual(&self.tsin, &self.tcos);
             let mut accept = [false; LANES];
             for l in 0..LANES {
                 if !pending[l] {
