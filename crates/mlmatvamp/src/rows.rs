@@ -168,9 +168,8 @@ fn block_sums<const W: usize, const J: usize>(
 ) -> [[f64; W]; J] {
     let mut s = [[0.0; W]; J];
     for l in 0..a.ncols() {
-        let x: &[f64; W] = col_slice(a, l).unwrap_or(&[])[i0..i0 + W]
-            .try_into()
-            .unwrap_or(&[0.0; W]);
+        // Contiguous columns (checked by `small_products`); the block lies within them.
+        let x = &col_slice(a, l).unwrap_or(&[])[i0..i0 + W];
         for (jj, s) in s.iter_mut().enumerate() {
             let c = g[(l, j0 + jj)];
             if c != 0.0 {

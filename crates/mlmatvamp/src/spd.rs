@@ -393,9 +393,9 @@ fn backward_block<const W: usize>(l: &DMat, x: &mut DMat, c0: usize) {
     for i in (0..d).rev() {
         let col = &l[i * d + i + 1..(i + 1) * d];
         let len = col.len();
-        let entry = |k: usize| -> &[f64; W] {
+        let entry = |k: usize| {
             let at = (i + 1 + k) * m + c0;
-            x[at..at + W].try_into().unwrap_or(&[0.0; W])
+            &x[at..at + W]
         };
         let mut res = [0.0f64; W];
         let mut k = 0;
