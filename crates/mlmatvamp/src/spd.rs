@@ -16,9 +16,7 @@ pub(crate) fn sym(a: &DMat) -> DMat {
     // Entry by entry `(a_ij + a_ji) · 0.5`, as `(A + Aᵀ) * 0.5` computes it, without the
     // transposed copy and the sum's allocation.
     let n = a.nrows();
-    if n != a.ncols() {
-        return (a + a.transpose()) * 0.5;
-    }
+    debug_assert_eq!(n, a.ncols());
     DMat::from_fn(n, n, |i, j| (a[(i, j)] + a[(j, i)]) * 0.5)
 }
 
