@@ -7,7 +7,7 @@ adapted-radius law for the true within-cluster variance). The same sketch.npy / 
 are decoded by `mlmatvamp cluster` (its decoding time from cluster.json) and by pycle's
 CLOMP_CKM (CL-OMPR with 2K iterations; --clompr-trials independent fits, the one with the
 smallest sketch residual kept, as pycle's fit_several_times does; wall time of the fits).
-`mlmatvamp cluster` runs --restarts seeded restarts (default 5). Both sets of centroids
+`mlmatvamp cluster` runs its default seeded restarts (4), or --restarts. Both sets of centroids
 are scored by the SSE on the full data divided by the SSE of k-means++ (numpy, best of 3 seeded
 runs of Lloyd's algorithm, the same denominator for both methods).
 """
@@ -62,7 +62,7 @@ def main():
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--clompr-trials", type=int, default=1)
-    ap.add_argument("--restarts", type=int, default=5)
+    ap.add_argument("--restarts", type=int, default=None)
     args = ap.parse_args()
     import pycle.compressive_learning as cl
     import pycle.sketching as sk
@@ -85,7 +85,9 @@ def main():
             subprocess.run([args.bin, "--quiet", "sketch", xpath, "--k", str(k), "--m", str(m),
                             "--sigma2", "1", "--seed", str(seed), "--out", sdir], check=True)
             subprocess.run([args.bin, "--quiet", "cluster", sdir, "--seed", str(seed),
-                            "--restarts", str(args.restarts), "--out", cdir], check=True)
+                            "--out", cdir]
+                           + ([] if args.restarts is None else ["--restarts", str(args.restarts)]),
+                           check=True)
             rep = json.load(open(os.path.join(cdir, "cluster.json")))
             ours = np.load(os.path.join(cdir, "centroids.npy"))
             # CL-OMPR on the same (centred) sketch and frequencies.

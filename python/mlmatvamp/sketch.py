@@ -117,7 +117,7 @@ def cluster(
         freqs: the frequencies it was made with.
         k: the number of clusters ``K``.
         estimator: ``"map"`` (default) or ``"mmse"`` (the approximate MMSE; slower).
-        restarts: seeded random restarts (default 5).
+        restarts: seeded random restarts (default 4).
         iterations: Algorithm-1 iterations per round (default 100).
         rounds: rounds of (Algorithm 1, weights) (default 2).
         seed: base seed of the restarts.

@@ -216,28 +216,30 @@ impl Frequencies {
 // The kernel: Σ_t cos θ_t and Σ_t sin θ_t
 // ---------------------------------------------------------------------------------------------
 
-/// `(sin θ, cos θ)` in plain floating-point operations that vectorise (defined with the
+/// `(sin θ, cos θ)` in plain floating-point and bit operations that vectorise (defined with the
 /// complex-exponential output, whose Gauss–Newton rows share it).
 pub use crate::denoise::cexp::fast_sin_cos;
 
-/// `Σ_t cos θ_t`, `Σ_t sin θ_t` over a slice (four independent partial sums).
+/// `Σ_t cos θ_t`, `Σ_t sin θ_t` over a slice (four independent partial sums: term `t` goes to
+/// sum `t mod 4`, the terms after the last whole group of four to the first), with `sn`, `cs`
+/// (at least as long as `theta`) as room for the sines and cosines, which are formed first in
+/// one loop that vectorises ([`crate::denoise::cexp::sin_cos_into`]).
 #[inline(always)]
-fn sum_cis(theta: &[f64]) -> (f64, f64) {
+fn sum_cis(theta: &[f64], sn: &mut [f64], cs: &mut [f64]) -> (f64, f64) {
+    let n = theta.len();
+    let (sn, cs) = (&mut sn[..n], &mut cs[..n]);
+    crate::denoise::cexp::sin_cos_into(theta, sn, cs);
     let mut c = [0.0f64; 4];
     let mut s = [0.0f64; 4];
-    let chunks = theta.chunks_exact(4);
-    let rest = chunks.remainder();
-    for ch in chunks {
+    for (chs, chc) in sn.chunks_exact(4).zip(cs.chunks_exact(4)) {
         for l in 0..4 {
-            let (sn, cs) = fast_sin_cos(ch[l]);
-            c[l] += cs;
-            s[l] += sn;
+            c[l] += chc[l];
+            s[l] += chs[l];
         }
     }
-    for &t in rest {
-        let (sn, cs) = fast_sin_cos(t);
-        c[0] += cs;
-        s[0] += sn;
+    for t in n / 4 * 4..n {
+        c[0] += cs[t];
+        s[0] += sn[t];
     }
     ((c[0] + c[1]) + (c[2] + c[3]), (s[0] + s[1]) + (s[2] + s[3]))
 }
@@ -248,6 +250,7 @@ fn sum_cis(theta: &[f64]) -> (f64, f64) {
 fn block_sums(xt: &[f64], b: usize, omega_t: &[f64], p: usize, re: &mut [f64], im: &mut [f64]) {
     let mut theta = [0.0f64; BLOCK];
     let theta = &mut theta[..b];
+    let (mut sn, mut cs) = ([0.0f64; BLOCK], [0.0f64; BLOCK]);
     for (mi, (r, i)) in re.iter_mut().zip(im.iter_mut()).enumerate() {
         let w = &omega_t[mi * p..(mi + 1) * p];
         theta.fill(0.0);
@@ -257,7 +260,7 @@ fn block_sums(xt: &[f64], b: usize, omega_t: &[f64], p: usize, re: &mut [f64], i
                 *th += wj * x;
             }
         }
-        let (c, s) = sum_cis(theta);
+        let (c, s) = sum_cis(theta, &mut sn, &mut cs);
         *r += c;
         *i += s;
     }

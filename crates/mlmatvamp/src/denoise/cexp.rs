@@ -29,7 +29,8 @@
 //!   the Gauss–Newton Hessian stands in for `Σ_i`; both are counted in a warning of the belief
 //!   (and so in the solver's history). The rows are solved by a row solver specialised to this
 //!   objective (one scratch per chunk of rows, the sines and cosines of the line search's
-//!   accepted point reused for the derivatives, loops of compile-time length for `K ≤ 16`): with
+//!   accepted point reused for the derivatives — in the SIMD lanes its residual too — loops of
+//!   compile-time length for `K ≤ 16`): with
 //!   the exact Hessian it performs [`super::newton::minimize`]'s operations (the same bits);
 //!   with the Gauss–Newton Hessian `H = Γ + (u uᵀ + w wᵀ)/v` (`u + i w = g α ∘ e^{i z}`), a
 //!   rank-2 update of the shared `Γ`, the step and `Σ_i = H^{-1}` come from the Woodbury
@@ -96,15 +97,11 @@ const GRID_HALF_WIDTH: f64 = 7.0;
 /// Largest spacing of the MMSE quadrature grid (radians): 16 nodes per period `2π`.
 const GRID_SPACING: f64 = std::f64::consts::TAU / 16.0;
 
-/// Rounds to the nearest integer (ties to even) without a call: valid for `|x| < 2^51`.
-#[inline(always)]
-fn round_int(x: f64) -> f64 {
-    const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 · 2^52
-    (x + MAGIC) - MAGIC
-}
+/// `1.5 · 2^52`: adding it rounds an `|x| < 2^51` to the nearest integer (ties to even).
+const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0;
 
 /// `(sin θ, cos θ)` by Cody–Waite reduction modulo `π/2` and fdlibm's kernels, in plain
-/// floating-point operations (no branches, no calls), so that loops over it vectorise: the
+/// floating-point and bit operations (no branches, no calls), so that loops over it vectorise: the
 /// sketch kernel's (`crate::apps::sketch`) and the Gauss–Newton rows' sines and cosines.
 // The constants are fdlibm's, as published (more digits than an f64 holds).
 #[allow(clippy::excessive_precision)]
@@ -127,46 +124,40 @@ pub fn fast_sin_cos(x: f64) -> (f64, f64) {
     const C4: f64 = -2.755_731_435_139_066_330_35e-07;
     const C5: f64 = 2.087_572_321_298_174_827_90e-09;
     const C6: f64 = -1.135_964_755_778_819_482_65e-11;
-    let k = round_int(x * TWO_OVER_PI);
+    // `k = round(x · 2/π)` (valid for `|x| < 2^51`): `x · 2/π + 1.5 · 2^52` lies in
+    // `[2^52, 2^53)`, where the spacing is 1, so its mantissa holds `2^51 + k` and its two
+    // lowest bits are the quadrant `q = k mod 4`.
+    let shifted = x * TWO_OVER_PI + ROUND_MAGIC;
+    let k = shifted - ROUND_MAGIC;
     let r = ((x - k * P1) - k * P2) - k * P3;
     let z = r * r;
     let s = r + r * z * (S1 + z * (S2 + z * (S3 + z * (S4 + z * (S5 + z * S6)))));
     let c = 1.0 - 0.5 * z + z * z * (C1 + z * (C2 + z * (C3 + z * (C4 + z * (C5 + z * C6)))));
-    // Quadrant q = k mod 4, and its bits, by exact floating-point arithmetic.
-    let q = k - 4.0 * round_int(0.25 * k - 0.375);
-    let high = round_int(0.5 * q - 0.25); // 0 for q ∈ {0, 1}, 1 for q ∈ {2, 3}
-    let odd = q - 2.0 * high; // q mod 2
-    let q1 = q + 1.0 - 4.0 * round_int(0.25 * (q + 1.0) - 0.375);
-    let high1 = round_int(0.5 * q1 - 0.25);
-    let sin_sign = 1.0 - 2.0 * high;
-    let cos_sign = 1.0 - 2.0 * high1;
-    let sin = sin_sign * (s + odd * (c - s));
-    let cos = cos_sign * (c + odd * (s - c));
+    // sin x = ±(s or c) and cos x = ±(c or s) by the quadrant: `odd` (`q mod 2`) is `1.0` or
+    // `+0.0`, and a sign is flipped when the quadrant of `q` (sine) or of `q + 1` (cosine) is
+    // 2 or 3. Integer operations on the bits: the same bits as multiplying by `±1.0` and
+    // forming `q mod 2` in floating point (`tests::fast_sin_cos_keeps_the_bits_of_the_float_quadrant`).
+    let bits = shifted.to_bits();
+    let odd = f64::from_bits((bits & 1).wrapping_neg() & 1.0f64.to_bits());
+    let sin_flip = (bits & 2) << 62;
+    let cos_flip = (bits.wrapping_add(1) & 2) << 62;
+    let sin = f64::from_bits((s + odd * (c - s)).to_bits() ^ sin_flip);
+    let cos = f64::from_bits((c + odd * (s - c)).to_bits() ^ cos_flip);
     (sin, cos)
 }
 
 /// `(sin x_j, cos x_j)` for every `j` into `s`, `c`: the sketch kernel's polynomial
 /// [`fast_sin_cos`] (Cody–Waite reduction, fdlibm's kernels; within `3.3e-16` of the standard
-/// library's), four phases at a time (the last group padded) so that it vectorises in the
-/// AVX2/FMA build of the Gauss–Newton rows. One call per trial point covers all `K` phases; it
-/// replaced glibc's `sincos` (22% of the decoding's CPU time): 14–16% less single-thread CPU
-/// time, results equal up to rounding (`docs/sketched-clustering.md`, fourth pass).
+/// library's), in one loop over the slices, which the compiler vectorises (its quadrant's bit
+/// operations included; a loop of four explicit lanes was left scalar by them) in the AVX2/FMA
+/// builds of the Gauss–Newton rows and of the sketch kernel. One call per trial point covers
+/// all `K` phases; it replaced glibc's `sincos` (22% of the decoding's CPU time): 14–16% less
+/// single-thread CPU time, results equal up to rounding (`docs/sketched-clustering.md`, fourth
+/// pass).
 #[inline(always)]
-fn sin_cos_into(x: &[f64], s: &mut [f64], c: &mut [f64]) {
-    let n = x.len();
-    let mut i = 0;
-    while i < n {
-        let take = (n - i).min(4);
-        let mut xi = [0.0f64; 4];
-        xi[..take].copy_from_slice(&x[i..i + take]);
-        let mut so = [0.0f64; 4];
-        let mut co = [0.0f64; 4];
-        for l in 0..4 {
-            (so[l], co[l]) = fast_sin_cos(xi[l]);
-        }
-        s[i..i + take].copy_from_slice(&so[..take]);
-        c[i..i + take].copy_from_slice(&co[..take]);
-        i += 4;
+pub(crate) fn sin_cos_into(x: &[f64], s: &mut [f64], c: &mut [f64]) {
+    for ((x, s), c) in x.iter().zip(s.iter_mut()).zip(c.iter_mut()) {
+        (*s, *c) = fast_sin_cos(*x);
     }
 }
 
@@ -1729,6 +1720,79 @@ mod tests {
     use crate::spd::Spd;
     use nalgebra::Cholesky;
 
+    /// [`fast_sin_cos`] with its quadrant in floating-point arithmetic (its form until 7
+    /// December 2026): `q = k mod 4` and its bits by exact roundings, the signs as `±1.0`
+    /// factors.
+    #[allow(clippy::excessive_precision)]
+    fn float_quadrant_sin_cos(x: f64) -> (f64, f64) {
+        let round_int = |v: f64| (v + ROUND_MAGIC) - ROUND_MAGIC;
+        let (s, c, k) = {
+            // The same reduction and kernels as `fast_sin_cos` (the quadrant aside).
+            let k = round_int(x * std::f64::consts::FRAC_2_PI);
+            let r = ((x - k * 1.570_796_326_734_125_614_17) - k * 6.077_100_506_303_965_976_60e-11)
+                - k * 2.022_266_248_711_166_455_80e-21;
+            let z = r * r;
+            let s = r + r
+                * z
+                * (-1.666_666_666_666_663_243_48e-01
+                    + z * (8.333_333_333_322_489_461_24e-03
+                        + z * (-1.984_126_982_985_794_931_34e-04
+                            + z * (2.755_731_370_707_006_767_89e-06
+                                + z * (-2.505_076_025_340_686_341_95e-08
+                                    + z * 1.589_690_995_211_550_102_21e-10)))));
+            let c = 1.0 - 0.5 * z
+                + z * z
+                    * (4.166_666_666_666_660_190_37e-02
+                        + z * (-1.388_888_888_887_410_957_49e-03
+                            + z * (2.480_158_728_947_672_941_78e-05
+                                + z * (-2.755_731_435_139_066_330_35e-07
+                                    + z * (2.087_572_321_298_174_827_90e-09
+                                        + z * -1.135_964_755_778_819_482_65e-11)))));
+            (s, c, k)
+        };
+        let q = k - 4.0 * round_int(0.25 * k - 0.375);
+        let high = round_int(0.5 * q - 0.25);
+        let odd = q - 2.0 * high;
+        let q1 = q + 1.0 - 4.0 * round_int(0.25 * (q + 1.0) - 0.375);
+        let high1 = round_int(0.5 * q1 - 0.25);
+        let sin = (1.0 - 2.0 * high) * (s + odd * (c - s));
+        let cos = (1.0 - 2.0 * high1) * (c + odd * (s - c));
+        (sin, cos)
+    }
+
+    /// The quadrant from the bits of `x · 2/π + 1.5 · 2^52` and the signs as flipped sign bits
+    /// give exactly the bits of the floating-point quadrant, signed zeros included: at zeros,
+    /// at and next to every multiple of `π/4` up to `2^20 π`, in all four quadrants on both
+    /// sides of zero, and at random phases of the sizes the sketch and the recovery meet.
+    #[test]
+    fn fast_sin_cos_keeps_the_bits_of_the_float_quadrant() {
+        let mut xs = vec![0.0, -0.0, 1e-300, -1e-300, f64::MIN_POSITIVE, 1e-8, -1e-8];
+        for m in -4096i64..=4096 {
+            let x = m as f64 * std::f64::consts::FRAC_PI_4;
+            xs.extend([x, x.next_up(), x.next_down()]);
+        }
+        for e in 0..=20 {
+            let x = std::f64::consts::PI * f64::powi(2.0, e);
+            for y in [x, -x, x.next_up(), -x.next_down(), x + 0.5, -x - 0.5] {
+                xs.push(y);
+            }
+        }
+        let mut rng = rng_from_seed(20_261_207);
+        let draws = standard_normal(20_000, 1, &mut rng);
+        for (i, g) in draws.col(0).iter().enumerate() {
+            xs.push(g * [1.0, 30.0, 1e3, 7e3][i % 4]);
+        }
+        for &x in &xs {
+            let (s, c) = fast_sin_cos(x);
+            let (s0, c0) = float_quadrant_sin_cos(x);
+            assert_eq!(
+                (s.to_bits(), c.to_bits()),
+                (s0.to_bits(), c0.to_bits()),
+                "x = {x:e}: ({s:e}, {c:e}) against ({s0:e}, {c0:e})"
+            );
+        }
+    }
+
     /// The reference: every row by the generic `newton::minimize` on [`RowFit`], `Σ_i` by
     /// `nalgebra`'s Cholesky inverse (the denoiser before its specialised row solvers).
     fn reference(out: &CexpOutput, plus: &Message) -> (Mat<f64>, DMat) {
@@ -1930,9 +1994,9 @@ mod tests {
         assert!(fallback_cases > 0 && limited_cases > 0);
     }
 
-    /// The rows' sines and cosines (the polynomial, four lanes at a time with the last group
-    /// padded) for every length up to 17: within `2e-15` of the standard library's (the
-    /// polynomial's own bound, `tests/sketch.rs`), and nothing written beyond the length.
+    /// The rows' sines and cosines (the polynomial over a slice) for every length up to 17:
+    /// within `2e-15` of the standard library's (the polynomial's own bound,
+    /// `tests/sketch.rs`), and nothing written beyond the length.
     #[test]
     fn rows_sines_and_cosines_match_the_standard_library_for_every_length() {
         for n in 0..=17usize {

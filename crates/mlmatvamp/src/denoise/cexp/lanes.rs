@@ -89,6 +89,10 @@ pub(super) struct GnLanes<const N: usize> {
     limited: [bool; LANES],
     y0: V,
     y1: V,
+    /// The residual `e` at the current point `z` (real, imaginary part): formed when a row is
+    /// loaded and taken from the line search's accepted trial, whose residual it is.
+    er: V,
+    ei: V,
     v: V,
     iv: V,
     ga: [V; N],
@@ -128,6 +132,8 @@ impl<const N: usize> GnLanes<N> {
             limited: [false; LANES],
             y0: [0.0; LANES],
             y1: [0.0; LANES],
+            er: [0.0; LANES],
+            ei: [0.0; LANES],
             v: [1.0; LANES],
             iv: [1.0; LANES],
             ga: z,
@@ -310,11 +316,17 @@ impl<const N: usize> GnLanes<N> {
         }
         self.tol[l] = opts.grad_tol * (1.0 + f64::sqrt(rr));
         let mut start_at_r = true;
+        let (mut er, mut ei) = (self.y0[l], self.y1[l]);
         for j in 0..N {
-            (self.sin[j][l], self.cos[j][l]) = fast_sin_cos(self.z[j][l]);
+            let (sn, cs) = fast_sin_cos(self.z[j][l]);
+            (self.sin[j][l], self.cos[j][l]) = (sn, cs);
+            // The residual ([`super::MapRow::residual`]'s order: `y − Σ_j g α_j e^{i z_j}`).
+            er -= self.ga[j][l] * cs;
+            ei -= self.ga[j][l] * sn;
             self.dz[j][l] = self.z[j][l] - self.r[j][l];
             start_at_r &= self.dz[j][l].to_bits() == 0;
         }
+        (self.er[l], self.ei[l]) = (er, ei);
         if start_at_r {
             // `z − r = +0` in every entry (a finite `r`): `Γ (z − r)` is a sum of signed zeros
             // from `+0`, i.e. `+0`, and `q = −0 + Σ (+0)(+0) = +0`, the bits of the loop below.
@@ -338,25 +350,13 @@ impl<const N: usize> GnLanes<N> {
         self.q[l] = q;
     }
 
-    /// The residual `e` from the sines and cosines `(s, c)` ([`super::MapRow::residual`]).
-    #[inline(always)]
-    fn residual(&self, s: &[V; N], c: &[V; N]) -> (V, V) {
-        let (mut re, mut im) = (self.y0, self.y1);
-        for j in 0..N {
-            for l in 0..LANES {
-                re[l] -= self.ga[j][l] * c[j][l];
-                im[l] -= self.ga[j][l] * s[j][l];
-            }
-        }
-        (re, im)
-    }
-
     /// `f`, the gradient, `u` and `w` at the current points
-    /// ([`super::MapRow::gn_derivatives`]); returns `f`, the residual and `‖g‖²` (summed from
-    /// `-0.0` as `Iterator::sum` sums, alongside the gradient's entries).
+    /// ([`super::MapRow::gn_derivatives`], with the residual kept from the load or the line
+    /// search); returns `f`, the residual and `‖g‖²` (summed from `-0.0` as `Iterator::sum`
+    /// sums, alongside the gradient's entries).
     #[inline(always)]
     fn derivatives(&mut self) -> (V, V, V, V) {
-        let (er, ei) = self.residual(&self.sin, &self.cos);
+        let (er, ei) = (self.er, self.ei);
         let mut gnorm = [-0.0; LANES];
         for j in 0..N {
             for l in 0..LANES {
@@ -532,8 +532,9 @@ impl<const N: usize> GnLanes<N> {
         let mut t = [1.0; LANES];
         for _ in 0..=opts.max_halvings {
             // The trial points, their sines and cosines ([`fast_sin_cos`], the one-row
-            // solver's) and the residual there ([`GnLanes::residual`]'s sums, each term added
-            // as soon as its phase's sine and cosine are known).
+            // solver's) and the residual there ([`super::MapRow::residual`]'s sums, each term
+            // added as soon as its phase's sine and cosine are known; an accepted lane keeps it
+            // for its next derivatives).
             let (mut er, mut ei) = (self.y0, self.y1);
             for j in 0..N {
                 for l in 0..LANES {
@@ -556,6 +557,7 @@ impl<const N: usize> GnLanes<N> {
                 if ft.is_finite() && ft <= f[l] + opts.armijo * t[l] * slope[l] + noise[l] {
                     accept[l] = true;
                     self.q[l] = qt;
+                    (self.er[l], self.ei[l]) = (er[l], ei[l]);
                     self.iterations[l] += 1;
                     pending[l] = false;
                 }
