@@ -66,8 +66,9 @@ pub struct ClusterConfig {
     pub rounds: usize,
     /// Seeded random restarts; the one with the smallest sketch residual is kept (default 4:
     /// two full waves of [`ClusterConfig::restart_batch`]; 5 left the second core idle in a
-    /// third wave, and on 40 seeds at `p = 10` gave the same success rates at `M/(Kp)` = 1, 2
-    /// and 3 and one more at 1.5, `docs/sketched-clustering.md`, seventh pass).
+    /// third wave for the same wall time as 6. On 40 seeds at `p = 10`, 5 gave the same
+    /// success rates at `M/(Kp)` = 1, 2 and 3, one more success at 1.5, and fits up to 0.8%
+    /// better in 5 of 30 seeds at 2: `docs/sketched-clustering.md`, seventh pass).
     pub restarts: usize,
     /// Base seed of the restarts.
     pub seed: u64,

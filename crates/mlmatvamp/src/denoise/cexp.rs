@@ -1762,8 +1762,9 @@ mod tests {
 
     /// The quadrant from the bits of `x · 2/π + 1.5 · 2^52` and the signs as flipped sign bits
     /// give exactly the bits of the floating-point quadrant, signed zeros included: at zeros,
-    /// at and next to every multiple of `π/4` up to `2^20 π`, in all four quadrants on both
-    /// sides of zero, and at random phases of the sizes the sketch and the recovery meet.
+    /// at and next to every multiple of `π/4` up to `1024 π` (all four quadrants on both sides
+    /// of zero), near `2^e π` up to `2^20 π`, and at random phases of the sizes the sketch and
+    /// the recovery meet.
     #[test]
     fn fast_sin_cos_keeps_the_bits_of_the_float_quadrant() {
         let mut xs = vec![0.0, -0.0, 1e-300, -1e-300, f64::MIN_POSITIVE, 1e-8, -1e-8];
