@@ -103,6 +103,33 @@ pub(crate) struct BackwardRotated {
     pub cov: DMat,
 }
 
+/// Checks that `m` (`n x r`) has orthonormal columns, with a fixed pseudo-random probe
+/// `x ∈ R^r`: `‖mᵀ(m x) − x‖ ≤ 1e-8 ‖x‖` (two passes over `m`). An SVD's factors pass with
+/// about `1e-15` (the Gram-matrix SVD of the two-layer application with `κ² ε`, a few `1e-14`);
+/// unnormalised, transposed-and-padded or unrelated factors fail it.
+fn check_orthonormal(what: &str, m: MatRef<'_, f64>) -> Result<()> {
+    const TOL: f64 = 1e-8;
+    if m.ncols() == 0 {
+        return Ok(());
+    }
+    let mut rng = crate::rng::rng_from_seed(0x6f72_7468_6f6e);
+    let x = crate::rng::standard_normal(m.ncols(), 1, &mut rng);
+    let back = crate::rows::matmul(m.transpose(), crate::rows::matmul(m, x.as_ref()).as_ref());
+    let err = (&back - &x).norm_l2();
+    let scale = x.norm_l2();
+    if err <= TOL * scale {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        what,
+        format!(
+            "must have orthonormal columns (an SVD's factor): for a probe x, ‖MᵀMx − x‖ / ‖x‖ = \
+             {:.3e} > {TOL:e}",
+            err / scale
+        ),
+    ))
+}
+
 /// The paired-row solution in the rotated domain, shared by `G⁺` and `G⁻`.
 struct Rotated {
     /// `U_r^T R⁻` (r x d).
@@ -142,7 +169,8 @@ impl LinearLayer {
     }
 
     /// Builds the layer from a thin SVD `W = U diag(s) V^T` (`U`: `n_l x r`, `V`: `n_{l−1} x r`,
-    /// orthonormal columns, `r = min(n_l, n_{l−1})`).
+    /// orthonormal columns, `r = min(n_l, n_{l−1})`). Every formula of the layer assumes
+    /// orthonormal columns; factors that are not are a named error (a random probe `x`: `‖MᵀMx − x‖ ≤ 1e-8 ‖x‖`, two passes over each factor).
     pub fn from_svd(
         u: Mat<f64>,
         s: Vec<f64>,
@@ -179,6 +207,8 @@ impl LinearLayer {
         // exactly zero (`ProductCache::product` skips those).
         check_finite("left singular vectors U", u.as_ref())?;
         check_finite("right singular vectors V", v.as_ref())?;
+        check_orthonormal("left singular vectors U", u.as_ref())?;
+        check_orthonormal("right singular vectors V", v.as_ref())?;
         if let Some(b) = &bias {
             check_shape("bias B", b.as_ref(), n_out, d)?;
             check_finite("bias B", b.as_ref())?;
@@ -689,6 +719,46 @@ mod tests {
             err.to_string().contains("right singular vectors V"),
             "{err}"
         );
+    }
+
+    /// Factors without orthonormal columns are a named error; an SVD's pass.
+    #[test]
+    fn non_orthonormal_svd_factors_are_rejected() {
+        let mut rng = crate::rng::rng_from_seed(11);
+        let w = crate::rng::standard_normal(30, 12, &mut rng);
+        let svd = w.thin_svd().expect("svd");
+        let (u, v) = (svd.U().to_owned(), svd.V().to_owned());
+        let s: Vec<f64> = (0..12).map(|i| svd.S()[i]).collect();
+        super::LinearLayer::from_svd(u.clone(), s.clone(), v.clone(), None, None, 1, 0.0)
+            .expect("an SVD's factors");
+        // V scaled by 1.001 (unnormalised columns): an error about V.
+        let err = super::LinearLayer::from_svd(
+            u.clone(),
+            s.clone(),
+            &v * faer::Scale(1.001),
+            None,
+            None,
+            1,
+            0.0,
+        )
+        .expect_err("scaled V");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("right singular vectors V") && msg.contains("orthonormal"),
+            "{msg}"
+        );
+        // U replaced by W's first 12 columns (not orthonormal): an error about U.
+        let err = super::LinearLayer::from_svd(
+            w.as_ref().subcols(0, 12).to_owned(),
+            s,
+            v,
+            None,
+            None,
+            1,
+            0.0,
+        )
+        .expect_err("W for U");
+        assert!(err.to_string().contains("left singular vectors U"), "{err}");
     }
 
     /// The zero-input shortcut of [`ProductCache::product`] gives the kernels' bits: `+0`

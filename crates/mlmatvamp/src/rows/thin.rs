@@ -17,7 +17,7 @@
 //! width chosen at run time (AVX-512 or AVX2 with FMA when the processor has them, plain
 //! arithmetic otherwise), so results are reproducible.
 
-use crate::cpu::has_avx2_fma;
+use crate::cpu::{has_avx2_fma, has_avx512vl};
 use faer::reborrow::ReborrowMut;
 use faer::{MatMut, MatRef};
 
@@ -66,23 +66,6 @@ fn madd<const FMA: bool>(x: f64, y: f64, z: f64) -> f64 {
         x.mul_add(y, z)
     } else {
         x * y + z
-    }
-}
-
-/// Whether the processor also has AVX-512F and AVX-512VL (32 vector registers).
-fn has_avx512vl() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *DETECTED.get_or_init(|| {
-            has_avx2_fma()
-                && std::is_x86_feature_detected!("avx512f")
-                && std::is_x86_feature_detected!("avx512vl")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 
