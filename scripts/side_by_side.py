@@ -82,6 +82,21 @@ def two_layer(ref, ntr, reps):
             "seconds_per_trial": median(times), "final_test_mse_median": median(mses)}
 
 
+def timed_with_marginal(build, nit):
+    """Times `build(nit).solve()` and `build(1).solve()` (fresh solvers on the same data):
+    the first run's seconds, the marginal seconds of an iteration (T(nit) - T(1)) / (nit - 1),
+    the first run's solver."""
+    def run(k):
+        solver = build(k)
+        t = time.perf_counter()
+        solver.solve()
+        return time.perf_counter() - t, solver
+
+    t_one, _ = run(1)
+    t_all, solver = run(nit)
+    return t_all, (t_all - t_one) / (nit - 1), solver
+
+
 def vampyre(path):
     # vampyre imports sklearn at top level for its GMM estimator only (not used here).
     if "sklearn" not in sys.modules:
@@ -114,20 +129,16 @@ def vamp_sparse(path, nz, ny, nit, reps):
         wvar = 1e-3 * np.mean(y0 ** 2)
         y = y0 + np.random.normal(0, np.sqrt(wvar), y0.shape)
 
-        def run(k):
+        def build(k):
             est_in = vp.estim.MixEst([vp.estim.DiscreteEst(0, 1, (nz, 1)),
                                       vp.estim.GaussEst(0, 1, (nz, 1))], w=np.array([0.9, 0.1]))
             est_out = vp.estim.LinEst(vp.trans.MatrixLT(a, (nz, 1)), y, wvar, map_est=False)
             msg = vp.estim.MsgHdlSimp(map_est=False, shape=(nz, 1))
-            solver = vp.solver.Vamp(est_in, est_out, hist_list=[], nit=k, msg_hdl=msg)
-            t = time.perf_counter()
-            solver.solve()
-            return time.perf_counter() - t, solver
+            return vp.solver.Vamp(est_in, est_out, hist_list=[], nit=k, msg_hdl=msg)
 
-        t_one, _ = run(1)
-        t_all, solver = run(nit)
+        t_all, dt, solver = timed_with_marginal(build, nit)
         per_it.append(t_all / nit)
-        marginal.append((t_all - t_one) / (nit - 1))
+        marginal.append(dt)
         db = 10 * np.log10(np.sum((solver.zhat - z) ** 2) / np.sum(z ** 2))
     return {"workload": "vamp-sparse", "nz": nz, "ny": ny, "iterations": nit, "reps": reps,
             "seconds_per_iteration": median(per_it),
@@ -149,23 +160,19 @@ def mlvamp_probit(path, nz0, nz1, nit, reps):
         z1 = az + np.random.normal(0, np.sqrt(wvar), (nz1,))
         y = z1 > 0
 
-        def run(k):
+        def build(k):
             est_in = vp.estim.MixEst([vp.estim.GaussEst(0, zvar0, (nz0,)),
                                       vp.estim.DiscreteEst(0, 1, (nz0,))], [rho, 1 - rho])
             est_out = vp.estim.BinaryQuantEst(y, (nz1,), thresh=0)
             est_lin = vp.estim.LinEstTwo(vp.trans.MatrixLT(a, (nz0,)), b, wvar, est_meth="svd")
             msgs = [vp.estim.MsgHdlSimp(map_est=False, shape=(nz0,), damp=1),
                     vp.estim.MsgHdlSimp(map_est=False, shape=(nz1,), damp=1)]
-            solver = vp.solver.mlvamp.MLVamp([est_in, est_lin, est_out], msgs, nit=k,
-                                             hist_list=[])
-            t = time.perf_counter()
-            solver.solve()
-            return time.perf_counter() - t, solver
+            return vp.solver.mlvamp.MLVamp([est_in, est_lin, est_out], msgs, nit=k,
+                                           hist_list=[])
 
-        t_one, _ = run(1)
-        t_all, solver = run(nit)
+        t_all, dt, solver = timed_with_marginal(build, nit)
         per_it.append(t_all / nit)
-        marginal.append((t_all - t_one) / (nit - 1))
+        marginal.append(dt)
         zh = solver.zhat[0]
         db = 10 * np.log10(1 - zh.dot(z0) ** 2 / (zh.dot(zh) * z0.dot(z0)))
     return {"workload": "mlvamp-probit", "nz0": nz0, "nz1": nz1, "iterations": nit,
