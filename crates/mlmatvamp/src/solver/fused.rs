@@ -209,8 +209,8 @@ fn dot(x: &[f64], y: &[f64]) -> f64 {
     s
 }
 
-/// `[dot(c_0, y), …, dot(c_3, y)]` (the same sums as [`dot`]), with AVX2 registers when the
-/// processor has them.
+/// `[dot(c_0, y), …, dot(c_3, y)]` (the same sums as [`dot`]), with AVX-512 or AVX2 registers
+/// when the processor has them (chosen at run time, in every build of the pass).
 #[inline(always)]
 fn dot4(c: [&[f64]; 4], y: &[f64]) -> [f64; 4] {
     #[cfg(target_arch = "x86_64")]
@@ -548,7 +548,8 @@ mod tests {
     /// The portable, FMA and AVX-512 builds of a task give the same bits (each where the
     /// processor has it): `d = 1` with vampyre's Bernoulli–Gaussian prior and `d = 4` with a
     /// full-covariance Gaussian, ranks that are not multiples of 8, row ranges that are not
-    /// multiples of the blocks, with and without the complement and damping.
+    /// multiples of the blocks, with and without the complement and damping. ([`dot4`] picks its
+    /// kernel at run time in every build; `dot4_kernels_give_the_bits_of_dot` compares those.)
     #[test]
     fn every_build_of_a_task_gives_the_same_bits() {
         let mut rng = crate::rng::rng_from_seed(5);
