@@ -190,6 +190,13 @@ fn col(m: MatRef<'_, f64>, j: usize) -> &[f64] {
     }
 }
 
+/// The eight partial sums of [`dot`] added in its fixed tree (shared by its SIMD kernels, for
+/// the same bits).
+#[inline(always)]
+fn lane_tree(l: &[f64; 8]) -> f64 {
+    ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
+}
+
 /// `Σ_t x_t y_t` with eight lanes of partial sums, added in a fixed tree.
 #[inline(always)]
 fn dot(x: &[f64], y: &[f64]) -> f64 {
@@ -202,7 +209,7 @@ fn dot(x: &[f64], y: &[f64]) -> f64 {
             acc[l] = xc[l].mul_add(yc[l], acc[l]);
         }
     }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    let mut s = lane_tree(&acc);
     for t in full..n {
         s = x[t].mul_add(y[t], s);
     }
@@ -253,7 +260,7 @@ unsafe fn dot4_avx2(c: [&[f64]; 4], y: &[f64]) -> [f64; 4] {
         let mut l = [0.0f64; 8];
         _mm256_storeu_pd(l.as_mut_ptr(), lo[k]);
         _mm256_storeu_pd(l.as_mut_ptr().add(4), hi[k]);
-        let mut s = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+        let mut s = lane_tree(&l);
         for t in full..n {
             s = c[k][t].mul_add(y[t], s);
         }
@@ -283,7 +290,7 @@ unsafe fn dot4_avx512(c: [&[f64]; 4], y: &[f64]) -> [f64; 4] {
     for k in 0..4 {
         let mut l = [0.0f64; 8];
         _mm512_storeu_pd(l.as_mut_ptr(), acc[k]);
-        let mut s = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+        let mut s = lane_tree(&l);
         for t in full..n {
             s = c[k][t].mul_add(y[t], s);
         }
