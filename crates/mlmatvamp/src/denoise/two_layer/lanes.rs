@@ -76,6 +76,9 @@ pub(super) struct ChunkRows<const D: usize> {
     /// Per row: [`PENDING`], [`DONE`] or [`FAILED`] (its error in `errors`).
     status: Vec<u8>,
     errors: Vec<(usize, Error)>,
+    /// `σ` of the chunk's starting points `v0` (row-major, `D` per row), computed once per
+    /// chunk in one vectorised pass ([`Activation::eval_in_place`]).
+    s0: Vec<f64>,
 }
 
 const PENDING: u8 = 0;
@@ -103,6 +106,7 @@ impl<const D: usize> Default for ChunkRows<D> {
             rows: Vec::new(),
             status: Vec::new(),
             errors: Vec::new(),
+            s0: Vec::new(),
         }
     }
 }
@@ -120,8 +124,6 @@ struct LaneState<const D: usize> {
     hess: [[Lanes; D]; D],
     f: Lanes,
     tol: Lanes,
-    /// Whether `s` must be computed at `v` (a fresh row).
-    fresh: [bool; LANES],
     iterations: [usize; LANES],
     fallback: [usize; LANES],
 }
@@ -236,6 +238,16 @@ impl<const D: usize> ChunkRows<D> {
         self.status.clear();
         self.status.resize(n, PENDING);
         self.errors.clear();
+        // σ(v0) of every row of the chunk in one vectorised pass: a row entering a lane takes its
+        // σ from here (the same function of the same value as `sigmoid_lanes`, hence the same
+        // bits), instead of σ of all the lanes being recomputed whenever one of them is fresh.
+        self.s0.clear();
+        for i in start..end {
+            let mut v_i = [0.0; D];
+            crate::rows::read_row(v0, i, &mut v_i);
+            self.s0.extend_from_slice(&v_i);
+        }
+        Activation::Sigmoid.eval_in_place(&mut self.s0);
         let nout = out.f2.ncols();
         let f2 = out.f2.as_slice();
         let inv_var = 1.0 / out.noise_var;
@@ -249,7 +261,6 @@ impl<const D: usize> ChunkRows<D> {
             hess: [[[0.0; LANES]; D]; D],
             f: [0.0; LANES],
             tol: [0.0; LANES],
-            fresh: [false; LANES],
             iterations: [0; LANES],
             fallback: [0; LANES],
         };
@@ -266,9 +277,11 @@ impl<const D: usize> ChunkRows<D> {
                     crate::rows::read_row(r, i, &mut r_i);
                     let mut v_i = [0.0; D];
                     crate::rows::read_row(v0, i, &mut v_i);
+                    let s_i = &self.s0[(i - start) * D..(i - start + 1) * D];
                     for j in 0..D {
                         st.r[j][l] = r_i[j];
                         st.v[j][l] = v_i[j];
+                        st.s[j][l] = s_i[j];
                     }
                     for (k, y) in out.y_rows[i * nout..(i + 1) * nout].iter().enumerate() {
                         st.y[k][l] = *y;
@@ -276,7 +289,6 @@ impl<const D: usize> ChunkRows<D> {
                     // newton::minimize_in: tol = grad_tol · (1 + ‖r‖).
                     let scale = 1.0 + r_i.iter().map(|x| x * x).sum::<f64>().sqrt();
                     st.tol[l] = o.newton.grad_tol * scale;
-                    st.fresh[l] = true;
                     st.iterations[l] = 0;
                     st.fallback[l] = 0;
                     st.row[l] = Some(i);
@@ -285,15 +297,8 @@ impl<const D: usize> ChunkRows<D> {
             if st.row.iter().all(|x| x.is_none()) {
                 break;
             }
-            // σ(v) of fresh rows. The other rows carry σ(v) from their accepted trial point,
-            // computed by the same function from the same `v`, hence the same bits: so all lanes
-            // are overwritten at once (vectorised, no per-lane selection).
-            if st.fresh.iter().any(|&x| x) {
-                for j in 0..D {
-                    st.s[j] = sigmoid_lanes(&st.v[j]);
-                }
-                st.fresh = [false; LANES];
-            }
+            // `s` holds σ(v) in every lane: from `s0` for a fresh row, from its accepted trial
+            // point (or the one-row code's memo, the same function of the same `v`) otherwise.
             // f, g, H at v (TwoLayerObjective::derivatives_with, sigmoid).
             let mut s1 = [[0.0; LANES]; D];
             let mut ef = [[0.0; LANES]; D];
