@@ -3,7 +3,9 @@
 //! mlmatvamp --example fused_profile -- [iterations] [rounds]`. Prints the median wall time per
 //! iteration and the process CPU time of each schedule: `ordinary` (neither), `fused` (the
 //! fused pass over `V`) and `fused+lazy` (also no pass over `U`, the default).
-//! `FUSED_ONLY=0|1|2` runs one of them only.
+//! `FUSED_ONLY=0|1|2` runs one of them only; `HUGE_PAGES=0` keeps the factors on ordinary
+//! pages (`mlmatvamp::pages`), `HUGE_PAGES=ab` alternates the default schedule on the layer with
+//! and without huge pages.
 use faer::Mat;
 use mlmatvamp::denoise::linear::LinearLayer;
 use mlmatvamp::denoise::output::AwgnOutput;
@@ -31,6 +33,13 @@ fn cpu_seconds() -> f64 {
 
 fn main() -> mlmatvamp::Result<()> {
     mlmatvamp::use_deterministic_parallelism();
+    // `HUGE_PAGES=0`: the layer's factors on ordinary pages; `HUGE_PAGES=ab`: the default
+    // schedule on two copies of the layer, one on huge pages and one not, alternating (this
+    // example keeps the system allocator, as the Python package does).
+    let huge = std::env::var("HUGE_PAGES").ok();
+    if huge.as_deref() == Some("0") {
+        mlmatvamp::pages::use_huge_pages(false);
+    }
     let args: Vec<String> = std::env::args().collect();
     let iters: usize = args.get(1).and_then(|x| x.parse().ok()).unwrap_or(30);
     let rounds: usize = args.get(2).and_then(|x| x.parse().ok()).unwrap_or(5);
@@ -52,32 +61,55 @@ fn main() -> mlmatvamp::Result<()> {
         Spd::new("noise", DMat::from_element(1, 1, 1.0 / wvar), Some(1))?,
         None,
     )?);
-    let net = Network::new(prior, nz, vec![layer], out)?;
+    let net = Network::new(prior.clone(), nz, vec![layer], out.clone())?;
+    let ab = huge.as_deref() == Some("ab");
+    let plain = if ab {
+        mlmatvamp::pages::use_huge_pages(false);
+        let layer = Arc::new(LinearLayer::new(a.as_ref(), None, None, 1)?);
+        mlmatvamp::pages::use_huge_pages(true);
+        Some(Network::new(prior, nz, vec![layer], out)?)
+    } else {
+        None
+    };
     let config = SolverConfig {
         iterations: iters,
         ..Default::default()
     };
-    let mut times = [Vec::new(), Vec::new(), Vec::new()];
-    let mut cpu = [0.0, 0.0, 0.0];
+    let mut times = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    let mut cpu = [0.0, 0.0, 0.0, 0.0];
     for _ in 0..rounds {
         let modes: Vec<usize> = match std::env::var("FUSED_ONLY").ok().as_deref() {
             Some("2") => vec![2],
             Some("1") => vec![1],
             Some("0") => vec![0],
+            _ if ab => vec![2, 3],
             _ => vec![0, 1, 2],
         };
         for &k in &modes {
             let solver = Solver::new(config.clone())?
                 .with_fused_pass(k >= 1)
-                .with_lazy_estimates(k == 2);
+                .with_lazy_estimates(k >= 2);
             let (t, c) = (Instant::now(), cpu_seconds());
-            let sol = solver.run(&net, None)?;
+            let sol = solver.run(
+                if k == 3 {
+                    plain.as_ref().unwrap_or(&net)
+                } else {
+                    &net
+                },
+                None,
+            )?;
             times[k].push(t.elapsed().as_secs_f64() / iters as f64);
             cpu[k] += (cpu_seconds() - c) / (iters * rounds) as f64;
             std::hint::black_box(sol);
         }
     }
-    for (k, name) in ["ordinary", "fused", "fused+lazy"].iter().enumerate() {
+    let names = [
+        "ordinary",
+        "fused",
+        "fused+lazy",
+        "fused+lazy, factors on ordinary pages",
+    ];
+    for (k, name) in names.iter().enumerate() {
         if times[k].is_empty() {
             continue;
         }

@@ -44,6 +44,7 @@ pub mod error;
 pub mod figure;
 pub mod limits;
 pub mod observe;
+pub mod pages;
 pub mod rng;
 pub(crate) mod rows;
 pub mod spd;

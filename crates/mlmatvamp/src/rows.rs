@@ -516,7 +516,8 @@ pub fn thin_svd(a: MatRef<'_, f64>) -> Result<(Mat<f64>, Vec<f64>, Mat<f64>)> {
     } else {
         par_for(m * n * r)
     };
-    let mut u = Mat::<f64>::zeros(m, r);
+    // `U` is kept and streamed by a linear layer: on huge pages when large (`pages`).
+    let mut u = crate::pages::zeros(m, r);
     let mut v = Mat::<f64>::zeros(n, r);
     let mut s = faer::diag::Diag::<f64>::zeros(r);
     let req = svd_scratch::<f64>(

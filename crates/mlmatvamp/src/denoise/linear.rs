@@ -29,8 +29,9 @@ pub struct LinearLayer {
     s: Vec<f64>,
     /// `V_rᵀ` (`r x n_{l−1}`, column-major): the rows of `V_r` are its contiguous columns, so
     /// that a block of rows of `V_r` is one contiguous slab (the fused pass of the solver,
-    /// `docs/speed.md`), and both `V_rᵀ X` and `V_r X` stream it at full speed.
-    vt: Mat<f64>,
+    /// `docs/speed.md`), and both `V_rᵀ X` and `V_r X` stream it at full speed. Shared by
+    /// clones of the layer, like `U_r` (both are on huge pages when large, `pages`).
+    vt: std::sync::Arc<Mat<f64>>,
     bias: Option<Mat<f64>>,
     bias_rot: Mat<f64>,
     noise: Option<Spd>,
@@ -226,7 +227,10 @@ impl LinearLayer {
             Some(b) => crate::rows::matmul(u.transpose(), b.as_ref()),
             None => Mat::zeros(r, d),
         };
-        let vt = v.transpose().to_owned();
+        // Streamed every iteration: on huge pages when large (`pages`; `U_r` from `thin_svd`
+        // is too).
+        let mut vt = crate::pages::zeros(r, n_in);
+        vt.copy_from(v.transpose());
         drop(v);
         Ok(LinearLayer {
             n_out,
@@ -234,7 +238,7 @@ impl LinearLayer {
             d,
             u: std::sync::Arc::new(u),
             s,
-            vt,
+            vt: std::sync::Arc::new(vt),
             bias,
             bias_rot,
             noise,
@@ -297,15 +301,15 @@ impl LinearLayer {
     }
     /// Right singular vectors `V_r` (`n_{l−1} x r`).
     pub fn v(&self) -> MatRef<'_, f64> {
-        self.vt.transpose()
+        (*self.vt).as_ref().transpose()
     }
     /// `V_rᵀ` (`r x n_{l−1}`, column-major: column `i` is row `i` of `V_r`).
     pub fn vt(&self) -> MatRef<'_, f64> {
-        self.vt.as_ref()
+        (*self.vt).as_ref()
     }
     /// `W X` computed from the SVD (`U diag(s) V^T X`).
     pub fn apply(&self, x: MatRef<'_, f64>) -> Mat<f64> {
-        let mut t = crate::rows::matmul(self.vt.as_ref(), x);
+        let mut t = crate::rows::matmul((*self.vt).as_ref(), x);
         for (i, &si) in self.s.iter().enumerate() {
             for j in 0..t.ncols() {
                 t[(i, j)] *= si;
@@ -317,7 +321,7 @@ impl LinearLayer {
     /// `V_rᵀ X` through the layer's one-entry cache (the product the forward and backward calls
     /// use for `X = R⁺`).
     pub(crate) fn vt_product(&self, x: MatRef<'_, f64>) -> Mat<f64> {
-        self.vt_plus.product(self.vt.transpose(), x)
+        self.vt_plus.product((*self.vt).as_ref().transpose(), x)
     }
 
     /// `G⁻_l` without its final product with `V_r`: the solver's fused pass computes
@@ -376,7 +380,7 @@ impl LinearLayer {
             }
             None => self
                 .vt_plus
-                .product(self.vt.transpose(), plus.mean.as_ref()),
+                .product((*self.vt).as_ref().transpose(), plus.mean.as_ref()),
         };
         // a_i = r⁺_i Γ⁺ + s_i (r⁻_i − b_i) P_eff, in the basis T, scaled by 1/(1 + s_i² m_j).
         let mut centred = &rt_minus - &self.bias_rot;
@@ -494,7 +498,7 @@ impl LayerDenoiser for LinearLayer {
     /// `G⁻_l` (spec §3.1–3.3): `v̂` on paired rows, `v̂ = r⁺` on input-only rows.
     fn backward(&self, minus: &Message, plus: &Message) -> Result<Belief> {
         let b = self.backward_rotated(minus, plus, None)?;
-        let mut mean = crate::rows::matmul(self.vt.transpose(), b.q.as_ref());
+        let mut mean = crate::rows::matmul((*self.vt).as_ref().transpose(), b.q.as_ref());
         if b.complement {
             mean += &plus.mean;
         }

@@ -150,9 +150,10 @@ impl DenseOperator {
             ));
         }
         check_finite("weight W", w.as_ref())?;
-        Ok(DenseOperator {
-            wt: w.transpose().to_owned(),
-        })
+        // Streamed by every product: on huge pages when large (`crate::pages`).
+        let mut wt = crate::pages::zeros(w.ncols(), w.nrows());
+        wt.copy_from(w.transpose());
+        Ok(DenseOperator { wt })
     }
     /// The matrix `W` (a transposed view of the stored `Wᵀ`).
     pub fn matrix(&self) -> MatRef<'_, f64> {
