@@ -6,12 +6,13 @@
 //! ```
 //!
 //! * **The limit.** The streaming-read bandwidth is measured here (a sum over a 1 GiB array on
-//!   transparent huge pages, like the factors, best of 5, with 1 and with 2 threads). The bound of an iteration is one streaming pass over
-//!   the SVD factors, `V` (`n_0 x r`, read once by the solver's fused pass) and `U` (`n_1 x r`,
-//!   for the estimate of `Z_1`; `Uᵀ R⁻` is reused while the output's message does not change):
-//!   `8 (|U| + |V|)` bytes at that bandwidth (`bound_two_v_passes_s`: `8 (|U| + 2|V|)`, what an
-//!   iteration read before the fused pass); everything else in an iteration is `O(n d²)`. (Below a few MB the factors stay in cache and the
-//!   measured time can beat this memory bound.)
+//!   transparent huge pages, like the factors, best of 5, with 1 and with 2 threads). The bound
+//!   of an iteration is one streaming pass over the SVD factors, `V` (`n_0 x r`, read once by
+//!   the solver's fused pass) and `U` (`n_1 x r`, for the estimate of `Z_1`; `Uᵀ R⁻` is reused
+//!   while the output's message does not change): `8 (|U| + |V|)` bytes at that bandwidth
+//!   (`bound_two_v_passes_s`: `8 (|U| + 2|V|)`, what an iteration read before the fused pass);
+//!   everything else in an iteration is `O(n d²)`. (Below a few MB the factors stay in cache and
+//!   the measured time can beat this memory bound.)
 //! * **The engine.** Gaussian prior (full covariance) → noisy linear layer, i.i.d. Gaussian `W`
 //!   of `2n x n` → AWGN output, `d = 4`, `n ∈ {200, 1000, 2000, 4000}`: one whole iteration, the
 //!   linear layer's forward and backward calls, the output denoiser, the message rule; median of
