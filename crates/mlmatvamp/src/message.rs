@@ -255,10 +255,25 @@ impl MessagePolicy {
         if let Some(out) = provably_unclipped(&raw, gamma_in, self) {
             return Ok((lambda, out.clone(), out));
         }
-        let scale = max_eigenvalue(gamma_in.matrix()).max(max_eigenvalue(&raw));
+        // One eigendecomposition of `sym(raw)` serves its largest eigenvalue, the clipping and,
+        // when `raw` is exactly symmetric (always, unless an entry overflows in `sym`), the
+        // divisor below: the same decomposition of the same input each time.
+        let symmetric = sym(&raw);
+        let e_raw = nalgebra::SymmetricEigen::new(symmetric.clone());
+        let max_raw = if raw.nrows() == 0 {
+            0.0
+        } else {
+            e_raw
+                .eigenvalues
+                .iter()
+                .copied()
+                .fold(f64::NEG_INFINITY, f64::max)
+        };
+        let scale = max_eigenvalue(gamma_in.matrix()).max(max_raw);
         let floor = self.lam_min.max(self.rel_floor * scale);
-        let (out, changed) = Spd::clipped_flag("outgoing precision", &raw, floor, self.lam_max)
-            .map_err(|e| diverged(format!("cannot form the outgoing precision: {e}")))?;
+        let (out, changed) =
+            Spd::clipped_flag_with("outgoing precision", &raw, &e_raw, floor, self.lam_max)
+                .map_err(|e| diverged(format!("cannot form the outgoing precision: {e}")))?;
         if !changed {
             return Ok((lambda, out.clone(), out));
         }
@@ -266,7 +281,15 @@ impl MessagePolicy {
         // mean stays the exact extrinsic mean, which the reference's rule overshoots by `Λ/Γ_out`)
         // and takes the clipped one where a bound raised it (the reference's rule).
         let relative_floor = self.rel_floor * scale > self.lam_min;
-        let e = nalgebra::SymmetricEigen::new(raw);
+        let same_bits = symmetric
+            .iter()
+            .zip(raw.iter())
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        let e = if same_bits {
+            e_raw
+        } else {
+            nalgebra::SymmetricEigen::new(raw)
+        };
         let lowered = e.eigenvalues.iter().any(|&r| r > self.lam_max);
         let raised = e.eigenvalues.iter().any(|&r| r < floor);
         if !(lowered || (raised && relative_floor)) {

@@ -157,7 +157,18 @@ impl Spd {
     /// As [`Spd::clipped`], also telling whether the clipping changed the matrix.
     pub fn clipped_flag(what: &str, m: &DMat, lam_min: f64, lam_max: f64) -> Result<(Self, bool)> {
         check_finite_dmat(what, m)?;
-        let e = SymmetricEigen::new(sym(m));
+        Self::clipped_flag_with(what, m, &SymmetricEigen::new(sym(m)), lam_min, lam_max)
+    }
+
+    /// [`Spd::clipped_flag`] given the eigendecomposition `e` of `sym(m)` (a caller that needs
+    /// it too computes it once); `m` must be finite.
+    pub(crate) fn clipped_flag_with(
+        what: &str,
+        m: &DMat,
+        e: &SymmetricEigen<f64, nalgebra::Dyn>,
+        lam_min: f64,
+        lam_max: f64,
+    ) -> Result<(Self, bool)> {
         let needs = e.eigenvalues.iter().any(|&l| l < lam_min || l > lam_max);
         if !needs {
             if let Ok(s) = Self::from_symmetric(what, m.clone()) {
