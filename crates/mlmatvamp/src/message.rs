@@ -260,16 +260,7 @@ impl MessagePolicy {
         // divisor below: the same decomposition of the same input each time.
         let symmetric = sym(&raw);
         let e_raw = nalgebra::SymmetricEigen::new(symmetric.clone());
-        let max_raw = if raw.nrows() == 0 {
-            0.0
-        } else {
-            e_raw
-                .eigenvalues
-                .iter()
-                .copied()
-                .fold(f64::NEG_INFINITY, f64::max)
-        };
-        let scale = max_eigenvalue(gamma_in.matrix()).max(max_raw);
+        let scale = max_eigenvalue(gamma_in.matrix()).max(largest_eigenvalue(&e_raw));
         let floor = self.lam_min.max(self.rel_floor * scale);
         let (out, changed) =
             Spd::clipped_flag_with("outgoing precision", &raw, &e_raw, floor, self.lam_max)
@@ -549,8 +540,15 @@ fn max_eigenvalue(m: &DMat) -> f64 {
     if m.nrows() == 0 {
         return 0.0;
     }
-    nalgebra::SymmetricEigen::new(sym(m))
-        .eigenvalues
+    largest_eigenvalue(&nalgebra::SymmetricEigen::new(sym(m)))
+}
+
+/// The largest eigenvalue of a decomposition (0 for a `0 x 0` matrix).
+fn largest_eigenvalue(e: &nalgebra::SymmetricEigen<f64, nalgebra::Dyn>) -> f64 {
+    if e.eigenvalues.is_empty() {
+        return 0.0;
+    }
+    e.eigenvalues
         .iter()
         .copied()
         .fold(f64::NEG_INFINITY, f64::max)
