@@ -144,6 +144,12 @@ pub(super) fn pass(input: &PassInput<'_>) -> Result<PassOutput> {
 /// Rows `start .. end` (one task), dispatched to the AVX-512 or the FMA build when the
 /// processor has them (the same operations on every entry, so the same bits: every sum is a
 /// chain of fused multiply-adds per entry, or one of [`dot`]'s eight partial sums per lane).
+///
+/// Only the AVX-512 and the portable builds ask for the next block of `V_r` ahead of time
+/// ([`axpy4`]'s prefetches). Measured on two machines (`docs/speed.md`, "7 December, evening"):
+/// on the AVX-512 one the prefetches made the pass 9–48% faster; on an AVX2 one (AMD EPYC,
+/// 512 KiB of L2 per core) they made it about 18% slower, the hardware's own prefetching doing
+/// better without them. A prefetch changes no result, so the builds still give the same bits.
 fn task(input: &PassInput<'_>, start: usize, end: usize) -> Result<TaskOut> {
     #[cfg(target_arch = "x86_64")]
     if crate::cpu::has_avx512vl() {
@@ -155,7 +161,7 @@ fn task(input: &PassInput<'_>, start: usize, end: usize) -> Result<TaskOut> {
         // SAFETY: the processor has AVX2 and FMA (checked at run time).
         return unsafe { task_fma(input, start, end) };
     }
-    task_body(input, start, end)
+    task_body(input, start, end, true)
 }
 
 /// [`task_body`] compiled with AVX-512: the accumulation loops run on eight lanes per register
@@ -164,7 +170,7 @@ fn task(input: &PassInput<'_>, start: usize, end: usize) -> Result<TaskOut> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
 unsafe fn task_avx512(input: &PassInput<'_>, start: usize, end: usize) -> Result<TaskOut> {
-    task_body(input, start, end)
+    task_body(input, start, end, true)
 }
 
 /// Whether the processor has AVX2 and FMA (checked once).
@@ -174,11 +180,11 @@ fn has_fma() -> bool {
 }
 
 /// [`task_body`] compiled with AVX2 and FMA: the same operations (`mul_add` is a fused
-/// multiply-add in both builds), so the same bits.
+/// multiply-add in both builds), so the same bits; without software prefetches (see [`task`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn task_fma(input: &PassInput<'_>, start: usize, end: usize) -> Result<TaskOut> {
-    task_body(input, start, end)
+    task_body(input, start, end, false)
 }
 
 /// Column `j` of a column-major matrix as a slice.
@@ -391,8 +397,10 @@ fn next_block(vt: MatRef<'_, f64>, from: usize, to: usize) -> &[f64] {
     unsafe { std::slice::from_raw_parts(first.as_ptr(), (to - from) * r) }
 }
 
+/// One task's rows (see [`task`]); with `prefetch`, the next block of `V_r` is asked for while
+/// the current one is accumulated.
 #[inline(always)]
-fn task_body(input: &PassInput<'_>, start: usize, end: usize) -> Result<TaskOut> {
+fn task_body(input: &PassInput<'_>, start: usize, end: usize, prefetch: bool) -> Result<TaskOut> {
     let (vt, q) = (input.vt, input.q);
     let r = vt.nrows();
     let d = q.ncols();
@@ -462,7 +470,11 @@ fn task_body(input: &PassInput<'_>, start: usize, end: usize) -> Result<TaskOut>
             )?;
             // V_blkᵀ Ẑ⁺ and V_blkᵀ R⁻ while the block is in cache; meanwhile the next block is
             // fetched (its rows are contiguous when `V_rᵀ` is), a share per call of `axpy4`.
-            let next = next_block(vt, start + i1, start + (i1 + sub).min(len));
+            let next = if prefetch {
+                next_block(vt, start + i1, start + (i1 + sub).min(len))
+            } else {
+                &[]
+            };
             let calls = d * ((i1 - i0) / 4);
             // Whole cache lines (8 values) per call.
             let share = next.len().div_ceil(calls.max(1)).next_multiple_of(8);
@@ -479,7 +491,11 @@ fn task_body(input: &PassInput<'_>, start: usize, end: usize) -> Result<TaskOut>
                     let u = std::array::from_fn(|k| r_minus[(i + k, c)]);
                     let lo = (call * share).min(next.len());
                     let hi = ((call + 1) * share).min(next.len());
-                    axpy4(az, ar, cols, w, u, &next[lo..hi]);
+                    if next.is_empty() {
+                        axpy4_piece(az, ar, cols, w, u);
+                    } else {
+                        axpy4(az, ar, cols, w, u, &next[lo..hi]);
+                    }
                     call += 1;
                     i += 4;
                 }
@@ -604,7 +620,12 @@ mod tests {
                 prior: Some(&*den),
             };
             for (start, end) in [(0, n.min(TASK)), (n / 3, n)] {
-                let portable = task_body(&input, start, end).unwrap();
+                let portable = task_body(&input, start, end, true).unwrap();
+                // Without prefetches (the FMA build's choice), the same bits.
+                assert!(same(
+                    &portable,
+                    &task_body(&input, start, end, false).unwrap()
+                ));
                 assert!(
                     portable.z_prior.norm_l2() > 0.0 && portable.acc_r.iter().any(|&x| x != 0.0)
                 );
