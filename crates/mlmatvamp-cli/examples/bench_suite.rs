@@ -18,7 +18,10 @@
 //!   linear layer's forward and backward calls, the output denoiser, the message rule; median of
 //!   repetitions after a warm-up, each in a pool of 1 and of 2 threads. (A layer call repeated
 //!   with the same messages reuses its cached products: the `repeated_call` figures show that
-//!   cost, not a cold call.)
+//!   cost, not a cold call.) For `n ≥ 1000` the iteration is also timed in seven rounds that
+//!   alternate the one- and the two-thread pool (`engine_thread_speed_up_alternating`: the
+//!   times per round, the speed-up of each round and their median), so that a drift of the
+//!   machine's speed between two blocks of timing does not pass for a thread effect.
 //! * **The paper's problem.** One Figure-2 trial of ML-Mat-VAMP (two-layer network, sigmoid,
 //!   `n_in = 100`, `d = 4`, 20 iterations, MAP output; SVD of `X_tr` included: `trial_s`;
 //!   without it, on a network built beforehand as the authors' code times its `solve`:
@@ -102,6 +105,22 @@ fn spd(scale: f64) -> Spd {
     Spd::new("benchmark matrix", m, Some(D)).expect("SPD")
 }
 
+/// Rounds of the alternating thread comparison (`engine_thread_speed_up_alternating`).
+const ROUNDS: usize = 7;
+
+/// Median seconds per iteration of five consecutive iterations from the warmed-up `state`, on
+/// the current thread pool: the messages change from one iteration to the next as in a real run.
+fn iteration_time(solver: &Solver, net: &Network, state: &State, reps: usize) -> f64 {
+    time(reps, || {
+        let mut s = state.clone();
+        for _ in 0..5 {
+            solver.forward_pass(net, &mut s).expect("forward");
+            solver.backward_pass(net, &mut s).expect("backward");
+        }
+        s
+    }) / 5.0
+}
+
 /// The engine network at `n` and a solver state after two iterations.
 fn engine(n: usize) -> (Network, State, Solver) {
     let mut rng = rng_from_seed(7 + n as u64);
@@ -135,22 +154,14 @@ fn main() -> anyhow::Result<()> {
         bw[1] / 1e9
     );
     let mut engine_rows = Vec::new();
+    let mut speed_up_rows = Vec::new();
     for n in [200usize, 1000, 2000, 4000] {
         let (net, state, solver) = engine(n);
         let reps = if n >= 2000 { 15 } else { 51 };
         for (ti, threads) in [1usize, 2].into_iter().enumerate() {
             let p = pool(threads);
             let (it, fwd, bwd, outd, rule) = p.install(|| {
-                // Five consecutive iterations from the warmed-up state, per iteration: the
-                // messages change from one iteration to the next as in a real run.
-                let it = time(reps, || {
-                    let mut s = state.clone();
-                    for _ in 0..5 {
-                        solver.forward_pass(&net, &mut s).expect("forward");
-                        solver.backward_pass(&net, &mut s).expect("backward");
-                    }
-                    s
-                }) / 5.0;
+                let it = iteration_time(&solver, &net, &state, reps);
                 let layer = net.layer(1).expect("layer");
                 let plus0 = state.plus(0).expect("message");
                 let minus1 = state.minus(1).expect("message");
@@ -193,6 +204,28 @@ fn main() -> anyhow::Result<()> {
             });
             eprintln!("{row}");
             engine_rows.push(row);
+        }
+        // The speed-up of two threads over one, from rounds that alternate the two pools: on a
+        // shared machine whose speed drifts (steal time), two blocks timed minutes apart can
+        // differ by more than the effect measured.
+        if n >= 1000 {
+            let pools = [pool(1), pool(2)];
+            let per_round = if n >= 2000 { 5 } else { 15 };
+            let mut times = [Vec::new(), Vec::new()];
+            for _ in 0..ROUNDS {
+                for (ti, p) in pools.iter().enumerate() {
+                    times[ti].push(p.install(|| iteration_time(&solver, &net, &state, per_round)));
+                }
+            }
+            let ratios: Vec<f64> = times[0].iter().zip(&times[1]).map(|(a, b)| a / b).collect();
+            let row = json!({
+                "n0": n, "rounds": ROUNDS, "repetitions_per_round": per_round,
+                "iteration_s_1_thread": times[0], "iteration_s_2_threads": times[1],
+                "speed_up_per_round": ratios,
+                "speed_up_median": median(ratios.clone()),
+            });
+            eprintln!("{row}");
+            speed_up_rows.push(row);
         }
     }
     // The cause of "two threads slower than one": the thin product `A X` (`A` of 8000 x 4000,
@@ -277,6 +310,7 @@ fn main() -> anyhow::Result<()> {
             "stream_read_bytes_per_s": {"1": bw[0], "2": bw[1]},
         },
         "engine": engine_rows,
+        "engine_thread_speed_up_alternating": speed_up_rows,
         "thin_product_8000x4000_times_d4": product_rows,
         "two_layer_trial": trial_rows,
     });
