@@ -10,6 +10,7 @@ use mlmatvamp::denoise::{Activation, Estimator, HessianKind, MapOptions, TwoLaye
 use mlmatvamp::experiments::fig2::{
     run_fig2, run_two_layer, Fig2Config, Method, TwoLayerRunConfig,
 };
+use mlmatvamp_cli::say;
 use std::path::PathBuf;
 
 /// The activation `σ` (data and estimators).
@@ -284,9 +285,9 @@ pub fn fig2(args: &Fig2Args, quiet: bool) -> Result<()> {
     mlmatvamp_cli::render::save_figures(std::slice::from_ref(&files.figure))
         .map_err(|e| anyhow!("{e}"))?;
     if !quiet {
-        println!("snr_db  ntr   method        median   q25      q75      failed");
+        say!("snr_db  ntr   method        median   q25      q75      failed");
         for p in &result.points {
-            println!(
+            say!(
                 "{:<6}  {:<5} {:<12}  {:<8.4} {:<8.4} {:<8.4} {}/{}",
                 p.snr_db,
                 p.ntr,
@@ -298,7 +299,7 @@ pub fn fig2(args: &Fig2Args, quiet: bool) -> Result<()> {
                 p.trials.len()
             );
         }
-        println!(
+        say!(
             "{:.1} s on {} threads; wrote {}, {}, {}, {}",
             result.meta.seconds,
             result.meta.threads,
@@ -324,9 +325,11 @@ pub fn two_layer(args: &TwoLayerArgs, quiet: bool) -> Result<()> {
     apply_se(&args.common, &mut cfg.se);
     let (report, path) = run_two_layer(&cfg, &args.common.out).map_err(|e| anyhow!("{e}"))?;
     if !quiet {
-        println!(
+        say!(
             "yvar {:.4e}; normalized test MSE: initial {:.4}, true F_1 {:.4}",
-            report.trial.yvar, report.trial.initial_test_mse, report.trial.oracle_test_mse
+            report.trial.yvar,
+            report.trial.initial_test_mse,
+            report.trial.oracle_test_mse
         );
         if let Some(v) = &report.ml_mat_vamp {
             let per_it: Vec<String> = v
@@ -334,7 +337,7 @@ pub fn two_layer(args: &TwoLayerArgs, quiet: bool) -> Result<()> {
                 .iter()
                 .map(|h| format!("{:.4}", h.test_mse))
                 .collect();
-            println!(
+            say!(
                 "ML-Mat-VAMP: test MSE {:.4}, analytic (eq. 17) {:.4}, {:.2} s; per iteration: {}",
                 v.test_mse,
                 v.analytic_test_error,
@@ -343,9 +346,11 @@ pub fn two_layer(args: &TwoLayerArgs, quiet: bool) -> Result<()> {
             );
         }
         if let Some(a) = &report.adam {
-            println!(
+            say!(
                 "ADAM: test MSE {:.4}, analytic (eq. 17) {:.4}, {:.2} s",
-                a.test_mse, a.analytic_test_error, a.seconds
+                a.test_mse,
+                a.analytic_test_error,
+                a.seconds
             );
         }
         if let Some(se) = &report.se {
@@ -354,14 +359,14 @@ pub fn two_layer(args: &TwoLayerArgs, quiet: bool) -> Result<()> {
                 .iter()
                 .map(|h| format!("{:.4}", h.test_error))
                 .collect();
-            println!(
+            say!(
                 "SE prediction: test error {:.4}, {:.2} s; per iteration: {}",
                 se.test_error,
                 se.seconds,
                 per_it.join(" ")
             );
         }
-        println!("wrote {}", path.display());
+        say!("wrote {}", path.display());
     }
     Ok(())
 }

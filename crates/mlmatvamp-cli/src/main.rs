@@ -12,12 +12,13 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mlmatvamp::observe::Control;
 use mlmatvamp::run::{run_config, RunEvent, RunOptions, RunReport};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod fig2_cli;
 use fig2_cli::{Fig2Args, TwoLayerArgs};
-use mlmatvamp_cli::{progress, render};
+use mlmatvamp_cli::{progress, render, say};
 mod mixed_cli;
 mod sketch_cli;
 
@@ -144,10 +145,13 @@ fn main() -> ExitCode {
     // bit-identical whatever `--threads` is (the engine's own products and SVDs already use it).
     mlmatvamp::use_deterministic_parallelism();
     mlmatvamp_cli::tune_allocator();
-    match dispatch(cli) {
+    let outcome = dispatch(cli)
+        .and_then(|()| mlmatvamp_cli::stdout_outcome().context("writing to standard output"));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not `eprintln!`, which panics when standard error is a closed pipe.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -187,8 +191,8 @@ fn se(args: &SeArgs, quiet: bool) -> Result<()> {
     let report = mlmatvamp::predict::run_se(&args.config, &args.out, &overrides)
         .map_err(|e| anyhow!("{e}"))?;
     if !quiet {
-        println!("{}", mlmatvamp::predict::se_table(&report.record));
-        println!(
+        say!("{}", mlmatvamp::predict::se_table(&report.record));
+        say!(
             "predictions in {}",
             report.out_dir.join("se.json").display()
         );
@@ -207,8 +211,8 @@ fn compare(args: &CompareArgs, quiet: bool) -> Result<()> {
             .map_err(|e| anyhow!("{e}"))?;
     render::save_figures(&report.figures).map_err(|e| anyhow!("{e}"))?;
     if !quiet {
-        println!("{}", mlmatvamp::predict::compare_table(&report.record));
-        println!("outputs in {}", report.out_dir.display());
+        say!("{}", mlmatvamp::predict::compare_table(&report.record));
+        say!("outputs in {}", report.out_dir.display());
     }
     Ok(())
 }
@@ -253,7 +257,7 @@ fn run(args: &RunArgs, quiet: bool) -> Result<()> {
     // they are rather than as an error chain, which would repeat the I/O cause.
     let report = result.map_err(|e| anyhow!("{e}"))?;
     if !quiet {
-        println!("{}", summary(&report));
+        say!("{}", summary(&report));
     }
     Ok(())
 }
@@ -328,7 +332,7 @@ fn mmv(args: &MmvArgs, quiet: bool) -> Result<()> {
     let report = run(&cfg, &args.out, &progress::Bar::new(quiet)).map_err(|e| anyhow!("{e}"))?;
     render::save_figures(&report.figures).map_err(|e| anyhow!("{e}"))?;
     if !quiet {
-        println!("{}", summary_table(&report));
+        say!("{}", summary_table(&report));
     }
     Ok(())
 }
@@ -435,9 +439,7 @@ fn inpaint(args: &InpaintArgs, quiet: bool) -> Result<()> {
         .map_err(|e| anyhow!("{e}"))?;
     render::save_figures(&report.figures).map_err(|e| anyhow!("{e}"))?;
     if !quiet {
-        println!(
-            "NMSE of the missing entries (median over trials); seconds per trial in brackets:"
-        );
+        say!("NMSE of the missing entries (median over trials); seconds per trial in brackets:");
         for p in &report.points {
             let cols: Vec<String> = p
                 .methods
@@ -449,9 +451,9 @@ fn inpaint(args: &InpaintArgs, quiet: bool) -> Result<()> {
                     )
                 })
                 .collect();
-            println!("  observed {:.2}: {}", p.observed, cols.join(", "));
+            say!("  observed {:.2}: {}", p.observed, cols.join(", "));
         }
-        println!(
+        say!(
             "{:.1} s in total; outputs in {}",
             report.meta.seconds,
             args.out.display()

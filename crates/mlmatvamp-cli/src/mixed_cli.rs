@@ -3,6 +3,7 @@
 use anyhow::{anyhow, Result};
 use clap::Args;
 use mlmatvamp::experiments::mixed::{run as run_mixed, MixedExperimentConfig, METHODS};
+use mlmatvamp_cli::say;
 use std::path::PathBuf;
 
 /// Options of `mlmatvamp mixed` (defaults: p = 100, d = 2, n/p = 2…10, 10 trials, SNR 20 dB,
@@ -84,9 +85,14 @@ pub fn run(args: &MixedArgs, quiet: bool) -> Result<()> {
         .map_err(|e| anyhow!("{e}"))?;
     mlmatvamp_cli::render::save_figures(&report.figures).map_err(|e| anyhow!("{e}"))?;
     if !quiet {
-        println!(
+        say!(
             "{:>5} {:>6}  {:>22} {:>22} {:>22} {:>8}",
-            "n/p", "n", METHODS[0], METHODS[1], METHODS[2], "se"
+            "n/p",
+            "n",
+            METHODS[0],
+            METHODS[1],
+            METHODS[2],
+            "se"
         );
         for r in &report.ratios {
             let cell = |m: usize| {
@@ -107,7 +113,7 @@ pub fn run(args: &MixedArgs, quiet: bool) -> Result<()> {
                 r.se.as_ref()
                     .and_then(|v| v.last().copied())
                     .map_or("failed".to_string(), |x| format!("{x:.4}"));
-            println!(
+            say!(
                 "{:>5} {:>6}  {:>22} {:>22} {:>22} {:>8}",
                 r.ratio,
                 r.n,
@@ -117,7 +123,7 @@ pub fn run(args: &MixedArgs, quiet: bool) -> Result<()> {
                 se
             );
         }
-        println!(
+        say!(
             "{:.1} s; outputs in {}",
             report.meta.seconds,
             args.out.display()

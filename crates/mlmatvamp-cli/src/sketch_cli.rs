@@ -8,6 +8,7 @@ use mlmatvamp::apps::cluster::ClusterConfig;
 use mlmatvamp::denoise::Estimator;
 use mlmatvamp::experiments::sketch_files::{cluster_dir, merge_dirs, sketch_file, SketchOptions};
 use mlmatvamp::experiments::sketched_clustering::{run, SketchedClusteringConfig};
+use mlmatvamp_cli::say;
 use std::path::PathBuf;
 
 /// Options of `mlmatvamp sketch`.
@@ -59,7 +60,7 @@ pub fn sketch(args: &SketchArgs, quiet: bool) -> Result<()> {
     };
     if !quiet {
         let m = &dir.meta;
-        println!(
+        say!(
             "sketch of T = {} points in R^{} at M = {} frequencies (σ² = {:.4e}{}) in {:.3} s: {:.3e} point-frequency pairs per second; outputs in {}",
             m.count,
             m.p,
@@ -140,7 +141,7 @@ pub fn cluster(args: &ClusterArgs, quiet: bool) -> Result<()> {
     }
     let report = cluster_dir(&args.sketch, &args.out, &c).map_err(|e| anyhow!("{e}"))?;
     if !quiet {
-        println!(
+        say!(
             "{} centroids in R^{} from the sketch in {:.2} s (best of {} restarts, relative sketch residual {:.4}); weights {:?}; outputs in {}",
             report.centroids.nrows(),
             report.centroids.ncols(),
@@ -232,12 +233,17 @@ pub fn sketched_clustering(args: &SketchedClusteringArgs, quiet: bool) -> Result
         .map_err(|e| anyhow!("{e}"))?;
     mlmatvamp_cli::render::save_figures(&report.figures).map_err(|e| anyhow!("{e}"))?;
     if !quiet {
-        println!(
+        say!(
             "{:>4} {:>7} {:>6}  {:>28} {:>8} {:>10}",
-            "p", "M/(Kp)", "M", "relative SSE median [IQR]", "success", "decode s"
+            "p",
+            "M/(Kp)",
+            "M",
+            "relative SSE median [IQR]",
+            "success",
+            "decode s"
         );
         for s in &report.summaries {
-            println!(
+            say!(
                 "{:>4} {:>7} {:>6}  {:>28} {:>8.2} {:>10.2}",
                 s.p,
                 s.ratio,
@@ -251,13 +257,13 @@ pub fn sketched_clustering(args: &SketchedClusteringArgs, quiet: bool) -> Result
             );
         }
         for t in &report.timing {
-            println!(
+            say!(
                 "T = {:>9}: sketch {:.2} s ({:.2e} pairs/s), decode {:.2} s, k-means++ {:.2} s, relative SSE {:.4}",
                 t.t, t.sketch_seconds, t.pairs_per_second, t.decode_seconds, t.kmeans_seconds, t.relative_sse
             );
         }
         if let Some(i) = &report.iris {
-            println!(
+            say!(
                 "iris (K = 3, M = {}, {} seeds): ARI sketched median {:.3} (per seed {:?}), k-means++ {:.3}; relative SSE per seed {:?}",
                 i.m,
                 i.ari_sketch.len(),
@@ -268,9 +274,9 @@ pub fn sketched_clustering(args: &SketchedClusteringArgs, quiet: bool) -> Result
             );
         }
         for f in &report.failures {
-            println!("failed: {f}");
+            say!("failed: {f}");
         }
-        println!(
+        say!(
             "{:.1} s; outputs in {}",
             report.meta.seconds,
             args.out.display()

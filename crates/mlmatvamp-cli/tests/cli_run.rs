@@ -239,6 +239,47 @@ fn quiet_prints_nothing_and_summary_goes_to_stdout() {
 }
 
 #[test]
+fn a_closed_or_full_standard_output_is_not_a_panic() {
+    let dir = temp("closed-stdout");
+    let config = manifest().join("examples/run/config.toml");
+    let args = [
+        "run",
+        config.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+    ];
+    // The reader closes the pipe before the summary line is written (`… | head -0`): the
+    // command still writes its files and exits 0, as a shell pipeline expects.
+    let mut child = std::process::Command::new(BIN)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(dir.join("history.json").is_file());
+    // A full device behind standard output is a real failure, named, not a panic.
+    if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .stdout(full)
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.starts_with("error: writing to standard output"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
 fn bad_input_fails_cleanly() {
     let dir = temp("bad");
     let out = dir.join("out");
