@@ -70,6 +70,34 @@ fn all_finite(c: &[f64]) -> bool {
     chunks.remainder().iter().all(|x| x.is_finite())
 }
 
+/// Whether `x` and `y` have the same shape and the same bits in every entry (`-0 ≠ +0`, a NaN
+/// equals only the same NaN): the key comparison of the product caches. Contiguous columns
+/// are compared in chunks of 16 without an early exit inside a chunk, so that the comparison
+/// is vectorised.
+pub fn same_bits(x: MatRef<'_, f64>, y: MatRef<'_, f64>) -> bool {
+    if (x.nrows(), x.ncols()) != (y.nrows(), y.ncols()) {
+        return false;
+    }
+    (0..x.ncols()).all(|j| match (col_slice(x, j), col_slice(y, j)) {
+        (Some(a), Some(b)) => {
+            let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+            let tails = ca
+                .remainder()
+                .iter()
+                .zip(cb.remainder())
+                .all(|(p, q)| p.to_bits() == q.to_bits());
+            tails
+                && ca.zip(cb).all(|(p, q)| {
+                    p.iter()
+                        .zip(q)
+                        .fold(0u64, |acc, (p, q)| acc | (p.to_bits() ^ q.to_bits()))
+                        == 0
+                })
+        }
+        _ => (0..x.nrows()).all(|i| x[(i, j)].to_bits() == y[(i, j)].to_bits()),
+    })
+}
+
 /// Checks that all entries are finite.
 pub fn check_finite(what: &str, m: MatRef<'_, f64>) -> Result<()> {
     match first_non_finite(m) {
@@ -84,11 +112,13 @@ pub fn check_finite(what: &str, m: MatRef<'_, f64>) -> Result<()> {
 /// `R G` for an `n x k` matrix `R` and a small `k x m` matrix `G`.
 ///
 /// Entry `(i, j)` is the sequential sum `((+0 + G_0j R_i0) + G_1j R_i1) + …` over the `l` with
-/// `G_lj ≠ 0` (a zero entry of `G` adds nothing, not even a signed zero or `0 · ∞`).
+/// `G_lj ≠ 0` (a zero entry of `G` adds nothing, not even a signed zero or `0 · ∞`). Large
+/// products are split by rows over two tasks ([`split_small_products`]); every entry is the same
+/// sum either way.
 pub fn mul_small(r: MatRef<'_, f64>, g: &DMat) -> Mat<f64> {
     debug_assert_eq!(r.ncols(), g.nrows());
     let mut out = Mat::<f64>::zeros(r.nrows(), g.ncols());
-    if !small_products(out.as_mut(), r, g, None) {
+    if !split_small_products(out.as_mut(), r, g, None) {
         columnwise(&mut out, r, g);
     }
     out
@@ -100,13 +130,48 @@ pub fn mul_small(r: MatRef<'_, f64>, g: &DMat) -> Mat<f64> {
 pub fn mul_small_sum(a: MatRef<'_, f64>, g: &DMat, b: MatRef<'_, f64>, h: &DMat) -> Mat<f64> {
     debug_assert_eq!((a.nrows(), g.ncols()), (b.nrows(), h.ncols()));
     let mut out = Mat::<f64>::zeros(a.nrows(), g.ncols());
-    if !small_products(out.as_mut(), a, g, Some((b, h))) {
+    if !split_small_products(out.as_mut(), a, g, Some((b, h))) {
         columnwise(&mut out, a, g);
         let mut bh = Mat::<f64>::zeros(b.nrows(), h.ncols());
         columnwise(&mut bh, b, h);
         out += &bh;
     }
     out
+}
+
+/// Rows from which [`small_products`] is split over [`PAR_WIDTH`] tasks. Below, one task on
+/// the calling thread: a product of `n x d` by `d x d` is a few microseconds per thousand rows,
+/// about what waking a second thread costs.
+const SPLIT_PRODUCT_ROWS: usize = 1024;
+
+/// [`small_products`] on two halves of the rows under one `rayon::join` when there are at
+/// least [`SPLIT_PRODUCT_ROWS`] rows (rows are independent: the same bits as one call).
+fn split_small_products(
+    mut out: faer::MatMut<'_, f64>,
+    a: MatRef<'_, f64>,
+    g: &DMat,
+    second: Option<(MatRef<'_, f64>, &DMat)>,
+) -> bool {
+    let n = a.nrows();
+    if n < SPLIT_PRODUCT_ROWS || PAR_WIDTH != 2 {
+        return small_products(out, a, g, second);
+    }
+    let half = (n / 2).next_multiple_of(PRODUCT_ROWS);
+    let contiguous = |m: MatRef<'_, f64>| (0..m.ncols()).all(|l| col_slice(m, l).is_some());
+    if !(contiguous(a) && second.is_none_or(|(b, _)| contiguous(b)))
+        || (0..out.ncols()).any(|j| out.rb_mut().col_mut(j).try_as_col_major_mut().is_none())
+    {
+        return false;
+    }
+    let (top, bottom) = out.split_at_row_mut(half);
+    let upper = second.map(|(b, h)| (b.subrows(0, half), h));
+    let lower = second.map(|(b, h)| (b.subrows(half, n - half), h));
+    let (x, y) = rayon::join(
+        || small_products(top, a.subrows(0, half), g, upper),
+        || small_products(bottom, a.subrows(half, n - half), g, lower),
+    );
+    debug_assert!(x && y, "contiguous columns stay contiguous in row blocks");
+    x && y
 }
 
 /// [`mul_small`]'s sums added column by column into `out` (zero on entry): any layout.
@@ -632,7 +697,8 @@ mod tests {
         use rand::RngExt;
         let mut rng = crate::rng::rng_from_seed(11);
         let mut next = || rng.random::<f64>() * 2.0 - 1.0;
-        for n in [0usize, 1, 7, 8, 10, 17, 100, 259] {
+        // 1024 and 4101 rows: split over two tasks (`SPLIT_PRODUCT_ROWS`).
+        for n in [0usize, 1, 7, 8, 10, 17, 100, 259, SPLIT_PRODUCT_ROWS, 4101] {
             for (k, m) in [(1usize, 1usize), (4, 4), (10, 10), (3, 7)] {
                 let mut a = Mat::from_fn(n, k, |_, _| next());
                 let b = Mat::from_fn(n, k, |_, _| 1e8 * next());
@@ -655,6 +721,38 @@ mod tests {
                 assert!(same_bits(got.as_ref(), want.as_ref()), "strided, n = {n}");
             }
         }
+    }
+
+    /// `same_bits` finds a difference of one bit anywhere (in a chunk of 16 or in the tail, in
+    /// any column, on contiguous or strided views), tells `-0` from `+0`, and sees the same NaN
+    /// as the same.
+    #[test]
+    fn same_bits_sees_every_difference() {
+        let (n, d) = (37, 3);
+        let base = Mat::from_fn(n, d, |i, j| (i as f64 - 10.0) * 0.1 + j as f64);
+        let t = base.transpose().to_owned();
+        assert!(super::same_bits(base.as_ref(), base.clone().as_ref()));
+        assert!(super::same_bits(base.as_ref(), t.transpose()));
+        assert!(!super::same_bits(base.as_ref(), base.subrows(0, n - 1)));
+        for j in 0..d {
+            for i in 0..n {
+                let mut m = base.clone();
+                m[(i, j)] = f64::from_bits(m[(i, j)].to_bits() ^ 1);
+                assert!(!super::same_bits(base.as_ref(), m.as_ref()), "({i}, {j})");
+                let mt = m.transpose().to_owned();
+                assert!(
+                    !super::same_bits(base.as_ref(), mt.transpose()),
+                    "strided ({i}, {j})"
+                );
+            }
+        }
+        let mut z = base.clone();
+        z[(20, 1)] = 0.0;
+        let mut nz = z.clone();
+        nz[(20, 1)] = -0.0;
+        assert!(!super::same_bits(z.as_ref(), nz.as_ref()));
+        z[(5, 2)] = f64::NAN;
+        assert!(super::same_bits(z.as_ref(), z.clone().as_ref()));
     }
 
     /// The definition of `cross_moment`: one sequential sum per entry, in row order.

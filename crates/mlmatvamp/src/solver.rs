@@ -185,10 +185,7 @@ fn same_bits(a: &Message, b: &Message) -> bool {
 
 /// Whether two matrices are the same bits.
 fn same_mat_bits(x: &Mat<f64>, y: &Mat<f64>) -> bool {
-    x.nrows() == y.nrows()
-        && x.ncols() == y.ncols()
-        && (0..x.ncols())
-            .all(|j| (0..x.nrows()).all(|i| x[(i, j)].to_bits() == y[(i, j)].to_bits()))
+    crate::rows::same_bits(x.as_ref(), y.as_ref())
 }
 
 impl State {

@@ -15,6 +15,9 @@ use crate::rows::{check_finite, check_shape, mul_small, shape_str};
 use crate::spd::{backward_rows, forward_rows, sym, DMat, Spd};
 use faer::{Mat, MatRef};
 use nalgebra::SymmetricEigen;
+use paired::{Paired, Tail};
+
+mod paired;
 
 /// A linear layer `Z_l = W Z_{l−1} + B + Ξ`, `W ∈ R^{n_l × n_{l−1}}` of any shape, optional bias
 /// `B ∈ R^{n_l × d}`, and Gaussian noise rows `N(0, N^{-1})` or no noise (`N = ∞`).
@@ -52,14 +55,7 @@ struct ProductCache(std::sync::Mutex<Option<(Mat<f64>, Mat<f64>)>>);
 
 impl ProductCache {
     fn product(&self, factor: MatRef<'_, f64>, x: MatRef<'_, f64>) -> Mat<f64> {
-        let same = |k: &Mat<f64>| {
-            k.nrows() == x.nrows()
-                && k.ncols() == x.ncols()
-                && (0..x.ncols()).all(|j| {
-                    let (a, b) = (k.col(j), x.col(j));
-                    (0..x.nrows()).all(|i| a[i].to_bits() == b[i].to_bits())
-                })
-        };
+        let same = |k: &Mat<f64>| crate::rows::same_bits(k.as_ref(), x);
         if let Ok(guard) = self.0.lock() {
             if let Some((key, value)) = guard.as_ref() {
                 if same(key) {
@@ -131,14 +127,17 @@ fn check_orthonormal(what: &str, m: MatRef<'_, f64>) -> Result<()> {
     ))
 }
 
-/// The paired-row solution in the rotated domain, shared by `G⁺` and `G⁻`.
+/// What the paired rows of `G⁺` and `G⁻` in the rotated domain are computed from
+/// ([`paired`]).
 struct Rotated {
     /// `U_r^T R⁻` (r x d).
     rt_minus: Mat<f64>,
     /// `V_r^T R⁺` (r x d).
     rt_plus: Mat<f64>,
-    /// `Ṽ`: rotated estimates of `Z_{l−1}` on the paired rows (r x d).
-    v_hat: Mat<f64>,
+    /// `Γ⁺ T`.
+    plus_t: DMat,
+    /// `P_eff T`.
+    peff_t: DMat,
     /// Shared basis `T = L^{-T} Q` with `Σ_vv(s) = T diag(1/(1 + s² m)) T^T`.
     t: DMat,
     /// Eigenvalues `m` of `L^{-1} P_eff L^{-T}`.
@@ -337,11 +336,13 @@ impl LinearLayer {
         let rot = self.solve(minus, plus, vt_plus)?;
         let r = self.s.len();
         let n_comp = self.n_in - r;
-        let q = if n_comp > 0 {
-            &rot.v_hat - &rot.rt_plus
-        } else {
-            rot.v_hat.clone()
-        };
+        // q = Ṽ − V_rᵀR⁺ with input-only rows, else Ṽ.
+        let q = self.paired(
+            &rot,
+            Tail::Backward {
+                complement: n_comp > 0,
+            },
+        );
         let sum_vv = self.basis_sum(&rot, |s2, mj| 1.0 / (1.0 + s2 * mj));
         let cov = sym(&((sum_vv + plus.precision.inverse() * n_comp as f64) / self.n_in as f64));
         Ok(BackwardRotated {
@@ -359,7 +360,25 @@ impl LinearLayer {
         Ok(())
     }
 
-    /// Solves the paired rows (spec §3.1(a), §3.3): `v̂ = (r⁺Γ⁺ + s(r⁻ − b)P_eff) Σ_vv(s)`.
+    /// The paired rows' `v̂ = (r⁺Γ⁺ + s(r⁻ − b)P_eff) Σ_vv(s)` (spec §3.1(a), §3.3) followed by
+    /// `tail`, in one pass over the rows ([`paired`]).
+    fn paired(&self, rot: &Rotated, tail: Tail<'_>) -> Mat<f64> {
+        Paired {
+            s: &self.s,
+            rt_plus: rot.rt_plus.as_ref(),
+            rt_minus: rot.rt_minus.as_ref(),
+            bias_rot: self.bias_rot.as_ref(),
+            plus_t: &rot.plus_t,
+            peff_t: &rot.peff_t,
+            t_t: &rot.t.transpose(),
+            m: &rot.m,
+            tail,
+        }
+        .run()
+    }
+
+    /// What the paired rows are solved from (spec §3.1(a), §3.3): the rotated messages and the
+    /// shared basis.
     fn solve(
         &self,
         minus: &Message,
@@ -382,26 +401,13 @@ impl LinearLayer {
                 .vt_plus
                 .product((*self.vt).as_ref().transpose(), plus.mean.as_ref()),
         };
-        // a_i = r⁺_i Γ⁺ + s_i (r⁻_i − b_i) P_eff, in the basis T, scaled by 1/(1 + s_i² m_j).
-        let mut centred = &rt_minus - &self.bias_rot;
-        for (i, &si) in self.s.iter().enumerate() {
-            for j in 0..self.d {
-                centred[(i, j)] *= si;
-            }
-        }
-        let lin = &mul_small(rt_plus.as_ref(), &(gp.matrix() * &t))
-            + &mul_small(centred.as_ref(), &(&p_eff * &t));
-        let mut c = lin;
-        for (i, &si) in self.s.iter().enumerate() {
-            for (j, &mj) in m.iter().enumerate() {
-                c[(i, j)] /= 1.0 + si * si * mj;
-            }
-        }
-        let v_hat = mul_small(c.as_ref(), &t.transpose());
+        // a_i = r⁺_i Γ⁺ + s_i (r⁻_i − b_i) P_eff, in the basis T (then scaled by 1/(1 + s_i² m_j),
+        // `paired`).
         Ok(Rotated {
             rt_minus,
             rt_plus,
-            v_hat,
+            plus_t: gp.matrix() * &t,
+            peff_t: &p_eff * &t,
             t,
             m,
             a,
@@ -570,54 +576,41 @@ impl LinearLayer {
     ) -> Result<ForwardParts> {
         let rot = self.solve(minus, plus, vt_plus)?;
         let r = self.s.len();
-        let mut sv = rot.v_hat.clone();
-        for (i, &si) in self.s.iter().enumerate() {
-            for j in 0..self.d {
-                sv[(i, j)] *= si;
-            }
-        }
-        sv += &self.bias_rot;
+        let complement = self.n_out > r;
         let gm = minus.precision.matrix();
-        // Û on paired rows and U^T M⁻ (the complement mean rotated onto the paired subspace).
-        let (u_hat, ut_mminus, sum_uu, comp_cov, minus_factor, bias_factor) =
-            match (&self.noise, &rot.a) {
-                (Some(nz), Some(a)) => {
-                    let na = nz.matrix() * a;
-                    let ga = gm * a;
-                    let u_hat =
-                        &mul_small(sv.as_ref(), &na) + &mul_small(rot.rt_minus.as_ref(), &ga);
-                    let ut_m = &mul_small(self.bias_rot.as_ref(), &na)
-                        + &mul_small(rot.rt_minus.as_ref(), &ga);
-                    // Σ_uu(s) = A + s² A N Σ_vv(s) N A
-                    let inner = self.basis_sum(&rot, |s2, mj| s2 / (1.0 + s2 * mj));
-                    let sum = a * (r as f64) + a * nz.matrix() * inner * nz.matrix() * a;
-                    let kb = self.bias.as_ref().map(|_| na.clone());
-                    (u_hat, ut_m, sum, a.clone(), Some(ga), kb)
-                }
-                _ => {
-                    // Noiseless: Σ_uu(s) = s² Σ_vv(s); output-only rows are known exactly (Σ = 0).
-                    let sum = self.basis_sum(&rot, |s2, mj| s2 / (1.0 + s2 * mj));
-                    let kb = self.bias.as_ref().map(|_| DMat::identity(self.d, self.d));
-                    (
-                        sv,
-                        self.bias_rot.clone(),
-                        sum,
-                        DMat::zeros(self.d, self.d),
-                        None,
-                        kb,
-                    )
-                }
-            };
-        let n_comp = self.n_out - r;
-        let c = if n_comp > 0 {
-            &u_hat - &ut_mminus
-        } else {
-            u_hat
+        // Û on paired rows minus U^T M⁻ (the complement mean rotated onto the paired subspace)
+        // when there are output-only rows (`paired`).
+        let (c, sum_uu, comp_cov, minus_factor, bias_factor) = match (&self.noise, &rot.a) {
+            (Some(nz), Some(a)) => {
+                let na = nz.matrix() * a;
+                let ga = gm * a;
+                let c = self.paired(
+                    &rot,
+                    Tail::ForwardNoisy {
+                        na: &na,
+                        ga: &ga,
+                        complement,
+                    },
+                );
+                // Σ_uu(s) = A + s² A N Σ_vv(s) N A
+                let inner = self.basis_sum(&rot, |s2, mj| s2 / (1.0 + s2 * mj));
+                let sum = a * (r as f64) + a * nz.matrix() * inner * nz.matrix() * a;
+                let kb = self.bias.as_ref().map(|_| na.clone());
+                (c, sum, a.clone(), Some(ga), kb)
+            }
+            _ => {
+                // Noiseless: Σ_uu(s) = s² Σ_vv(s); output-only rows are known exactly (Σ = 0).
+                let c = self.paired(&rot, Tail::ForwardNoiseless { complement });
+                let sum = self.basis_sum(&rot, |s2, mj| s2 / (1.0 + s2 * mj));
+                let kb = self.bias.as_ref().map(|_| DMat::identity(self.d, self.d));
+                (c, sum, DMat::zeros(self.d, self.d), None, kb)
+            }
         };
+        let n_comp = self.n_out - r;
         let cov = sym(&((sum_uu + comp_cov * n_comp as f64) / self.n_out as f64));
         Ok(ForwardParts {
             c,
-            complement: n_comp > 0,
+            complement,
             minus_factor,
             bias_factor,
             cov,

@@ -24,7 +24,7 @@ use crate::error::Result;
 use crate::factor::RowBlockDenoiser;
 use crate::message::MeanMap;
 use crate::rows::ROW_CHUNK;
-use faer::{Mat, MatRef};
+use faer::{Mat, MatMut, MatRef};
 use rayon::prelude::*;
 
 /// Rows of `Z_0` per parallel task: two of the prior's covariance chunks.
@@ -74,11 +74,17 @@ pub(super) struct PriorPart {
     pub vt_r: Mat<f64>,
 }
 
-/// One task's results.
-struct TaskOut {
-    z_minus: Mat<f64>,
-    r_minus: Mat<f64>,
-    z_prior: Mat<f64>,
+/// A task's rows of the pass's row outputs (views into [`PassOutput`]'s matrices, so that the
+/// tasks write their rows in place and nothing is copied after the parallel part).
+struct TaskRows<'a> {
+    z_minus: MatMut<'a, f64>,
+    r_minus: MatMut<'a, f64>,
+    /// No rows without a row denoiser.
+    z_prior: MatMut<'a, f64>,
+}
+
+/// One task's sums (added in task order after the parallel part).
+struct TaskSums {
     /// One covariance sum per chunk of `ROW_CHUNK` rows.
     cov: Vec<Vec<f64>>,
     /// `r x d` each, column `c` at `[c r .. (c+1) r]`.
@@ -86,53 +92,107 @@ struct TaskOut {
     acc_r: Vec<f64>,
 }
 
+/// `m` cut into `ntasks` consecutive views of [`TASK`] rows (the last one shorter; views of no
+/// rows when `m` has none).
+fn task_views(m: MatMut<'_, f64>, ntasks: usize) -> Vec<MatMut<'_, f64>> {
+    let mut views = Vec::with_capacity(ntasks);
+    let mut rest = m;
+    for _ in 0..ntasks {
+        let len = TASK.min(rest.nrows());
+        let (head, tail) = rest.split_at_row_mut(len);
+        views.push(head);
+        rest = tail;
+    }
+    views
+}
+
+/// `out[k] = ((+0 + parts[0][k]) + parts[1][k]) + …` for every `k`: the parts added in task
+/// order, entry by entry.
+fn sum_in_task_order(out: &mut [f64], parts: &[&[f64]], offset: usize) {
+    out.fill(0.0);
+    let len = out.len();
+    for p in parts {
+        for (s, x) in out.iter_mut().zip(&p[offset..offset + len]) {
+            *s += x;
+        }
+    }
+}
+
+/// `V_rᵀ Ẑ⁺_0` and `V_rᵀ R⁻_0` (`r x d` each) from the tasks' sums ([`sum_in_task_order`] per
+/// column); the `2d` columns are shared out over the pool when the sums are long enough to pay
+/// for it (every entry is the same sum either way).
+fn task_sums(parts: &[TaskSums], r: usize, d: usize) -> (Mat<f64>, Mat<f64>) {
+    /// One column of a result, the tasks' sums and the column's offset in them.
+    type Job<'a> = (&'a mut [f64], &'a [&'a [f64]], usize);
+    let (mut vt_z, mut vt_r) = (Mat::<f64>::zeros(r, d), Mat::<f64>::zeros(r, d));
+    let z_parts: Vec<&[f64]> = parts.iter().map(|p| p.acc_z.as_slice()).collect();
+    let r_parts: Vec<&[f64]> = parts.iter().map(|p| p.acc_r.as_slice()).collect();
+    let mut jobs: Vec<Job<'_>> = Vec::with_capacity(2 * d);
+    for (m, p) in [(&mut vt_z, &z_parts), (&mut vt_r, &r_parts)] {
+        for (c, col) in m.col_iter_mut().enumerate() {
+            if let Some(col) = col.try_as_col_major_mut() {
+                jobs.push((col.as_slice_mut(), p.as_slice(), c * r));
+            }
+        }
+    }
+    let job = |(out, p, offset): Job<'_>| sum_in_task_order(out, p, offset);
+    if 2 * r * d * parts.len() >= 1 << 15 {
+        jobs.into_par_iter().for_each(job);
+    } else {
+        jobs.into_iter().for_each(job);
+    }
+    (vt_z, vt_r)
+}
+
 /// Runs the pass (see the module's documentation).
 pub(super) fn pass(input: &PassInput<'_>) -> Result<PassOutput> {
     let (r, n) = (input.vt.nrows(), input.vt.ncols());
     let d = input.q.ncols();
     let ntasks = n.div_ceil(TASK);
-    let run = |t: usize| -> Result<TaskOut> { task(input, t * TASK, ((t + 1) * TASK).min(n)) };
-    let parts: Vec<Result<TaskOut>> = if ntasks <= 1 {
-        (0..ntasks).map(run).collect()
-    } else {
-        (0..ntasks).into_par_iter().map(run).collect()
-    };
+    let with_prior = input.prior.is_some();
     let mut z_minus = Mat::<f64>::zeros(n, d);
     let mut r_minus = Mat::<f64>::zeros(n, d);
-    let with_prior = input.prior.is_some();
     let mut z_prior = Mat::<f64>::zeros(if with_prior { n } else { 0 }, d);
+    let views: Vec<(usize, TaskRows<'_>)> = task_views(z_minus.as_mut(), ntasks)
+        .into_iter()
+        .zip(task_views(r_minus.as_mut(), ntasks))
+        .zip(task_views(z_prior.as_mut(), ntasks))
+        .enumerate()
+        .map(|(t, ((z_minus, r_minus), z_prior))| {
+            (
+                t,
+                TaskRows {
+                    z_minus,
+                    r_minus,
+                    z_prior,
+                },
+            )
+        })
+        .collect();
+    let run = |(t, rows): (usize, TaskRows<'_>)| -> Result<TaskSums> {
+        task(input, t * TASK, ((t + 1) * TASK).min(n), rows)
+    };
+    let parts: Vec<TaskSums> = if ntasks <= 1 {
+        views.into_iter().map(run).collect::<Result<_>>()?
+    } else {
+        views.into_par_iter().map(run).collect::<Result<_>>()?
+    };
     let mut cov_sum = vec![0.0; d * d];
-    let mut acc_z = vec![0.0; if with_prior { r * d } else { 0 }];
-    let mut acc_r = acc_z.clone();
-    for (t, part) in parts.into_iter().enumerate() {
-        let p = part?;
-        let start = t * TASK;
-        for c in 0..d {
-            for i in 0..p.z_minus.nrows() {
-                z_minus[(start + i, c)] = p.z_minus[(i, c)];
-                r_minus[(start + i, c)] = p.r_minus[(i, c)];
-                if with_prior {
-                    z_prior[(start + i, c)] = p.z_prior[(i, c)];
-                }
-            }
-        }
+    for p in &parts {
         for chunk in &p.cov {
             for (s, x) in cov_sum.iter_mut().zip(chunk) {
                 *s += x;
             }
         }
-        for (s, x) in acc_z.iter_mut().zip(&p.acc_z) {
-            *s += x;
-        }
-        for (s, x) in acc_r.iter_mut().zip(&p.acc_r) {
-            *s += x;
-        }
     }
-    let prior = with_prior.then(|| PriorPart {
-        z: z_prior,
-        cov_sum,
-        vt_z: Mat::from_fn(r, d, |i, c| acc_z[c * r + i]),
-        vt_r: Mat::from_fn(r, d, |i, c| acc_r[c * r + i]),
+    let prior = with_prior.then(|| {
+        let (vt_z, vt_r) = task_sums(&parts, r, d);
+        PriorPart {
+            z: z_prior,
+            cov_sum,
+            vt_z,
+            vt_r,
+        }
     });
     Ok(PassOutput {
         z_minus,
@@ -150,18 +210,18 @@ pub(super) fn pass(input: &PassInput<'_>) -> Result<PassOutput> {
 /// on the AVX-512 one the prefetches made the pass 9–48% faster; on an AVX2 one (AMD EPYC,
 /// 512 KiB of L2 per core) they made it about 18% slower, the hardware's own prefetching doing
 /// better without them. A prefetch changes no result, so the builds still give the same bits.
-fn task(input: &PassInput<'_>, start: usize, end: usize) -> Result<TaskOut> {
+fn task(input: &PassInput<'_>, start: usize, end: usize, rows: TaskRows<'_>) -> Result<TaskSums> {
     #[cfg(target_arch = "x86_64")]
     if crate::cpu::has_avx512vl() {
         // SAFETY: the processor has AVX2, FMA, AVX-512F and AVX-512VL (checked at run time).
-        return unsafe { task_avx512(input, start, end) };
+        return unsafe { task_avx512(input, start, end, rows) };
     }
     #[cfg(target_arch = "x86_64")]
     if has_fma() {
         // SAFETY: the processor has AVX2 and FMA (checked at run time).
-        return unsafe { task_fma(input, start, end) };
+        return unsafe { task_fma(input, start, end, rows) };
     }
-    task_body(input, start, end, true)
+    task_body(input, start, end, rows, true)
 }
 
 /// [`task_body`] compiled with AVX-512: the accumulation loops run on eight lanes per register
@@ -169,8 +229,13 @@ fn task(input: &PassInput<'_>, start: usize, end: usize) -> Result<TaskOut> {
 /// block of `V_r` streams in), and [`dot4`] holds each row's eight partial sums in one register.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-unsafe fn task_avx512(input: &PassInput<'_>, start: usize, end: usize) -> Result<TaskOut> {
-    task_body(input, start, end, true)
+unsafe fn task_avx512(
+    input: &PassInput<'_>,
+    start: usize,
+    end: usize,
+    rows: TaskRows<'_>,
+) -> Result<TaskSums> {
+    task_body(input, start, end, rows, true)
 }
 
 /// Whether the processor has AVX2 and FMA (checked once).
@@ -183,8 +248,13 @@ fn has_fma() -> bool {
 /// multiply-add in both builds), so the same bits; without software prefetches (see [`task`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn task_fma(input: &PassInput<'_>, start: usize, end: usize) -> Result<TaskOut> {
-    task_body(input, start, end, false)
+unsafe fn task_fma(
+    input: &PassInput<'_>,
+    start: usize,
+    end: usize,
+    rows: TaskRows<'_>,
+) -> Result<TaskSums> {
+    task_body(input, start, end, rows, false)
 }
 
 /// Column `j` of a column-major matrix as a slice.
@@ -400,17 +470,25 @@ fn next_block(vt: MatRef<'_, f64>, from: usize, to: usize) -> &[f64] {
 /// One task's rows (see [`task`]); with `prefetch`, the next block of `V_r` is asked for while
 /// the current one is accumulated.
 #[inline(always)]
-fn task_body(input: &PassInput<'_>, start: usize, end: usize, prefetch: bool) -> Result<TaskOut> {
+fn task_body(
+    input: &PassInput<'_>,
+    start: usize,
+    end: usize,
+    rows: TaskRows<'_>,
+    prefetch: bool,
+) -> Result<TaskSums> {
     let (vt, q) = (input.vt, input.q);
     let r = vt.nrows();
     let d = q.ncols();
     let len = end - start;
     let (a, b) = (&input.map.estimate, &input.map.incoming);
     let rho = input.map.damping;
-    let mut z_minus = Mat::<f64>::zeros(len, d);
-    let mut r_minus = Mat::<f64>::zeros(len, d);
+    let TaskRows {
+        mut z_minus,
+        mut r_minus,
+        mut z_prior,
+    } = rows;
     let with_prior = input.prior.is_some();
-    let mut z_prior = Mat::<f64>::zeros(if with_prior { len } else { 0 }, d);
     let mut cov = vec![vec![0.0; d * d]; len.div_ceil(ROW_CHUNK)];
     let mut acc_z = vec![0.0; if with_prior { r * d } else { 0 }];
     let mut acc_r = acc_z.clone();
@@ -507,14 +585,7 @@ fn task_body(input: &PassInput<'_>, start: usize, end: usize, prefetch: bool) ->
         }
         i0 = i1;
     }
-    Ok(TaskOut {
-        z_minus,
-        r_minus,
-        z_prior,
-        cov,
-        acc_z,
-        acc_r,
-    })
+    Ok(TaskSums { cov, acc_z, acc_r })
 }
 
 #[cfg(test)]
@@ -531,14 +602,118 @@ mod tests {
             .collect()
     }
 
+    /// A task's rows in matrices of their own, and its sums.
+    struct TaskOut {
+        z_minus: Mat<f64>,
+        r_minus: Mat<f64>,
+        z_prior: Mat<f64>,
+        sums: TaskSums,
+    }
+
+    /// Runs one build of a task on rows `start .. end` into fresh matrices.
+    fn owned(
+        input: &PassInput<'_>,
+        start: usize,
+        end: usize,
+        build: impl FnOnce(&PassInput<'_>, usize, usize, TaskRows<'_>) -> Result<TaskSums>,
+    ) -> TaskOut {
+        let d = input.q.ncols();
+        let rows = if input.prior.is_some() {
+            end - start
+        } else {
+            0
+        };
+        let (mut z_minus, mut r_minus) = (Mat::zeros(end - start, d), Mat::zeros(end - start, d));
+        let mut z_prior = Mat::zeros(rows, d);
+        let views = TaskRows {
+            z_minus: z_minus.as_mut(),
+            r_minus: r_minus.as_mut(),
+            z_prior: z_prior.as_mut(),
+        };
+        let sums = build(input, start, end, views).unwrap();
+        TaskOut {
+            z_minus,
+            r_minus,
+            z_prior,
+            sums,
+        }
+    }
+
     fn same(a: &TaskOut, b: &TaskOut) -> bool {
         let v = |x: &[f64]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let (s, t) = (&a.sums, &b.sums);
         bits(&a.z_minus) == bits(&b.z_minus)
             && bits(&a.r_minus) == bits(&b.r_minus)
             && bits(&a.z_prior) == bits(&b.z_prior)
-            && a.cov.iter().zip(&b.cov).all(|(x, y)| v(x) == v(y))
-            && v(&a.acc_z) == v(&b.acc_z)
-            && v(&a.acc_r) == v(&b.acc_r)
+            && s.cov.iter().zip(&t.cov).all(|(x, y)| v(x) == v(y))
+            && v(&s.acc_z) == v(&t.acc_z)
+            && v(&s.acc_r) == v(&t.acc_r)
+    }
+
+    /// The pass writes every task's rows in place and adds the tasks' sums in task order: its
+    /// output has the bits of the tasks run one by one and assembled by hand, on a pool of one
+    /// thread and of two (the sums of `V_rᵀ Ẑ⁺` and `V_rᵀ R⁻` long enough to be shared out).
+    #[test]
+    fn the_pass_assembles_its_tasks_in_order_on_any_pool() {
+        let mut rng = crate::rng::rng_from_seed(8);
+        let (d, r, n) = (4, 1100, 3 * TASK + 17);
+        let prior: Box<dyn InputPrior> =
+            Box::new(GaussianPrior::new(vec![0.1; d], DMat::identity(d, d) * 1.5).unwrap());
+        let prec = Spd::from_symmetric("precision", DMat::identity(d, d) * 2.0).unwrap();
+        let den = prior.row_denoiser(&prec).unwrap().unwrap();
+        let vt = crate::rng::standard_normal(r, n, &mut rng);
+        let q = crate::rng::standard_normal(r, d, &mut rng);
+        let plus = crate::rng::standard_normal(n, d, &mut rng);
+        let prev = crate::rng::standard_normal(n, d, &mut rng);
+        let map = MeanMap {
+            estimate: DMat::identity(d, d) * 0.7,
+            incoming: DMat::identity(d, d) * -0.2,
+            damping: 0.1,
+            lambda: DMat::identity(d, d),
+        };
+        let input = PassInput {
+            vt: vt.as_ref(),
+            q: q.as_ref(),
+            complement: true,
+            plus: plus.as_ref(),
+            map: &map,
+            prev: prev.as_ref(),
+            prior: Some(&*den),
+        };
+        let tasks: Vec<TaskOut> = (0..n.div_ceil(TASK))
+            .map(|t| {
+                owned(&input, t * TASK, ((t + 1) * TASK).min(n), |i, s, e, v| {
+                    task_body(i, s, e, v, false)
+                })
+            })
+            .collect();
+        let rows = |pick: fn(&TaskOut) -> &Mat<f64>| {
+            Mat::from_fn(n, d, |i, c| pick(&tasks[i / TASK])[(i % TASK, c)])
+        };
+        let sum = |pick: fn(&TaskSums) -> &Vec<f64>| {
+            Mat::from_fn(r, d, |i, c| {
+                tasks.iter().fold(0.0, |s, t| s + pick(&t.sums)[c * r + i])
+            })
+        };
+        let want = [
+            rows(|t| &t.z_minus),
+            rows(|t| &t.r_minus),
+            rows(|t| &t.z_prior),
+            sum(|s| &s.acc_z),
+            sum(|s| &s.acc_r),
+        ];
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let out = pool.install(|| pass(&input)).unwrap();
+            let p = out.prior.unwrap();
+            let got = [out.z_minus, out.r_minus, p.z, p.vt_z, p.vt_r];
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(bits(g), bits(w), "output {k}, {threads} threads");
+            }
+        }
     }
 
     /// [`dot4`]'s AVX2 and AVX-512 kernels give [`dot`]'s bits (each where the processor has
@@ -620,27 +795,34 @@ mod tests {
                 prior: Some(&*den),
             };
             for (start, end) in [(0, n.min(TASK)), (n / 3, n)] {
-                let portable = task_body(&input, start, end, true).unwrap();
+                let portable = owned(&input, start, end, |i, s, e, v| task_body(i, s, e, v, true));
                 // Without prefetches (the FMA build's choice), the same bits.
                 assert!(same(
                     &portable,
-                    &task_body(&input, start, end, false).unwrap()
+                    &owned(&input, start, end, |i, s, e, v| task_body(
+                        i, s, e, v, false
+                    ))
                 ));
                 assert!(
-                    portable.z_prior.norm_l2() > 0.0 && portable.acc_r.iter().any(|&x| x != 0.0)
+                    portable.z_prior.norm_l2() > 0.0
+                        && portable.sums.acc_r.iter().any(|&x| x != 0.0)
                 );
                 #[cfg(target_arch = "x86_64")]
                 {
                     if has_fma() {
                         // SAFETY: checked at run time.
-                        let fma = unsafe { task_fma(&input, start, end) }.unwrap();
+                        let fma = owned(&input, start, end, |i, s, e, v| unsafe {
+                            task_fma(i, s, e, v)
+                        });
                         // The portable build has no fused multiply-add instruction: `mul_add`
                         // is a (slow) correctly rounded call there, the same value.
                         assert!(same(&portable, &fma), "FMA build, d {d}, r {r}");
                     }
                     if crate::cpu::has_avx512vl() {
                         // SAFETY: checked at run time.
-                        let wide = unsafe { task_avx512(&input, start, end) }.unwrap();
+                        let wide = owned(&input, start, end, |i, s, e, v| unsafe {
+                            task_avx512(i, s, e, v)
+                        });
                         assert!(same(&portable, &wide), "AVX-512 build, d {d}, r {r}");
                     }
                 }
