@@ -157,10 +157,7 @@ fn split_small_products(
         return small_products(out, a, g, second);
     }
     let half = (n / 2).next_multiple_of(PRODUCT_ROWS);
-    let contiguous = |m: MatRef<'_, f64>| (0..m.ncols()).all(|l| col_slice(m, l).is_some());
-    if !(contiguous(a) && second.is_none_or(|(b, _)| contiguous(b)))
-        || (0..out.ncols()).any(|j| out.rb_mut().col_mut(j).try_as_col_major_mut().is_none())
-    {
+    if !all_contiguous(out.rb_mut(), a, second) {
         return false;
     }
     let (top, bottom) = out.split_at_row_mut(half);
@@ -192,6 +189,18 @@ fn columnwise(out: &mut Mat<f64>, r: MatRef<'_, f64>, g: &DMat) {
     }
 }
 
+/// Whether every column of `out`, `A` and `B` is contiguous ([`small_products`]' layout).
+fn all_contiguous(
+    mut out: faer::MatMut<'_, f64>,
+    a: MatRef<'_, f64>,
+    second: Option<(MatRef<'_, f64>, &DMat)>,
+) -> bool {
+    let cols = |m: MatRef<'_, f64>| (0..m.ncols()).all(|l| col_slice(m, l).is_some());
+    cols(a)
+        && second.is_none_or(|(b, _)| cols(b))
+        && (0..out.ncols()).all(|j| out.rb_mut().col_mut(j).try_as_col_major_mut().is_some())
+}
+
 /// Rows per register block of [`small_products`] (two AVX2 registers).
 const PRODUCT_ROWS: usize = 8;
 /// Columns of the output per register block of [`small_products`]: independent sums side by
@@ -207,10 +216,7 @@ fn small_products(
     g: &DMat,
     second: Option<(MatRef<'_, f64>, &DMat)>,
 ) -> bool {
-    let cols = |m: MatRef<'_, f64>| (0..m.ncols()).all(|l| col_slice(m, l).is_some());
-    if !(cols(a) && second.is_none_or(|(b, _)| cols(b)))
-        || (0..out.ncols()).any(|j| out.rb_mut().col_mut(j).try_as_col_major_mut().is_none())
-    {
+    if !all_contiguous(out.rb_mut(), a, second) {
         return false;
     }
     #[cfg(target_arch = "x86_64")]

@@ -328,10 +328,10 @@ mod tests {
             let u_hat = &mul_small(sv.as_ref(), &na) + &mul_small(rt_minus.as_ref(), &ga);
             let ut_m = &mul_small(bias_rot.as_ref(), &na) + &mul_small(rt_minus.as_ref(), &ga);
             let t_t = t.transpose();
-            let run = |tail| {
+            let run_with = |rt_plus: MatRef<'_, f64>, tail| {
                 Paired {
                     s: &s,
-                    rt_plus: rt_plus.as_ref(),
+                    rt_plus,
                     rt_minus: rt_minus.as_ref(),
                     bias_rot: bias_rot.as_ref(),
                     plus_t: &plus_t,
@@ -342,6 +342,7 @@ mod tests {
                 }
                 .run()
             };
+            let run = |tail| run_with(rt_plus.as_ref(), tail);
             let cases: [(Tail<'_>, Mat<f64>); 6] = [
                 (Tail::Backward { complement: true }, &v_hat - &rt_plus),
                 (Tail::Backward { complement: false }, v_hat.clone()),
@@ -371,18 +372,7 @@ mod tests {
             // A perturbed input is seen (the comparison can fail).
             let mut other = rt_plus.clone();
             other[(r / 2, 0)] *= 1.0 + 1e-12;
-            let got = Paired {
-                s: &s,
-                rt_plus: other.as_ref(),
-                rt_minus: rt_minus.as_ref(),
-                bias_rot: bias_rot.as_ref(),
-                plus_t: &plus_t,
-                peff_t: &peff_t,
-                t_t: &t_t,
-                m: &m,
-                tail: Tail::Backward { complement: true },
-            }
-            .run();
+            let got = run_with(other.as_ref(), Tail::Backward { complement: true });
             assert_ne!(bits(&got), bits(&(&v_hat - &rt_plus)), "r {r}, d {d}");
         }
     }
