@@ -174,21 +174,17 @@ impl Paired<'_> {
                 }
             }
         }
-        let mut put = |j: usize, value: &dyn Fn(usize) -> f64| {
-            let mut oj = out.as_mut().col_mut(j);
-            for k in 0..len {
-                oj[k] = value(k);
-            }
-        };
+        let mut put =
+            |j: usize, value: &mut dyn FnMut(faer::ColMut<'_, f64>)| value(out.as_mut().col_mut(j));
         match &self.tail {
             Tail::Backward { complement } => {
                 for j in 0..d {
                     let vj = &v[j * len..(j + 1) * len];
                     if *complement {
                         let p = column(self.rt_plus, j, start, len);
-                        put(j, &|k| vj[k] - p[k]);
+                        put(j, &mut |o| fill(o, len, |k| vj[k] - p[k]));
                     } else {
-                        put(j, &|k| vj[k]);
+                        put(j, &mut |o| fill(o, len, |k| vj[k]));
                     }
                 }
             }
@@ -199,9 +195,9 @@ impl Paired<'_> {
                         column(self.bias_rot, j, start, len),
                     );
                     if *complement {
-                        put(j, &|k| (vj[k] * s[k] + b[k]) - b[k]);
+                        put(j, &mut |o| fill(o, len, |k| (vj[k] * s[k] + b[k]) - b[k]));
                     } else {
-                        put(j, &|k| vj[k] * s[k] + b[k]);
+                        put(j, &mut |o| fill(o, len, |k| vj[k] * s[k] + b[k]));
                     }
                 }
             }
@@ -233,9 +229,11 @@ impl Paired<'_> {
                     }
                     // û = sv N A + (U_rᵀR⁻) Γ⁻A, minus b N A + (U_rᵀR⁻) Γ⁻A.
                     if *complement {
-                        put(j, &|k| (p1[k] + p2[k]) - (p3[k] + p2[k]));
+                        put(j, &mut |o| {
+                            fill(o, len, |k| (p1[k] + p2[k]) - (p3[k] + p2[k]))
+                        });
                     } else {
-                        put(j, &|k| p1[k] + p2[k]);
+                        put(j, &mut |o| fill(o, len, |k| p1[k] + p2[k]));
                     }
                 }
             }
@@ -251,6 +249,14 @@ fn column<'m>(m: MatRef<'m, f64>, j: usize, start: usize, len: usize) -> Cow<'m,
     match c.try_as_col_major() {
         Some(c) => Cow::Borrowed(c.as_slice()),
         None => Cow::Owned((0..len).map(|i| c[i]).collect()),
+    }
+}
+
+/// `o[k] = value(k)` for `k < len`.
+#[inline(always)]
+fn fill(mut o: faer::ColMut<'_, f64>, len: usize, value: impl Fn(usize) -> f64) {
+    for k in 0..len {
+        o[k] = value(k);
     }
 }
 
