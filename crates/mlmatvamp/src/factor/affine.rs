@@ -13,6 +13,20 @@ pub struct Blocks {
     offsets: Vec<usize>,
     sizes: Vec<usize>,
     cov: DMat,
+    /// `C` row by row (`cov_rows[l K + k] = C[l, k]`), so that `Mᵀ C` runs along contiguous rows.
+    cov_rows: Vec<f64>,
+}
+
+/// nalgebra multiplies two dynamically sized matrices with its own loops (below) when one of
+/// the first three dimensions of `A B` is at most this size, and with `matrixmultiply` (another
+/// rounding) otherwise (`gemm_uninit`, nalgebra 0.35).
+const NALGEBRA_SMALL_DIM: usize = 5;
+
+/// `x` projected on the blocks: `T = M_xᵀ C` (`d_x x K`, row by row), the first product of every
+/// second moment with `x` on the left, computed once per quantity instead of once per moment.
+struct Projected<'a> {
+    x: &'a Affine,
+    t: Vec<f64>,
 }
 
 impl Blocks {
@@ -29,10 +43,13 @@ impl Blocks {
                 .copy_from(*c);
             off += c.nrows();
         }
+        let k = cov.nrows();
+        let cov_rows = (0..k * k).map(|e| cov[(e / k, e % k)]).collect();
         Blocks {
             offsets,
             sizes,
             cov,
+            cov_rows,
         }
     }
     /// Total dimension `K`.
@@ -57,17 +74,87 @@ impl Blocks {
     }
     /// `E[x^T y]`.
     pub fn moment(&self, x: &Affine, y: &Affine) -> DMat {
-        x.c0.transpose() * &y.c0 + x.m.transpose() * &self.cov * &y.m
+        match self.project(x) {
+            Some(px) => self.moment_projected(&px, y),
+            None => Self::moment_nalgebra(&self.cov, x, y),
+        }
     }
     /// The joint second moment `E[[x, y]^T [x, y]]`.
     pub fn joint(&self, x: &Affine, y: &Affine) -> DMat {
         let d = x.m.ncols();
         let mut j = DMat::zeros(2 * d, 2 * d);
-        j.view_mut((0, 0), (d, d)).copy_from(&self.moment(x, x));
-        j.view_mut((0, d), (d, d)).copy_from(&self.moment(x, y));
-        j.view_mut((d, 0), (d, d)).copy_from(&self.moment(y, x));
-        j.view_mut((d, d), (d, d)).copy_from(&self.moment(y, y));
+        let parts = match (self.project(x), self.project(y)) {
+            (Some(px), Some(py)) => [
+                self.moment_projected(&px, x),
+                self.moment_projected(&px, y),
+                self.moment_projected(&py, x),
+                self.moment_projected(&py, y),
+            ],
+            _ => [
+                Self::moment_nalgebra(&self.cov, x, x),
+                Self::moment_nalgebra(&self.cov, x, y),
+                Self::moment_nalgebra(&self.cov, y, x),
+                Self::moment_nalgebra(&self.cov, y, y),
+            ],
+        };
+        for (part, (r, c)) in parts.iter().zip([(0, 0), (0, d), (d, 0), (d, d)]) {
+            j.view_mut((r, c), (d, d)).copy_from(part);
+        }
         sym(&j)
+    }
+
+    /// `c_0xᵀ c_0y + M_xᵀ C M_y` as nalgebra computes it: the definition of the moment's bits.
+    fn moment_nalgebra(cov: &DMat, x: &Affine, y: &Affine) -> DMat {
+        x.c0.transpose() * &y.c0 + x.m.transpose() * cov * &y.m
+    }
+
+    /// `T = M_xᵀ C`, when nalgebra would compute the moment's products with its own loops: every
+    /// entry `Σ_l M_x[l, i] C[l, k]` summed in the order of `l`, a product then an addition (no
+    /// fused multiply-add), the first term alone, as nalgebra's `gemv` does. `None` when nalgebra
+    /// would hand the products to `matrixmultiply` (`d_x` and `K` both above its small size).
+    fn project<'a>(&self, x: &'a Affine) -> Option<Projected<'a>> {
+        let (k, d) = (x.m.nrows(), x.m.ncols());
+        debug_assert_eq!(k, self.dim());
+        if d > NALGEBRA_SMALL_DIM && k > NALGEBRA_SMALL_DIM {
+            return None;
+        }
+        let mut t = vec![0.0; d * k];
+        if k > 0 {
+            for (i, ti) in t.chunks_exact_mut(k).enumerate() {
+                let m = &x.m.as_slice()[i * k..(i + 1) * k];
+                for (tik, c) in ti.iter_mut().zip(&self.cov_rows[..k]) {
+                    *tik = m[0] * c;
+                }
+                for (l, &ml) in m.iter().enumerate().skip(1) {
+                    let c = &self.cov_rows[l * k..(l + 1) * k];
+                    for (tik, c) in ti.iter_mut().zip(c) {
+                        *tik = ml * c + *tik;
+                    }
+                }
+            }
+        }
+        Some(Projected { x, t })
+    }
+
+    /// `E[x^T y] = c_0xᵀ c_0y + T M_y` from `x`'s projection, with nalgebra's rounding: every entry
+    /// of `T M_y` summed in the order of `k` (a product then an addition, the first term alone),
+    /// then added to `c_0x[i] c_0y[j]`.
+    fn moment_projected(&self, px: &Projected<'_>, y: &Affine) -> DMat {
+        let (k, dx, dy) = (y.m.nrows(), px.x.m.ncols(), y.m.ncols());
+        let (cx, cy) = (px.x.c0.as_slice(), y.c0.as_slice());
+        DMat::from_fn(dx, dy, |i, j| {
+            let c0 = cx[i] * cy[j];
+            if k == 0 {
+                return c0 + 0.0;
+            }
+            let t = &px.t[i * k..(i + 1) * k];
+            let m = &y.m.as_slice()[j * k..(j + 1) * k];
+            let mut s = t[0] * m[0];
+            for (a, b) in t.iter().zip(m).skip(1) {
+                s = a * b + s;
+            }
+            c0 + s
+        })
     }
 }
 
@@ -114,6 +201,81 @@ impl Affine {
         Affine {
             c0: &self.c0 - &y.c0,
             m: &self.m - &y.m,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Affine, Blocks, DMat};
+    use crate::rng::{rng_from_seed, standard_normal};
+    use crate::spd::sym;
+
+    fn normal(rows: usize, cols: usize, rng: &mut crate::rng::Rng) -> DMat {
+        let g = standard_normal(rows, cols, rng);
+        DMat::from_fn(rows, cols, |i, j| g[(i, j)])
+    }
+
+    fn same_bits(a: &DMat, b: &DMat) -> bool {
+        a.shape() == b.shape()
+            && a.iter()
+                .zip(b.iter())
+                .all(|(x, y)| x.to_bits() == y.to_bits())
+    }
+
+    /// The projected moments have the bits of nalgebra's `c_0xᵀ c_0y + M_xᵀ C M_y` (and the joint
+    /// those of its four moments, symmetrised), on both sides of nalgebra's small size, for
+    /// dense coefficients and for the sparse ones that `var` builds.
+    #[test]
+    fn moments_have_the_bits_of_nalgebras_products() {
+        let mut rng = rng_from_seed(77);
+        for d in 1..=7usize {
+            for sizes in [
+                vec![],
+                vec![1],
+                vec![2 * d, d, d, d],
+                vec![3, d + 2],
+                vec![d],
+            ] {
+                let covs: Vec<DMat> = sizes
+                    .iter()
+                    .map(|&s| {
+                        let b = normal(s, s, &mut rng);
+                        // Not exactly symmetric, as a computed covariance may be.
+                        DMat::from_fn(s, s, |i, j| {
+                            (0..s).map(|l| b[(i, l)] * b[(j, l)]).sum::<f64>() + 1e-9 * b[(i, j)]
+                        })
+                    })
+                    .collect();
+                let bl = Blocks::new(&covs.iter().collect::<Vec<_>>());
+                let k = bl.dim();
+                let dense = |rng: &mut crate::rng::Rng| Affine {
+                    c0: normal(1, d, rng),
+                    m: normal(k, d, rng),
+                };
+                let mut pairs = vec![(dense(&mut rng), dense(&mut rng))];
+                if sizes.len() == 4 {
+                    let a = bl.var_range(0, 0, d, d);
+                    let x = a.scale(1.7).add(&bl.var(2, d)).add(&bl.var(1, d));
+                    let y = x.mul(&normal(d, d, &mut rng)).sub(&bl.var(3, d));
+                    pairs.push((x, y));
+                }
+                for (x, y) in &pairs {
+                    for (p, q) in [(x, y), (y, x), (x, x)] {
+                        let want = Blocks::moment_nalgebra(&bl.cov, p, q);
+                        assert!(
+                            same_bits(&bl.moment(p, q), &want),
+                            "d {d}, blocks {sizes:?}"
+                        );
+                    }
+                    let mut want = DMat::zeros(2 * d, 2 * d);
+                    for (p, q, r, c) in [(x, x, 0, 0), (x, y, 0, d), (y, x, d, 0), (y, y, d, d)] {
+                        want.view_mut((r, c), (d, d))
+                            .copy_from(&Blocks::moment_nalgebra(&bl.cov, p, q));
+                    }
+                    assert!(same_bits(&bl.joint(x, y), &sym(&want)), "d {d}, {sizes:?}");
+                }
+            }
         }
     }
 }
