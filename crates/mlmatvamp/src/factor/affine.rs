@@ -128,7 +128,7 @@ impl Blocks {
                 for (l, &ml) in m.iter().enumerate().skip(1) {
                     let c = &self.cov_rows[l * k..(l + 1) * k];
                     for (tik, c) in ti.iter_mut().zip(c) {
-                        *tik = ml * c + *tik;
+                        *tik += ml * c;
                     }
                 }
             }
@@ -151,7 +151,7 @@ impl Blocks {
             let m = &y.m.as_slice()[j * k..(j + 1) * k];
             let mut s = t[0] * m[0];
             for (a, b) in t.iter().zip(m).skip(1) {
-                s = a * b + s;
+                s += a * b;
             }
             c0 + s
         })
