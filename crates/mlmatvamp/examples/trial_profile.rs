@@ -6,7 +6,8 @@
 //! authors' code is timed), one after the other; prints the best and mean of each, and the best
 //! time of one evaluation of the per-iteration test MSE. With a third argument `profile`, runs
 //! only the trial without the SVD (`reps` times), for `perf record`; with `lean`, times only
-//! `VampConfig::run_network_lean` (the same iterations recording only the test MSE); with
+//! `VampConfig::run_network_lean` (the same iterations recording only the test MSE) and prints
+//! the best, median, 90th percentile and mean; with
 //! `lean-warm`, the same with the output's Newton rows warm-started (`MapOptions::warm_start`).
 use mlmatvamp::apps::two_layer::{Init, TwoLayerConfig};
 use mlmatvamp::apps::two_layer_vamp::{network, VampConfig};
@@ -40,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mode = std::env::args().nth(3);
     if matches!(mode.as_deref(), Some("lean" | "lean-warm")) {
-        // The lean run (`run_network_lean`, test MSE only) alone: best, median, 90th percentile and mean; with
+        // The lean run (`run_network_lean`, test MSE only) alone; with
         // `lean-warm`, the MAP output's Newton rows warm-started (`MapOptions::warm_start`).
         let warm = mode.as_deref() == Some("lean-warm");
         let cfg = VampConfig {

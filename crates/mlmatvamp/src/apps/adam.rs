@@ -435,8 +435,8 @@ impl Batches {
     ///
     /// Per sample: the `d` products `x F_1[:, j]` in one sweep over `x` ([`dots`], each with the
     /// bits of [`dot`]), `σ` of the `d` values at once ([`Activation::eval_in_place`], the bits of
-    /// [`Activation::eval`]), and `σ'` from those values ([`deriv_at`]), so one exponential per
-    /// unit instead of two. Compiled twice: for AVX2 (taken when the processor has it) and for
+    /// [`Activation::eval`]), and `σ'` from those values ([`deriv_at`]), so for the sigmoid one
+    /// exponential per unit instead of two. Compiled twice: for AVX2 (taken when the processor has it) and for
     /// the baseline; both are the same additions and multiplications, so the same bits.
     fn loss_grad(&self, batch: &[usize], f1: &[f64], grad: &mut [f64]) -> f64 {
         #[cfg(target_arch = "x86_64")]
@@ -617,7 +617,15 @@ mod tests {
     fn loss_and_gradient_keep_the_bits_of_their_definition() {
         let mut rng = rng_from_seed(5);
         for act in [Activation::Sigmoid, Activation::Relu, Activation::Identity] {
-            for (nin, d, nout) in [(7, 1, 1), (100, 4, 1), (9, 5, 2), (12, 8, 1), (3, 3, 2)] {
+            for (nin, d, nout) in [
+                (7, 1, 1),
+                (100, 4, 1),
+                (9, 5, 2),
+                (12, 8, 1),
+                (3, 3, 2),
+                (10, 6, 1),
+                (11, 7, 2),
+            ] {
                 let n = 40;
                 let x = standard_normal(n, nin, &mut rng);
                 let y = standard_normal(n, nout, &mut rng);
@@ -628,22 +636,34 @@ mod tests {
                 let w: Vec<f64> = (0..nin * d).map(|e| f1[(e % nin, e / nin)]).collect();
                 let batch: Vec<usize> = (0..n).rev().step_by(3).collect();
                 let (mut g, mut g_ref) = (vec![0.0; nin * d], vec![0.0; nin * d]);
-                let loss = b.loss_grad(&batch, &w, &mut g);
                 let loss_ref = loss_grad_reference(&b, &batch, &w, &mut g_ref);
-                assert_eq!(
-                    loss.to_bits(),
-                    loss_ref.to_bits(),
-                    "{act:?} {nin} {d} {nout}"
-                );
-                assert!(
-                    g.iter()
-                        .zip(&g_ref)
-                        .all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{act:?} {nin} {d} {nout}"
-                );
+                // The dispatched build (AVX2 where the processor has it) and the baseline one.
+                for baseline in [false, true] {
+                    let loss = if baseline {
+                        b.loss_grad_body(&batch, &w, &mut g)
+                    } else {
+                        b.loss_grad(&batch, &w, &mut g)
+                    };
+                    assert_eq!(
+                        loss.to_bits(),
+                        loss_ref.to_bits(),
+                        "{act:?} {nin} {d} {nout}"
+                    );
+                    assert!(
+                        g.iter()
+                            .zip(&g_ref)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{act:?} {nin} {d} {nout}"
+                    );
+                }
+                // Every column of `dots`, in the groups of four and the remainder.
+                let x = &b.xt[..nin];
                 let mut z = vec![0.0; d];
-                dots(&w[..nin], &w, &mut z[..1]);
-                assert_eq!(z[0].to_bits(), super::dot(&w[..nin], &w[..nin]).to_bits());
+                dots(x, &w, &mut z);
+                for (j, zj) in z.iter().enumerate() {
+                    let want = super::dot(x, &w[j * nin..(j + 1) * nin]);
+                    assert_eq!(zj.to_bits(), want.to_bits(), "column {j} of {d}");
+                }
             }
         }
     }

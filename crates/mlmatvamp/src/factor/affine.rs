@@ -17,9 +17,9 @@ pub struct Blocks {
     cov_rows: Vec<f64>,
 }
 
-/// nalgebra multiplies two dynamically sized matrices with its own loops (below) when one of
-/// the first three dimensions of `A B` is at most this size, and with `matrixmultiply` (another
-/// rounding) otherwise (`gemm_uninit`, nalgebra 0.35).
+/// nalgebra multiplies two dynamically sized matrices `A B` with its own loops (below) when the
+/// rows of `A`, the columns of `A` (the rows of `B`) or the columns of `B` number at most this,
+/// and with `matrixmultiply` (another rounding) otherwise (`gemm_uninit`, nalgebra 0.35).
 const NALGEBRA_SMALL_DIM: usize = 5;
 
 /// `x` projected on the blocks: `T = M_xᵀ C` (`d_x x K`, row by row), the first product of every
@@ -111,10 +111,11 @@ impl Blocks {
     /// `T = M_xᵀ C`, when nalgebra would compute the moment's products with its own loops: every
     /// entry `Σ_l M_x[l, i] C[l, k]` summed in the order of `l`, a product then an addition (no
     /// fused multiply-add), the first term alone, as nalgebra's `gemv` does. `None` when nalgebra
-    /// would hand the products to `matrixmultiply` (`d_x` and `K` both above its small size).
+    /// would hand the first product, `M_xᵀ C`, to `matrixmultiply` (`d_x` and `K` both above its
+    /// small size); whenever it does not, it does not hand it the second, `T M_y`, either.
     fn project<'a>(&self, x: &'a Affine) -> Option<Projected<'a>> {
         let (k, d) = (x.m.nrows(), x.m.ncols());
-        debug_assert_eq!(k, self.dim());
+        assert_eq!(k, self.dim(), "an affine quantity over other blocks");
         if d > NALGEBRA_SMALL_DIM && k > NALGEBRA_SMALL_DIM {
             return None;
         }
@@ -141,6 +142,7 @@ impl Blocks {
     /// then added to `c_0x[i] c_0y[j]`.
     fn moment_projected(&self, px: &Projected<'_>, y: &Affine) -> DMat {
         let (k, dx, dy) = (y.m.nrows(), px.x.m.ncols(), y.m.ncols());
+        assert_eq!(k, self.dim(), "an affine quantity over other blocks");
         let (cx, cy) = (px.x.c0.as_slice(), y.c0.as_slice());
         DMat::from_fn(dx, dy, |i, j| {
             let c0 = cx[i] * cy[j];
@@ -236,6 +238,7 @@ mod tests {
                 vec![2 * d, d, d, d],
                 vec![3, d + 2],
                 vec![d],
+                vec![2, 1],
             ] {
                 let covs: Vec<DMat> = sizes
                     .iter()
@@ -253,7 +256,19 @@ mod tests {
                     c0: normal(1, d, rng),
                     m: normal(k, d, rng),
                 };
-                let mut pairs = vec![(dense(&mut rng), dense(&mut rng))];
+                // Signed zeros: a `-0` constant row and `-0` coefficients, so that a sum
+                // started from `+0`, or a dropped `+ 0` when `K = 0`, shows in the bits.
+                let zeros = |rng: &mut crate::rng::Rng| {
+                    let mut z = dense(rng);
+                    z.c0.iter_mut().for_each(|v| *v = -0.0);
+                    z.m.iter_mut().step_by(2).for_each(|v| *v = -0.0);
+                    z
+                };
+                let mut pairs = vec![
+                    (dense(&mut rng), dense(&mut rng)),
+                    (zeros(&mut rng), dense(&mut rng)),
+                    (zeros(&mut rng), zeros(&mut rng)),
+                ];
                 if sizes.len() == 4 {
                     let a = bl.var_range(0, 0, d, d);
                     let x = a.scale(1.7).add(&bl.var(2, d)).add(&bl.var(1, d));
@@ -274,6 +289,19 @@ mod tests {
                             .copy_from(&Blocks::moment_nalgebra(&bl.cov, p, q));
                     }
                     assert!(same_bits(&bl.joint(x, y), &sym(&want)), "d {d}, {sizes:?}");
+                }
+                // A moment between quantities of different widths.
+                for dy in [1, d + 1, 7] {
+                    let y = Affine {
+                        c0: normal(1, dy, &mut rng),
+                        m: normal(k, dy, &mut rng),
+                    };
+                    let (x, _) = &pairs[0];
+                    let want = Blocks::moment_nalgebra(&bl.cov, x, &y);
+                    assert!(
+                        same_bits(&bl.moment(x, &y), &want),
+                        "d {d} x {dy}, {sizes:?}"
+                    );
                 }
             }
         }
