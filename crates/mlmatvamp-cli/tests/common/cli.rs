@@ -13,8 +13,33 @@ pub fn manifest() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
+/// A scratch directory ([`temp`]): removed when dropped at the end of the test that made it,
+/// unless that test is failing (then kept, for inspection).
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// A fresh, empty scratch directory, distinct per test binary, process and `name`.
-pub fn temp(name: &str) -> PathBuf {
+pub fn temp(name: &str) -> Scratch {
     let d = std::env::temp_dir().join(format!(
         "mlmatvamp-{}-{}-{name}",
         env!("CARGO_CRATE_NAME"),
@@ -22,7 +47,7 @@ pub fn temp(name: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Scratch(d)
 }
 
 /// Runs the binary with `args`.
